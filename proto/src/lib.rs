@@ -1,0 +1,1 @@
+//! Control protocol between sipd and sipctl.

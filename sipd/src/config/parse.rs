@@ -1,0 +1,1 @@
+//! The sip.conf text format: sections, `key=value`, comments, line numbers.

@@ -1,0 +1,3 @@
+fn main() {
+    println!("sipd {}", env!("CARGO_PKG_VERSION"));
+}
