@@ -1,1 +1,278 @@
-fn main() {}
+//! sipctl: admin CLI for a running sipd. Each subcommand is one control
+//! request (see the `proto` crate); the reply is printed as a table for
+//! people or, with `--json`, as the raw JSON result for scripts.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use proto::{format_unix_ms, Client, Command, FwdAction, Reply};
+use tabled::settings::Style;
+use tabled::{Table, Tabled};
+
+#[derive(Parser, Debug)]
+#[command(name = "sipctl", version, about = "Admin CLI for a running sipd")]
+struct Cli {
+    /// sipd's working directory (where sipd.sock lives)
+    #[arg(short = 's', long = "dir", value_name = "DIR", default_value = ".", global = true)]
+    dir: PathBuf,
+    /// Control socket path (overrides -s)
+    #[arg(long = "ctl", value_name = "PATH", global = true)]
+    ctl: Option<PathBuf>,
+    /// Print the result as JSON
+    #[arg(long, global = true)]
+    json: bool,
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand, Debug)]
+enum Cmd {
+    /// Version, uptime, listen addresses, clients loaded, counters
+    Status,
+    /// Re-read sip.conf (validated first; the old config stays on error)
+    Reload,
+    /// Registrations (all, or of one client)
+    Regs { name: Option<String> },
+    /// Calls in progress
+    Calls,
+    /// Recent call detail records
+    Cdr {
+        /// How many records (newest first)
+        #[arg(long, default_value_t = 20)]
+        last: u32,
+    },
+    /// Show or change call forwarding: `fwd WHO`, `fwd WHO always F`,
+    /// `fwd WHO unavail F`, `fwd WHO clear` (WHO: client name or number)
+    Fwd {
+        who: String,
+        #[arg(value_parser = ["always", "unavail", "clear"])]
+        action: Option<String>,
+        number: Option<String>,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(&cli) {
+        Ok(out) => {
+            print!("{out}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("sipctl: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: &Cli) -> Result<String, String> {
+    let cmd = match &cli.cmd {
+        Cmd::Status => Command::Status,
+        Cmd::Reload => Command::Reload,
+        Cmd::Regs { name } => Command::Regs { name: name.clone() },
+        Cmd::Calls => Command::Calls,
+        Cmd::Cdr { last } => Command::Cdr { last: Some(*last) },
+        Cmd::Fwd { who, action, number } => Command::Fwd {
+            who: who.clone(),
+            action: fwd_action(action.as_deref(), number.as_deref())?,
+        },
+    };
+    let path = cli.ctl.clone().unwrap_or_else(|| proto::socket_path(&cli.dir));
+    let mut client = Client::connect(&path).map_err(|e| e.to_string())?;
+    let reply = client.call(cmd).map_err(|e| e.to_string())?.into_result()?;
+    if cli.json {
+        let mut s = serde_json::to_string_pretty(&reply).map_err(|e| e.to_string())?;
+        s.push('\n');
+        return Ok(s);
+    }
+    Ok(render(&reply))
+}
+
+fn fwd_action(action: Option<&str>, number: Option<&str>) -> Result<Option<FwdAction>, String> {
+    match (action, number) {
+        (None, None) => Ok(None),
+        (Some("clear"), None) => Ok(Some(FwdAction::Clear)),
+        (Some("clear"), Some(_)) => Err("'clear' takes no number".into()),
+        (Some(kind), Some(n)) => {
+            let number = n.to_string();
+            Ok(Some(if kind == "always" {
+                FwdAction::Always { number }
+            } else {
+                FwdAction::Unavail { number }
+            }))
+        }
+        (Some(kind), None) => Err(format!("'{kind}' needs a number: sipctl fwd WHO {kind} NUMBER")),
+        (None, Some(_)) => unreachable!("clap fills action before number"),
+    }
+}
+
+fn table<T: Tabled>(rows: impl IntoIterator<Item = T>) -> String {
+    let mut t = Table::new(rows);
+    t.with(Style::psql());
+    format!("{t}\n")
+}
+
+#[derive(Tabled)]
+struct KeyValue {
+    key: String,
+    value: String,
+}
+
+fn kv(key: &str, value: impl ToString) -> KeyValue {
+    KeyValue { key: key.to_string(), value: value.to_string() }
+}
+
+fn render(reply: &Reply) -> String {
+    match reply {
+        Reply::Status(s) => {
+            let mut rows = vec![
+                kv("name", &s.name),
+                kv("version", &s.version),
+                kv("realm", &s.realm),
+                kv("pid", s.pid),
+                kv("uptime", format_duration(s.uptime_secs)),
+                kv("listen", s.listen.join(" ")),
+                kv("country code", &s.country),
+                kv("city code", &s.city),
+                kv("directory", &s.dir),
+                kv("config", &s.config),
+                kv("clients", s.clients),
+                kv("registrations", s.registrations),
+                kv("calls", s.calls),
+                kv("transactions", s.transactions),
+            ];
+            rows.extend(s.counters.iter().map(|c| kv(&c.name, c.value)));
+            table(rows)
+        }
+        Reply::Reload(r) => r.to_string(),
+        Reply::Regs(r) => {
+            #[derive(Tabled)]
+            struct Row<'a> {
+                name: &'a str,
+                contact: &'a str,
+                source: &'a str,
+                expires: u64,
+                #[tabled(rename = "user agent")]
+                user_agent: &'a str,
+            }
+            let n = r.bindings.len();
+            let rows = r.bindings.iter().map(|b| Row {
+                name: &b.name,
+                contact: &b.contact,
+                source: &b.source,
+                expires: b.expires,
+                user_agent: &b.user_agent,
+            });
+            format!("{}{n} registration{}\n", table(rows), if n == 1 { "" } else { "s" })
+        }
+        Reply::Calls(c) => {
+            #[derive(Tabled)]
+            struct Row<'a> {
+                #[tabled(rename = "call-id")]
+                call_id: &'a str,
+                caller: &'a str,
+                dialed: &'a str,
+                target: &'a str,
+                state: &'a str,
+                duration: String,
+            }
+            let n = c.calls.len();
+            let rows = c.calls.iter().map(|c| Row {
+                call_id: &c.call_id,
+                caller: &c.caller,
+                dialed: &c.dialed,
+                target: &c.target,
+                state: &c.state,
+                duration: format_duration(c.duration_secs),
+            });
+            format!("{}{n} call{}\n", table(rows), if n == 1 { "" } else { "s" })
+        }
+        Reply::Cdr(c) => {
+            #[derive(Tabled)]
+            struct Row<'a> {
+                start: String,
+                caller: &'a str,
+                dialed: &'a str,
+                target: &'a str,
+                disposition: &'a str,
+                code: u16,
+                duration: u64,
+                billsec: u64,
+                #[tabled(rename = "call-id")]
+                call_id: &'a str,
+            }
+            let n = c.records.len();
+            let rows = c.records.iter().map(|r| Row {
+                start: format_unix_ms(r.start),
+                caller: &r.caller,
+                dialed: &r.dialed,
+                target: &r.target,
+                disposition: &r.disposition,
+                code: r.code,
+                duration: r.duration,
+                billsec: r.billsec,
+                call_id: &r.call_id,
+            });
+            format!("{}{n} record{}\n", table(rows), if n == 1 { "" } else { "s" })
+        }
+        Reply::Fwd(f) => {
+            #[derive(Tabled)]
+            struct Row<'a> {
+                name: &'a str,
+                forwarding: &'a str,
+                number: &'a str,
+                source: &'a str,
+            }
+            table(f.clients.iter().map(|c| Row {
+                name: &c.name,
+                forwarding: &c.kind,
+                number: c.number.as_deref().unwrap_or("-"),
+                source: c.source.as_deref().unwrap_or("-"),
+            }))
+        }
+    }
+}
+
+fn format_duration(secs: u64) -> String {
+    let (d, h, m, s) = (secs / 86_400, secs / 3_600 % 24, secs / 60 % 60, secs % 60);
+    if d > 0 {
+        format!("{d}d {h:02}:{m:02}:{s:02}")
+    } else {
+        format!("{h:02}:{m:02}:{s:02}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(format_duration(59), "00:00:59");
+        assert_eq!(format_duration(3_661), "01:01:01");
+        assert_eq!(format_duration(90_061), "1d 01:01:01");
+    }
+
+    #[test]
+    fn fwd_arguments() {
+        assert_eq!(fwd_action(None, None).unwrap(), None);
+        assert_eq!(fwd_action(Some("clear"), None).unwrap(), Some(FwdAction::Clear));
+        assert!(fwd_action(Some("clear"), Some("1")).is_err());
+        assert!(fwd_action(Some("always"), None).unwrap_err().contains("needs a number"));
+        assert_eq!(
+            fwd_action(Some("unavail"), Some("1002")).unwrap(),
+            Some(FwdAction::Unavail { number: "1002".into() })
+        );
+    }
+
+    #[test]
+    fn cli_parses() {
+        let c = Cli::try_parse_from(["sipctl", "-s", "/tmp/x", "regs", "--json"]).unwrap();
+        assert!(c.json);
+        assert_eq!(c.dir, PathBuf::from("/tmp/x"));
+        assert!(Cli::try_parse_from(["sipctl", "fwd", "1001", "sometimes"]).is_err());
+        let c = Cli::try_parse_from(["sipctl", "fwd", "1001", "always", "84991234567"]).unwrap();
+        assert!(matches!(c.cmd, Cmd::Fwd { .. }));
+    }
+}

@@ -3,5 +3,11 @@
 //! The crate is a library (everything testable) plus a thin binary
 //! (`main.rs`). See ARCHITECTURE.md for the layers.
 
+pub mod cli;
 pub mod config;
+pub mod control;
+pub mod core;
+pub mod malformed;
+pub mod server;
 pub mod sip;
+pub mod transport;

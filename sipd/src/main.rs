@@ -1,3 +1,63 @@
-fn main() {
-    println!("sipd {}", env!("CARGO_PKG_VERSION"));
+//! The sipd binary: flags, logging, then `server::run`.
+
+use std::process::ExitCode;
+
+use sipd::cli::{self, Flags};
+
+fn main() -> ExitCode {
+    let flags = match Flags::parse_seed(std::env::args()) {
+        Ok(f) => f,
+        Err(e) => {
+            let _ = e.print();
+            return if e.use_stderr() { ExitCode::from(2) } else { ExitCode::SUCCESS };
+        }
+    };
+    if flags.about {
+        print!("{}", cli::about());
+        return ExitCode::SUCCESS;
+    }
+    if flags.version {
+        print!("{}", cli::version_line());
+        return ExitCode::SUCCESS;
+    }
+    if flags.reload {
+        return reload(&flags);
+    }
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    match sipd::server::run(flags) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("sipd: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `sipd -r`: ask the running sipd to reload, print the outcome.
+fn reload(flags: &Flags) -> ExitCode {
+    let path = flags.ctl_path();
+    let result = proto::Client::connect(&path)
+        .map_err(|e| e.to_string())
+        .and_then(|mut c| c.call(proto::Command::Reload).map_err(|e| e.to_string()))
+        .and_then(|r| r.into_result());
+    match result {
+        Ok(proto::Reply::Reload(r)) => {
+            print!("{r}");
+            ExitCode::SUCCESS
+        }
+        Ok(_) => {
+            eprintln!("sipd: unexpected reply to reload");
+            ExitCode::FAILURE
+        }
+        Err(e) => {
+            eprintln!("sipd: reload failed: {e}");
+            ExitCode::FAILURE
+        }
+    }
 }

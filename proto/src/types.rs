@@ -1,0 +1,145 @@
+//! Result payloads of the control commands.
+
+use serde::{Deserialize, Serialize};
+
+/// The `result` of a successful response, tagged by `type`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Reply {
+    Status(Status),
+    Reload(ReloadReport),
+    Regs(Regs),
+    Calls(Calls),
+    Cdr(Cdrs),
+    Fwd(FwdReport),
+}
+
+/// `status`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Status {
+    pub name: String,
+    pub version: String,
+    /// The realm (hostname unless sip.conf sets one).
+    pub realm: String,
+    pub pid: u32,
+    pub uptime_secs: u64,
+    /// `udp:127.0.0.1:5060`, `tcp:[::1]:5060`, …
+    pub listen: Vec<String>,
+    pub country: String,
+    pub city: String,
+    pub dir: String,
+    pub config: String,
+    pub clients: usize,
+    pub registrations: usize,
+    pub calls: usize,
+    pub transactions: usize,
+    pub counters: Vec<Counter>,
+}
+
+/// A named counter (messages in/out, errors, …).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Counter {
+    pub name: String,
+    pub value: u64,
+}
+
+/// `reload`: what changed.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReloadReport {
+    pub added: Vec<String>,
+    pub removed: Vec<String>,
+    pub changed: Vec<String>,
+    /// Clients in the new configuration.
+    pub clients: usize,
+}
+
+/// What `sipctl reload` and `sipd -r` print.
+impl std::fmt::Display for ReloadReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let list = |v: &[String]| if v.is_empty() { "-".to_string() } else { v.join(", ") };
+        writeln!(f, "reloaded: {} clients", self.clients)?;
+        writeln!(f, "added: {}", list(&self.added))?;
+        writeln!(f, "removed: {}", list(&self.removed))?;
+        writeln!(f, "changed: {}", list(&self.changed))
+    }
+}
+
+/// `regs`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Regs {
+    pub bindings: Vec<Binding>,
+}
+
+/// One registration.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Binding {
+    pub name: String,
+    pub contact: String,
+    /// `udp:127.0.0.1:40000`
+    pub source: String,
+    pub expires: u64,
+    pub user_agent: String,
+}
+
+/// `calls`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Calls {
+    pub calls: Vec<CallInfo>,
+}
+
+/// One call in progress.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CallInfo {
+    pub call_id: String,
+    pub caller: String,
+    pub dialed: String,
+    pub target: String,
+    /// `trying`, `ringing`, `answered`
+    pub state: String,
+    pub duration_secs: u64,
+}
+
+/// `cdr`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Cdrs {
+    pub records: Vec<Cdr>,
+}
+
+/// One call detail record (spec §4.6). Times are unix milliseconds.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Cdr {
+    pub call_id: String,
+    pub caller: String,
+    pub callerid: String,
+    pub accountcode: String,
+    pub dialed: String,
+    pub target: String,
+    /// ANSWERED, BUSY, NO ANSWER, FAILED, CANCELLED
+    pub disposition: String,
+    pub code: u16,
+    pub start: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub answer: Option<u64>,
+    pub end: u64,
+    pub duration: u64,
+    pub billsec: u64,
+}
+
+/// `fwd`: the effective forwarding of each matching client.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FwdReport {
+    pub clients: Vec<FwdState>,
+}
+
+/// Forwarding of one client.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FwdState {
+    pub name: String,
+    /// `none`, `always`, `unavail`
+    pub kind: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub number: Option<String>,
+    /// `sip.conf`, `phone`, `sipctl` (absent for none)
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<String>,
+}

@@ -1,0 +1,188 @@
+//! Command-line flags (spec §1). The seed's single-dash flags are kept
+//! exactly (`-cc 812` is one flag, not `-c c`), with long forms beside them.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::Parser;
+
+#[derive(Parser, Debug, Clone, PartialEq)]
+#[command(
+    name = "sipd",
+    about = "SIP registrar, stateful proxy and small-office PBX",
+    disable_version_flag = true,
+    after_help = "Seed-compatible flags: -a -b ADDR -c CODE -cc CODE -d -s DIR -r -v.\n\
+                  SIGTERM/SIGINT stop sipd gracefully; SIGHUP reloads sip.conf."
+)]
+pub struct Flags {
+    /// Print about (name, description, copyright) and exit
+    #[arg(short = 'a', long = "about")]
+    pub about: bool,
+    /// Listen address for SIP over UDP and TCP, IP:port (IPv6 as [::1]:5060); repeatable
+    #[arg(short = 'b', long = "listen", value_name = "ADDR", default_value = "127.0.0.1:5060")]
+    pub listen: Vec<SocketAddr>,
+    /// Current country code
+    #[arg(short = 'c', long = "country", value_name = "CODE", default_value = "7", value_parser = digits)]
+    pub country: String,
+    /// Current city code (seed flag: -cc)
+    #[arg(long = "city", value_name = "CODE", default_value = "495", value_parser = digits)]
+    pub city: String,
+    /// Debug: print every SIP message received (<<) and sent (>>) to stdout
+    #[arg(short = 'd', long = "debug")]
+    pub debug: bool,
+    /// Working directory: sip.conf, the store and the control socket live here
+    #[arg(short = 's', long = "dir", value_name = "DIR", default_value = ".")]
+    pub dir: PathBuf,
+    /// Tell the sipd running in the working directory to reload sip.conf
+    #[arg(short = 'r', long = "reload")]
+    pub reload: bool,
+    /// Print name, version and hostname (the realm) and exit
+    #[arg(short = 'v', long = "version")]
+    pub version: bool,
+    /// Configuration file (default DIR/sip.conf)
+    #[arg(long = "conf", value_name = "FILE")]
+    pub conf: Option<PathBuf>,
+    /// Control socket path (default DIR/sipd.sock)
+    #[arg(long = "ctl", value_name = "PATH")]
+    pub ctl: Option<PathBuf>,
+}
+
+fn digits(s: &str) -> Result<String, String> {
+    if !s.is_empty() && s.len() <= 6 && s.bytes().all(|b| b.is_ascii_digit()) {
+        Ok(s.to_string())
+    } else {
+        Err(format!("'{s}' is not a code of 1 to 6 digits"))
+    }
+}
+
+impl Flags {
+    /// Parse process arguments, accepting the seed's `-cc CODE` / `-cc=CODE`.
+    pub fn parse_seed<I: IntoIterator<Item = String>>(args: I) -> Result<Flags, clap::Error> {
+        Flags::try_parse_from(rewrite_seed_args(args))
+    }
+
+    pub fn conf_path(&self) -> PathBuf {
+        self.conf.clone().unwrap_or_else(|| self.dir.join("sip.conf"))
+    }
+
+    pub fn ctl_path(&self) -> PathBuf {
+        self.ctl.clone().unwrap_or_else(|| proto::socket_path(&self.dir))
+    }
+
+    pub fn store_path(&self) -> PathBuf {
+        self.dir.join("sipd.db")
+    }
+}
+
+/// `-cc` is one seed flag; clap would read it as `-c c`.
+fn rewrite_seed_args<I: IntoIterator<Item = String>>(args: I) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut after_dashdash = false;
+    for a in args {
+        if after_dashdash {
+            out.push(a);
+            continue;
+        }
+        if a == "--" {
+            after_dashdash = true;
+            out.push(a);
+        } else if a == "-cc" {
+            out.push("--city".into());
+        } else if let Some(v) = a.strip_prefix("-cc=") {
+            out.push(format!("--city={v}"));
+        } else {
+            out.push(a);
+        }
+    }
+    out
+}
+
+/// The machine's hostname: the default realm.
+pub fn hostname() -> String {
+    let mut buf = [0u8; 256];
+    // SAFETY: the buffer is valid for its length; gethostname NUL-terminates
+    // when the name fits (we also bound the read by the buffer length).
+    let rc = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
+    if rc != 0 {
+        return "localhost".into();
+    }
+    let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
+    match std::str::from_utf8(&buf[..end]) {
+        Ok(s) if !s.is_empty() => s.to_string(),
+        _ => "localhost".into(),
+    }
+}
+
+pub fn about() -> String {
+    format!(
+        "sipd {} - SIP registrar, stateful proxy and small-office PBX\n\
+         Copyright (c) 2018 Vasily Suvorov (the Go sipd), 2026 the sipd developers. MIT license.\n",
+        env!("CARGO_PKG_VERSION")
+    )
+}
+
+pub fn version_line() -> String {
+    format!("sipd {} (realm {})\n", env!("CARGO_PKG_VERSION"), hostname())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Flags, clap::Error> {
+        Flags::parse_seed(std::iter::once("sipd").chain(args.iter().copied()).map(String::from))
+    }
+
+    #[test]
+    fn defaults() {
+        let f = parse(&[]).unwrap();
+        assert_eq!(f.listen, vec!["127.0.0.1:5060".parse::<SocketAddr>().unwrap()]);
+        assert_eq!((f.country.as_str(), f.city.as_str()), ("7", "495"));
+        assert_eq!(f.dir, PathBuf::from("."));
+        assert!(!f.debug && !f.reload && !f.version && !f.about);
+        assert_eq!(f.conf_path(), PathBuf::from("./sip.conf"));
+        assert_eq!(f.ctl_path(), PathBuf::from("./sipd.sock"));
+    }
+
+    #[test]
+    fn seed_flags() {
+        let f = parse(&["-cc", "812", "-c", "7", "-b", "127.0.0.1:5099", "-s", "/tmp/x", "-d"])
+            .unwrap();
+        assert_eq!(f.city, "812");
+        assert_eq!(f.country, "7");
+        assert_eq!(f.listen, vec!["127.0.0.1:5099".parse::<SocketAddr>().unwrap()]);
+        assert_eq!(f.dir, PathBuf::from("/tmp/x"));
+        assert!(f.debug);
+        assert_eq!(parse(&["-cc=812"]).unwrap().city, "812");
+        assert!(parse(&["-r"]).unwrap().reload);
+        assert!(parse(&["-v"]).unwrap().version);
+        assert!(parse(&["-a"]).unwrap().about);
+    }
+
+    #[test]
+    fn long_forms_and_ipv6() {
+        let f = parse(&["--city", "812", "--listen", "[::1]:5070", "--listen", "127.0.0.1:5070"])
+            .unwrap();
+        assert_eq!(f.city, "812");
+        assert_eq!(f.listen.len(), 2);
+        assert!(f.listen[0].is_ipv6());
+        let f = parse(&["--conf", "/etc/sip.conf", "--ctl", "/run/s.sock"]).unwrap();
+        assert_eq!(f.conf_path(), PathBuf::from("/etc/sip.conf"));
+        assert_eq!(f.ctl_path(), PathBuf::from("/run/s.sock"));
+    }
+
+    #[test]
+    fn bad_flags() {
+        assert!(parse(&["-cc", "abc"]).is_err());
+        assert!(parse(&["-c", ""]).is_err());
+        assert!(parse(&["-b", "localhost"]).is_err());
+        assert!(parse(&["-b", "1.2.3.4"]).is_err());
+        assert!(parse(&["-x"]).is_err());
+    }
+
+    #[test]
+    fn hostname_is_not_empty() {
+        assert!(!hostname().is_empty());
+        assert!(version_line().starts_with("sipd "));
+    }
+}

@@ -1,0 +1,268 @@
+//! Start-up, the running daemon and shutdown: loads sip.conf, binds the SIP
+//! sockets and the control socket, feeds received messages to the core,
+//! ticks its timers, reloads on SIGHUP or `reload`, and stops cleanly on
+//! SIGTERM/SIGINT (socket file removed, store flushed).
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use proto::{Command, Reply, Response};
+
+use crate::cli::Flags;
+use crate::config::{self, Config};
+use crate::core::{Core, Local};
+use crate::malformed;
+use crate::sip::{Limits, Message};
+use crate::transport::{tcp::TcpLimits, DebugLog, Out, Peer, Sink, Tcp, Transport, Transports, Udp};
+
+/// Interval of the core's timer tick.
+const TICK: Duration = Duration::from_millis(20);
+
+/// Everything the tasks share.
+pub struct Daemon {
+    core: Mutex<Core>,
+    transports: Transports,
+    opts: config::Options,
+    conf_path: PathBuf,
+    dir: PathBuf,
+    started: Instant,
+    limits: Limits,
+    /// One reload at a time (parsing happens outside the core lock).
+    reload_lock: Mutex<()>,
+}
+
+/// Run sipd until SIGTERM/SIGINT. Errors are start-up errors, to be printed.
+pub fn run(flags: Flags) -> Result<(), String> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start runtime: {e}"))?;
+    rt.block_on(serve(flags))
+}
+
+fn options(flags: &Flags) -> config::Options {
+    let file_name = flags
+        .conf_path()
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "sip.conf".into());
+    config::Options {
+        country: flags.country.clone(),
+        city: flags.city.clone(),
+        default_realm: crate::cli::hostname(),
+        file_name,
+    }
+}
+
+async fn serve(flags: Flags) -> Result<(), String> {
+    let opts = options(&flags);
+    let conf_path = flags.conf_path();
+    let config = match Config::load(&conf_path, &opts) {
+        Ok(Some(c)) => c,
+        Ok(None) => {
+            tracing::warn!("{} not found: starting with no clients", conf_path.display());
+            Config::empty(&opts)
+        }
+        Err(e) => return Err(e.to_string()),
+    };
+    tracing::info!("{} clients loaded from {}", config.clients.len(), conf_path.display());
+
+    let udp = Udp::bind(&flags.listen)
+        .await
+        .map_err(|e| format!("cannot listen on udp {:?}: {e}", flags.listen))?;
+    let tcp = Tcp::bind(&flags.listen, TcpLimits::default())
+        .await
+        .map_err(|e| format!("cannot listen on tcp {:?}: {e}", flags.listen))?;
+    let ctl_path = flags.ctl_path();
+    let ctl = crate::control::bind(&ctl_path)
+        .map_err(|e| format!("control socket {}: {e}", ctl_path.display()))?;
+    let _socket_file = crate::control::SocketFile(ctl_path.clone());
+
+    let addrs = udp.local_addrs();
+    let local = Local::new(
+        addrs.clone(),
+        vec![config.general.realm.clone(), crate::cli::hostname()],
+    );
+    let transports = Transports {
+        udp: Arc::new(udp),
+        tcp: Arc::new(tcp),
+        debug: flags.debug.then(|| Arc::new(DebugLog::new())),
+    };
+    let daemon = Arc::new(Daemon {
+        core: Mutex::new(Core::new(Arc::new(config), local)),
+        transports: transports.clone(),
+        opts,
+        conf_path,
+        dir: flags.dir.clone(),
+        started: Instant::now(),
+        limits: Limits::default(),
+        reload_lock: Mutex::new(()),
+    });
+
+    let sink: Arc<dyn Sink> = daemon.clone();
+    transports.udp.spawn_receivers(sink.clone(), 2);
+    transports.tcp.start(sink);
+    tokio::spawn(crate::control::serve(ctl, daemon.clone()));
+    {
+        let d = daemon.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(TICK);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                let mut out = Vec::new();
+                d.core.lock().unwrap().on_tick(Instant::now(), &mut out);
+                d.transports.send_all(out);
+            }
+        });
+    }
+    for a in &addrs {
+        tracing::info!("listening on udp:{a} tcp:{a}");
+    }
+    tracing::info!("control socket {}", ctl_path.display());
+
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).map_err(|e| e.to_string())?;
+    let mut int = signal(SignalKind::interrupt()).map_err(|e| e.to_string())?;
+    let mut hup = signal(SignalKind::hangup()).map_err(|e| e.to_string())?;
+    loop {
+        tokio::select! {
+            _ = term.recv() => break,
+            _ = int.recv() => break,
+            _ = hup.recv() => {
+                let d = daemon.clone();
+                match tokio::task::spawn_blocking(move || d.reload()).await {
+                    Ok(Ok(r)) => tracing::info!("SIGHUP: reloaded: {} clients, added {:?}, removed {:?}, changed {:?}", r.clients, r.added, r.removed, r.changed),
+                    Ok(Err(e)) => tracing::error!("SIGHUP: reload refused, keeping the old configuration:\n{e}"),
+                    Err(e) => tracing::error!("SIGHUP: reload failed: {e}"),
+                }
+            }
+        }
+    }
+    tracing::info!("shutting down");
+    Ok(())
+}
+
+impl Sink for Daemon {
+    fn on_message(&self, data: &[u8], peer: Peer, oversized: bool) {
+        if let Some(d) = &self.transports.debug {
+            d.log(true, &peer, data);
+        }
+        let parsed = if oversized {
+            Err(crate::sip::ParseError::TooLarge)
+        } else {
+            match peer.transport {
+                Transport::Udp => Message::parse(data, &self.limits),
+                Transport::Tcp => Message::parse_stream(data, &self.limits),
+            }
+        };
+        let mut out = Vec::new();
+        match parsed {
+            Ok(msg) => self.core.lock().unwrap().on_message(msg, peer, Instant::now(), &mut out),
+            Err(e) => {
+                if malformed::is_noise(data) {
+                    return;
+                }
+                self.core.lock().unwrap().counters.malformed += 1;
+                tracing::debug!("malformed message from {peer}: {e}");
+                if let Some(resp) = malformed::bad_request(data, &e) {
+                    out.push(Out { dest: peer, data: resp });
+                }
+            }
+        }
+        self.transports.send_all(out);
+    }
+}
+
+impl Daemon {
+    /// Re-read sip.conf: validate first, keep the old config on any error,
+    /// swap atomically on success.
+    pub fn reload(&self) -> Result<proto::ReloadReport, String> {
+        let _one = self.reload_lock.lock().unwrap_or_else(|e| e.into_inner());
+        let new = match Config::load(&self.conf_path, &self.opts) {
+            Ok(Some(c)) => c,
+            Ok(None) => {
+                return Err(format!(
+                    "{}: file not found; keeping the current configuration",
+                    self.conf_path.display()
+                ))
+            }
+            Err(e) => return Err(e.to_string()),
+        };
+        let clients = new.clients.len();
+        let mut core = self.core.lock().unwrap();
+        let diff = core.config().diff(&new);
+        core.set_config(Arc::new(new));
+        Ok(proto::ReloadReport {
+            added: diff.added,
+            removed: diff.removed,
+            changed: diff.changed,
+            clients,
+        })
+    }
+
+    fn status(&self) -> proto::Status {
+        let core = self.core.lock().unwrap();
+        let config = core.config();
+        let mut listen = Vec::new();
+        for a in self.transports.udp.local_addrs() {
+            listen.push(format!("udp:{a}"));
+        }
+        for a in self.transports.tcp.local_addrs() {
+            listen.push(format!("tcp:{a}"));
+        }
+        let c = &core.counters;
+        let counter = |name: &str, value: u64| proto::Counter { name: name.into(), value };
+        proto::Status {
+            name: "sipd".into(),
+            version: env!("CARGO_PKG_VERSION").into(),
+            realm: config.general.realm.clone(),
+            pid: std::process::id(),
+            uptime_secs: self.started.elapsed().as_secs(),
+            listen,
+            country: config.country.clone(),
+            city: config.city.clone(),
+            dir: self.dir.display().to_string(),
+            config: self.conf_path.display().to_string(),
+            clients: config.clients.len(),
+            registrations: 0,
+            calls: 0,
+            transactions: 0,
+            counters: vec![
+                counter("requests in", c.requests_in),
+                counter("responses in", c.responses_in),
+                counter("malformed in", c.malformed),
+                counter("replies sent", c.replies_sent),
+                counter("tcp connections", self.transports.tcp.connections() as u64),
+            ],
+        }
+    }
+}
+
+impl crate::control::Handler for Daemon {
+    async fn handle(self: Arc<Self>, cmd: Command) -> Response {
+        match cmd {
+            Command::Status => Response::ok(Reply::Status(self.status())),
+            Command::Reload => {
+                let d = self.clone();
+                match tokio::task::spawn_blocking(move || d.reload()).await {
+                    Ok(Ok(r)) => {
+                        tracing::info!("reloaded: added {:?}, removed {:?}, changed {:?}", r.added, r.removed, r.changed);
+                        Response::ok(Reply::Reload(r))
+                    }
+                    Ok(Err(e)) => {
+                        tracing::error!("reload refused, keeping the old configuration:\n{e}");
+                        Response::error(e)
+                    }
+                    Err(e) => Response::error(format!("reload failed: {e}")),
+                }
+            }
+            other => Response::error(format!(
+                "command '{}' is not available yet",
+                proto::to_line(&proto::Request::new(other)).trim()
+            )),
+        }
+    }
+}

@@ -1,0 +1,164 @@
+//! Transports: bytes in and out over UDP and TCP. A received message comes
+//! with the [`Peer`] it came from; the core answers with [`Out`]s naming a
+//! [`Dest`]. TCP connections are "flows" with an id so that requests to a
+//! client registered over TCP reuse its connection (NAT).
+
+pub mod tcp;
+pub mod udp;
+
+use std::fmt;
+use std::io::Write;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+pub use tcp::Tcp;
+pub use udp::Udp;
+
+/// Transport protocol of a message.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Transport {
+    Udp,
+    Tcp,
+}
+
+impl Transport {
+    /// Upper-case name as written in Via (`UDP`, `TCP`).
+    pub fn via_name(self) -> &'static str {
+        match self {
+            Transport::Udp => "UDP",
+            Transport::Tcp => "TCP",
+        }
+    }
+    /// Lower-case name as written in URIs and `sipctl regs` (`udp`, `tcp`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Transport::Udp => "udp",
+            Transport::Tcp => "tcp",
+        }
+    }
+    pub fn parse(s: &str) -> Option<Transport> {
+        if s.eq_ignore_ascii_case("udp") {
+            Some(Transport::Udp)
+        } else if s.eq_ignore_ascii_case("tcp") {
+            Some(Transport::Tcp)
+        } else {
+            None
+        }
+    }
+}
+
+/// Receiver of every message the transports read: the server parses it
+/// and hands it to the core.
+pub trait Sink: Send + Sync + 'static {
+    /// One datagram (UDP) or one message framed by Content-Length (TCP).
+    /// `oversized`: a datagram larger than the SIP message limit.
+    fn on_message(&self, data: &[u8], peer: Peer, oversized: bool);
+}
+
+/// Id of one TCP connection.
+pub type FlowId = u64;
+
+/// Where a message came from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Peer {
+    pub transport: Transport,
+    pub addr: SocketAddr,
+    /// The TCP connection it arrived on.
+    pub flow: Option<FlowId>,
+}
+
+impl fmt::Display for Peer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}", self.transport.name(), self.addr)
+    }
+}
+
+/// Where to send a message: over `flow` when it is still open, else to
+/// `addr` (opening a TCP connection if needed).
+pub type Dest = Peer;
+
+/// One message to send.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Out {
+    pub dest: Dest,
+    pub data: Vec<u8>,
+}
+
+/// The open sockets, used by the core's output path.
+#[derive(Clone)]
+pub struct Transports {
+    pub udp: Arc<Udp>,
+    pub tcp: Arc<Tcp>,
+    pub debug: Option<Arc<DebugLog>>,
+}
+
+impl Transports {
+    /// Send everything the core produced. Never blocks the caller for long:
+    /// UDP sends are non-blocking, TCP sends are queued to the connection's writer.
+    pub fn send_all(&self, outs: Vec<Out>) {
+        for out in outs {
+            if let Some(d) = &self.debug {
+                d.log(false, &out.dest, &out.data);
+            }
+            match out.dest.transport {
+                Transport::Udp => self.udp.send(out.dest.addr, &out.data),
+                Transport::Tcp => self.tcp.send(out.dest, out.data),
+            }
+        }
+    }
+}
+
+/// `-d`: every SIP message in and out printed to stdout with time,
+/// direction (`<<` in, `>>` out), transport and peer address.
+pub struct DebugLog {
+    out: std::sync::Mutex<std::io::Stdout>,
+}
+
+impl DebugLog {
+    pub fn new() -> DebugLog {
+        DebugLog { out: std::sync::Mutex::new(std::io::stdout()) }
+    }
+
+    pub fn log(&self, incoming: bool, peer: &Peer, data: &[u8]) {
+        let now = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(0);
+        let mut text = String::from_utf8_lossy(data).replace("\r\n", "\n");
+        if !text.ends_with('\n') {
+            text.push('\n');
+        }
+        let head = format!(
+            "{}.{:03} {} {} {}\n",
+            proto::format_unix_ms(now),
+            now % 1000,
+            if incoming { "<<" } else { ">>" },
+            peer.transport.via_name(),
+            peer.addr
+        );
+        let mut out = self.out.lock().unwrap_or_else(|e| e.into_inner());
+        // stdout closed or full: debugging output is best effort.
+        let _ = out.write_all(head.as_bytes());
+        let _ = out.write_all(text.as_bytes());
+        let _ = out.write_all(b"\n");
+        let _ = out.flush();
+    }
+}
+
+impl Default for DebugLog {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// IPv4-mapped IPv6 addresses (from a dual-stack socket) as plain IPv4.
+pub fn canonical(addr: SocketAddr) -> SocketAddr {
+    match addr {
+        SocketAddr::V6(v6) => match v6.ip().to_ipv4_mapped() {
+            Some(v4) => SocketAddr::new(v4.into(), v6.port()),
+            None => addr,
+        },
+        v4 => v4,
+    }
+}

@@ -1,0 +1,254 @@
+//! A small SIP user agent for tests: sends requests it builds as text (or
+//! raw bytes), receives and parses messages with sipd's own parser, over UDP
+//! or TCP on loopback. Every receive has a timeout.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream, UdpSocket};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use sipd::sip::{frame_stream, Limits, Message, StreamFrame};
+
+static COUNTER: AtomicU64 = AtomicU64::new(1);
+
+/// A unique token for branches, tags and Call-IDs.
+pub fn unique(prefix: &str) -> String {
+    format!("{prefix}{}x{}", std::process::id(), COUNTER.fetch_add(1, Ordering::Relaxed))
+}
+
+enum Conn {
+    Udp(UdpSocket),
+    Tcp { stream: TcpStream, buf: Vec<u8> },
+}
+
+pub struct Ua {
+    conn: Conn,
+    pub local: SocketAddr,
+    pub server: SocketAddr,
+    pub user: String,
+    pub tag: String,
+}
+
+/// A request under construction; `Ua::request` fills the usual headers.
+#[derive(Clone, Debug)]
+pub struct Req {
+    pub method: String,
+    pub uri: String,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl Req {
+    /// Replace (or add) a header.
+    pub fn set(mut self, name: &str, value: &str) -> Req {
+        self.headers.retain(|(n, _)| !n.eq_ignore_ascii_case(name));
+        self.headers.push((name.to_string(), value.to_string()));
+        self
+    }
+    /// Add a header line (keeps existing ones).
+    pub fn add(mut self, name: &str, value: &str) -> Req {
+        self.headers.push((name.to_string(), value.to_string()));
+        self
+    }
+    pub fn remove(mut self, name: &str) -> Req {
+        self.headers.retain(|(n, _)| !n.eq_ignore_ascii_case(name));
+        self
+    }
+    pub fn body(mut self, content_type: &str, body: &[u8]) -> Req {
+        self.body = body.to_vec();
+        self.set("Content-Type", content_type)
+    }
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.headers.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+    }
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut s = format!("{} {} SIP/2.0\r\n", self.method, self.uri);
+        for (n, v) in &self.headers {
+            s.push_str(&format!("{n}: {v}\r\n"));
+        }
+        s.push_str(&format!("Content-Length: {}\r\n\r\n", self.body.len()));
+        let mut b = s.into_bytes();
+        b.extend_from_slice(&self.body);
+        b
+    }
+}
+
+impl Ua {
+    /// A UDP user agent on 127.0.0.1 (or ::1 for an IPv6 server).
+    pub fn udp(server: SocketAddr, user: &str) -> Ua {
+        let bind = if server.is_ipv6() { "[::1]:0" } else { "127.0.0.1:0" };
+        let sock = UdpSocket::bind(bind).expect("bind ua");
+        let local = sock.local_addr().unwrap();
+        Ua { conn: Conn::Udp(sock), local, server, user: user.into(), tag: unique("t") }
+    }
+
+    /// A UDP user agent bound to this exact address (e.g. a static `host=`).
+    pub fn udp_at(bind: SocketAddr, server: SocketAddr, user: &str) -> Ua {
+        let sock = UdpSocket::bind(bind).expect("bind ua");
+        let local = sock.local_addr().unwrap();
+        Ua { conn: Conn::Udp(sock), local, server, user: user.into(), tag: unique("t") }
+    }
+
+    /// A TCP user agent connected to the server.
+    pub fn tcp(server: SocketAddr, user: &str) -> Ua {
+        let stream = TcpStream::connect_timeout(&server, Duration::from_secs(5)).expect("connect");
+        stream.set_nodelay(true).unwrap();
+        let local = stream.local_addr().unwrap();
+        Ua {
+            conn: Conn::Tcp { stream, buf: Vec::new() },
+            local,
+            server,
+            user: user.into(),
+            tag: unique("t"),
+        }
+    }
+
+    pub fn transport(&self) -> &'static str {
+        match self.conn {
+            Conn::Udp(_) => "UDP",
+            Conn::Tcp { .. } => "TCP",
+        }
+    }
+
+    fn host_port(addr: SocketAddr) -> String {
+        addr.to_string()
+    }
+
+    /// A request from this UA with Via (fresh branch, rport), Max-Forwards,
+    /// From (with our tag), To, Call-ID, CSeq and Contact filled in.
+    pub fn request(&self, method: &str, uri: &str) -> Req {
+        let server = Self::host_port(self.server);
+        let me = Self::host_port(self.local);
+        let to = if method == "REGISTER" {
+            format!("<sip:{}@{server}>", self.user)
+        } else {
+            format!("<{uri}>")
+        };
+        Req {
+            method: method.into(),
+            uri: uri.into(),
+            headers: vec![
+                ("Via".into(), format!("SIP/2.0/{} {me};branch={};rport", self.transport(), unique("z9hG4bK"))),
+                ("Max-Forwards".into(), "70".into()),
+                ("From".into(), format!("<sip:{}@{server}>;tag={}", self.user, self.tag)),
+                ("To".into(), to),
+                ("Call-ID".into(), unique("call-")),
+                ("CSeq".into(), format!("1 {method}")),
+                ("Contact".into(), format!("<sip:{}@{me};transport={}>", self.user, self.transport().to_lowercase())),
+            ],
+            body: Vec::new(),
+        }
+    }
+
+    pub fn send(&mut self, req: &Req) {
+        self.send_raw(&req.to_bytes());
+    }
+
+    pub fn send_raw(&mut self, data: &[u8]) {
+        match &mut self.conn {
+            Conn::Udp(s) => {
+                s.send_to(data, self.server).expect("udp send");
+            }
+            Conn::Tcp { stream, .. } => stream.write_all(data).expect("tcp send"),
+        }
+    }
+
+    /// Send raw bytes to an arbitrary address (UDP only).
+    pub fn send_to(&mut self, data: &[u8], to: SocketAddr) {
+        match &mut self.conn {
+            Conn::Udp(s) => {
+                s.send_to(data, to).expect("udp send");
+            }
+            Conn::Tcp { .. } => panic!("send_to on a TCP ua"),
+        }
+    }
+
+    /// The next message (with its source for UDP), or None after `timeout`.
+    pub fn recv_from(&mut self, timeout: Duration) -> Option<(Message, SocketAddr)> {
+        let deadline = Instant::now() + timeout;
+        let limits = Limits::default();
+        match &mut self.conn {
+            Conn::Udp(s) => {
+                let mut buf = vec![0u8; 65_536];
+                loop {
+                    let left = deadline.checked_duration_since(Instant::now())?;
+                    s.set_read_timeout(Some(left.max(Duration::from_millis(1)))).unwrap();
+                    match s.recv_from(&mut buf) {
+                        Ok((n, from)) => match Message::parse(&buf[..n], &limits) {
+                            Ok(m) => return Some((m, from)),
+                            Err(e) => panic!(
+                                "ua got an unparseable message ({e}):\n{}",
+                                String::from_utf8_lossy(&buf[..n])
+                            ),
+                        },
+                        Err(_) => return None,
+                    }
+                }
+            }
+            Conn::Tcp { stream, buf } => loop {
+                match frame_stream(buf, &limits).expect("tcp framing") {
+                    StreamFrame::Message(len) => {
+                        let m = Message::parse_stream(&buf[..len], &limits).expect("tcp parse");
+                        buf.drain(..len);
+                        let from = stream.peer_addr().unwrap();
+                        return Some((m, from));
+                    }
+                    StreamFrame::KeepAlive(k) => {
+                        buf.drain(..k);
+                    }
+                    StreamFrame::Incomplete => {
+                        let left = deadline.checked_duration_since(Instant::now())?;
+                        stream.set_read_timeout(Some(left.max(Duration::from_millis(1)))).unwrap();
+                        let mut chunk = [0u8; 16384];
+                        match stream.read(&mut chunk) {
+                            Ok(0) => return None,
+                            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                            Err(_) => return None,
+                        }
+                    }
+                }
+            },
+        }
+    }
+
+    pub fn recv(&mut self, timeout: Duration) -> Option<Message> {
+        self.recv_from(timeout).map(|(m, _)| m)
+    }
+
+    /// The next response to the request with this CSeq method, skipping
+    /// anything else; provisional responses are returned too.
+    pub fn recv_response(&mut self, timeout: Duration) -> Option<Message> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let left = deadline.checked_duration_since(Instant::now())?;
+            let m = self.recv(left)?;
+            if !m.is_request() {
+                return Some(m);
+            }
+        }
+    }
+
+    /// Send a request and return its final response (1xx skipped).
+    pub fn transact(&mut self, req: &Req) -> Option<Message> {
+        self.send(req);
+        self.final_response(Duration::from_secs(5))
+    }
+
+    pub fn final_response(&mut self, timeout: Duration) -> Option<Message> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let left = deadline.checked_duration_since(Instant::now())?;
+            let m = self.recv_response(left)?;
+            if m.status().unwrap_or(0) >= 200 {
+                return Some(m);
+            }
+        }
+    }
+
+    /// Nothing arrives within `timeout`.
+    pub fn expect_silence(&mut self, timeout: Duration) {
+        if let Some(m) = self.recv(timeout) {
+            panic!("expected silence, got:\n{}", String::from_utf8_lossy(m.raw()));
+        }
+    }
+}
