@@ -527,7 +527,18 @@ fn quick_check(conn: &Connection) -> Result<(), String> {
     if problems.len() == 1 && problems[0] == "ok" {
         Ok(())
     } else {
-        Err(format!("integrity check failed: {}", problems.join("; ")))
+        // One row may hold several newline-separated messages, headed by
+        // "*** in database main ***".
+        let problems: Vec<&str> = problems
+            .iter()
+            .flat_map(|p| p.lines())
+            .map(str::trim)
+            .filter(|l| !l.is_empty() && !l.starts_with("***"))
+            .collect();
+        Err(format!(
+            "integrity check failed (corrupt database): {}",
+            problems.join("; ")
+        ))
     }
 }
 
