@@ -825,3 +825,674 @@ fn apply(conn: &Connection, w: &Write) -> rusqlite::Result<()> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::fs;
+    use std::sync::atomic::AtomicU32;
+    use std::time::Instant;
+
+    /// A unique directory under the system temp dir, removed on drop.
+    struct TempDir(PathBuf);
+
+    impl TempDir {
+        fn new(tag: &str) -> TempDir {
+            static N: AtomicU32 = AtomicU32::new(0);
+            let nanos = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .subsec_nanos();
+            let dir = std::env::temp_dir().join(format!(
+                "sipd-store-{tag}-{}-{}-{nanos}",
+                std::process::id(),
+                N.fetch_add(1, Ordering::Relaxed)
+            ));
+            fs::create_dir_all(&dir).unwrap();
+            TempDir(dir)
+        }
+
+        fn db(&self) -> PathBuf {
+            self.0.join("sipd.db")
+        }
+    }
+
+    impl Drop for TempDir {
+        fn drop(&mut self) {
+            let _ = fs::remove_dir_all(&self.0);
+        }
+    }
+
+    const NOW: u64 = 1_700_000_000;
+
+    fn binding(name: &str, expires_at: u64) -> BindingRow {
+        BindingRow {
+            name: name.to_owned(),
+            contact: format!("sip:{name}@192.0.2.10:5062;transport=udp"),
+            transport: "udp".to_owned(),
+            source: "203.0.113.7:40123".parse().unwrap(),
+            expires_at,
+            user_agent: "test UA 1.0".to_owned(),
+            call_id: format!("reg-{name}"),
+            cseq: 1,
+        }
+    }
+
+    fn forward(name: &str, kind: ForwardKind, number: &str) -> ForwardRow {
+        ForwardRow {
+            name: name.to_owned(),
+            kind,
+            number: number.to_owned(),
+            source: "phone".to_owned(),
+            set_at: NOW,
+        }
+    }
+
+    fn cdr(call_id: &str, end: u64, answer: Option<u64>) -> CdrRow {
+        CdrRow {
+            call_id: call_id.to_owned(),
+            caller: "alice".to_owned(),
+            callerid: "74951234567".to_owned(),
+            accountcode: "office".to_owned(),
+            dialed: "1002".to_owned(),
+            target: "bob".to_owned(),
+            disposition: if answer.is_some() {
+                "ANSWERED"
+            } else {
+                "NO ANSWER"
+            }
+            .to_owned(),
+            code: if answer.is_some() { 200 } else { 480 },
+            start: end - 30_000,
+            answer,
+            end,
+            duration: 30,
+            billsec: answer.map_or(0, |a| (end - a) / 1000),
+        }
+    }
+
+    fn open(path: &Path) -> (Store, Loaded) {
+        Store::open(path, NOW).unwrap_or_else(|e| panic!("open: {e}"))
+    }
+
+    /// A plain connection of the test's own, to see what is committed.
+    fn raw(path: &Path) -> Connection {
+        Connection::open(path).unwrap()
+    }
+
+    fn count(conn: &Connection, table: &str) -> u64 {
+        conn.query_row(&format!("SELECT count(*) FROM {table}"), [], |r| r.get(0))
+            .unwrap()
+    }
+
+    fn has_binding(conn: &Connection, name: &str) -> bool {
+        conn.query_row(
+            "SELECT count(*) FROM bindings WHERE name = ?1",
+            [name],
+            |r| r.get::<_, i64>(0),
+        )
+        .unwrap()
+            == 1
+    }
+
+    #[test]
+    fn store_is_send_and_sync() {
+        fn check<T: Send + Sync>() {}
+        check::<Store>();
+        check::<StoreError>();
+    }
+
+    #[test]
+    fn creates_wal_database_with_schema_and_reopens() {
+        let dir = TempDir::new("create");
+        let (store, loaded) = open(&dir.db());
+        assert_eq!(loaded, Loaded::default());
+        assert_eq!(store.path(), dir.db());
+        store.close();
+        assert!(dir.db().is_file());
+
+        let conn = raw(&dir.db());
+        let version: u32 = conn
+            .pragma_query_value(None, "user_version", |r| r.get(0))
+            .unwrap();
+        assert_eq!(version, SCHEMA_VERSION);
+        let mode: String = conn
+            .pragma_query_value(None, "journal_mode", |r| r.get(0))
+            .unwrap();
+        assert_eq!(mode, "wal");
+        drop(conn);
+
+        let (store, loaded) = open(&dir.db());
+        assert_eq!(loaded, Loaded::default());
+        assert_eq!(store.cdr_count().unwrap(), 0);
+    }
+
+    #[test]
+    fn bindings_upsert_and_delete_survive_reopen() {
+        let dir = TempDir::new("bindings");
+        let (store, _) = open(&dir.db());
+        store.put_binding(binding("alice", NOW + 3600));
+        store.put_binding(binding("bob", NOW + 3600));
+        store.put_binding(binding("carol", NOW + 3600));
+        let mut alice2 = binding("alice", NOW + 600);
+        alice2.source = "[2001:db8::1]:5070".parse().unwrap();
+        alice2.transport = "tcp".to_owned();
+        alice2.cseq = 7;
+        store.put_binding(alice2.clone());
+        store.delete_binding("bob");
+        store.close();
+
+        let (store, loaded) = open(&dir.db());
+        assert_eq!(
+            loaded.bindings,
+            vec![alice2.clone(), binding("carol", NOW + 3600)]
+        );
+        store.delete_binding("carol");
+        store.close();
+
+        let (_store, loaded) = open(&dir.db());
+        assert_eq!(loaded.bindings, vec![alice2]);
+    }
+
+    #[test]
+    fn expired_bindings_are_purged_on_open() {
+        let dir = TempDir::new("expired");
+        let (store, _) = open(&dir.db());
+        store.put_binding(binding("gone", NOW - 10));
+        store.put_binding(binding("edge", NOW)); // expires exactly now: expired
+        store.put_binding(binding("live", NOW + 1));
+        store.close();
+
+        let (store, loaded) = open(&dir.db());
+        assert_eq!(loaded.bindings, vec![binding("live", NOW + 1)]);
+        assert_eq!(loaded.purged, 2);
+        let conn = raw(&dir.db());
+        assert_eq!(
+            count(&conn, "bindings"),
+            1,
+            "expired rows deleted from the file"
+        );
+        drop(store);
+
+        // Later start: the remaining one has expired too.
+        let (_store, loaded) = Store::open(&dir.db(), NOW + 1).unwrap();
+        assert!(loaded.bindings.is_empty());
+        assert_eq!(loaded.purged, 1);
+    }
+
+    #[test]
+    fn unreadable_stored_rows_are_skipped_not_fatal() {
+        let dir = TempDir::new("badrows");
+        drop(open(&dir.db()));
+        let conn = raw(&dir.db());
+        conn.execute(
+            "INSERT INTO bindings VALUES ('x', 'sip:x@h', 'udp', 'not an address', ?1, '', 'c', 1)",
+            [NOW + 100],
+        )
+        .unwrap();
+        conn.execute(
+            "INSERT INTO bindings VALUES ('y', 'sip:y@h', 'udp', '192.0.2.1:5060', ?1, '', 'c', -1)",
+            [NOW + 100],
+        )
+        .unwrap();
+        drop(conn);
+        let (_store, loaded) = open(&dir.db());
+        assert!(loaded.bindings.is_empty());
+    }
+
+    #[tokio::test]
+    async fn forward_completion_fires_after_commit() {
+        let dir = TempDir::new("fwd");
+        let (store, _) = open(&dir.db());
+        let row = forward("alice", ForwardKind::Always, "74991234567");
+        store.set_forward(row.clone()).await.unwrap().unwrap();
+        // Committed: a brand-new connection sees it.
+        let conn = raw(&dir.db());
+        let (kind, number): (String, String) = conn
+            .query_row(
+                "SELECT kind, number FROM forwards WHERE name = 'alice'",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .unwrap();
+        assert_eq!((kind.as_str(), number.as_str()), ("always", "74991234567"));
+        drop(conn);
+
+        // Replace by an "unavailable" one, and record an explicit "off" for bob.
+        let unavail = ForwardRow {
+            source: "sipctl".to_owned(),
+            ..forward("alice", ForwardKind::Unavailable, "1002")
+        };
+        store.set_forward(unavail.clone()).await.unwrap().unwrap();
+        let off = forward("bob", ForwardKind::Off, "");
+        store.set_forward(off.clone()).await.unwrap().unwrap();
+        let conn = raw(&dir.db());
+        assert_eq!(count(&conn, "forwards"), 2);
+        drop(conn);
+        drop(store);
+
+        let (store, loaded) = open(&dir.db());
+        assert_eq!(loaded.forwards, vec![unavail, off]);
+
+        store.clear_forward("alice").await.unwrap().unwrap();
+        let conn = raw(&dir.db());
+        assert_eq!(count(&conn, "forwards"), 1);
+        drop(conn);
+        drop(store);
+        let (_store, loaded) = open(&dir.db());
+        assert_eq!(loaded.forwards, vec![forward("bob", ForwardKind::Off, "")]);
+    }
+
+    #[test]
+    fn forward_completion_works_from_plain_threads() {
+        let dir = TempDir::new("fwdsync");
+        let (store, _) = open(&dir.db());
+        let rx = store.set_forward(forward("carol", ForwardKind::Always, "1001"));
+        rx.blocking_recv().unwrap().unwrap();
+        assert_eq!(count(&raw(&dir.db()), "forwards"), 1);
+        store
+            .clear_forward("nobody")
+            .blocking_recv()
+            .unwrap()
+            .unwrap();
+    }
+
+    #[test]
+    fn forward_kind_spellings_round_trip() {
+        for kind in [
+            ForwardKind::Always,
+            ForwardKind::Unavailable,
+            ForwardKind::Off,
+        ] {
+            assert_eq!(ForwardKind::parse(kind.as_str()), Some(kind));
+        }
+        assert_eq!(ForwardKind::Unavailable.as_str(), "unavail");
+        assert_eq!(ForwardKind::parse("never"), None);
+    }
+
+    #[test]
+    fn cdrs_listed_newest_first_with_limit() {
+        let dir = TempDir::new("cdr");
+        let (store, _) = open(&dir.db());
+        let base = NOW * 1000;
+        // Inserted out of end order; two share an end time (ties: later insert first).
+        let ends = [5, 1, 9, 3, 9, 7, 2, 8, 6, 4];
+        for (i, e) in ends.iter().enumerate() {
+            let answer = (i % 2 == 0).then_some(base + e * 1000 - 10_000);
+            store.add_cdr(cdr(&format!("call-{i}"), base + e * 1000, answer));
+        }
+        store.flush();
+        assert_eq!(store.cdr_count().unwrap(), 10);
+
+        let top = store.recent_cdrs(3).unwrap();
+        let ids: Vec<&str> = top.iter().map(|c| c.call_id.as_str()).collect();
+        assert_eq!(ids, ["call-4", "call-2", "call-7"]);
+        assert_eq!(top[0], cdr("call-4", base + 9000, Some(base - 1000)));
+        let unanswered = store
+            .recent_cdrs(100)
+            .unwrap()
+            .into_iter()
+            .find(|c| c.call_id == "call-1")
+            .unwrap();
+        assert_eq!(unanswered, cdr("call-1", base + 1000, None));
+
+        assert_eq!(store.recent_cdrs(100).unwrap().len(), 10);
+        assert!(store.recent_cdrs(0).unwrap().is_empty());
+        assert_eq!(store.recent_cdrs(usize::MAX).unwrap().len(), 10);
+        store.close();
+
+        let (store, _) = open(&dir.db());
+        assert_eq!(store.cdr_count().unwrap(), 10);
+        assert_eq!(store.recent_cdrs(1).unwrap()[0].call_id, "call-4");
+    }
+
+    #[test]
+    fn recent_cdrs_query_walks_the_index() {
+        let dir = TempDir::new("plan");
+        drop(open(&dir.db()));
+        let conn = raw(&dir.db());
+        let plan: Vec<String> = conn
+            .prepare(&format!("EXPLAIN QUERY PLAN {SQL_RECENT_CDRS}"))
+            .unwrap()
+            .query_map([10], |r| r.get(3))
+            .unwrap()
+            .collect::<rusqlite::Result<_>>()
+            .unwrap();
+        let plan = plan.join(" | ");
+        assert!(plan.contains("cdr_end"), "{plan}");
+        assert!(!plan.contains("TEMP B-TREE"), "{plan}");
+    }
+
+    #[test]
+    fn garbage_file_is_an_error_naming_it() {
+        let dir = TempDir::new("garbage");
+        let bytes: Vec<u8> = (0..20_000u32).map(|i| (i * 7919 % 251) as u8).collect();
+        fs::write(dir.db(), bytes).unwrap();
+        let err = Store::open(&dir.db(), NOW).unwrap_err();
+        let text = err.to_string();
+        eprintln!("garbage file: {text}");
+        assert!(
+            text.starts_with(&format!("store {}: ", dir.db().display())),
+            "{text}"
+        );
+        assert!(text.contains("not a database"), "{text}");
+    }
+
+    #[test]
+    fn damaged_database_is_an_error() {
+        let dir = TempDir::new("damaged");
+        let (store, _) = open(&dir.db());
+        for i in 0..2_000 {
+            store.put_binding(binding(&format!("user{i:05}"), NOW + 3600));
+            store.add_cdr(cdr(&format!("c{i}"), NOW * 1000 + i, None));
+        }
+        store.close();
+        // Scribble over the second page onwards; keep the header page intact.
+        let mut bytes = fs::read(dir.db()).unwrap();
+        assert!(bytes.len() > 4 * 4096, "file too small: {}", bytes.len());
+        for b in &mut bytes[4096..4 * 4096] {
+            *b = 0xA5;
+        }
+        fs::write(dir.db(), bytes).unwrap();
+        let err = Store::open(&dir.db(), NOW).unwrap_err();
+        eprintln!("damaged file: {err}");
+        assert!(err.0.contains(&dir.db().display().to_string()), "{err}");
+    }
+
+    #[test]
+    fn unwritable_location_is_an_error() {
+        let dir = TempDir::new("unwritable");
+        let file = dir.0.join("plain-file");
+        fs::write(&file, b"not a directory").unwrap();
+        let path = file.join("sipd.db");
+        let err = Store::open(&path, NOW).unwrap_err();
+        eprintln!("parent is a file: {err}");
+        assert!(
+            err.0.starts_with(&format!("store {}: ", path.display())),
+            "{err}"
+        );
+
+        let missing = dir.0.join("no-such-dir").join("sipd.db");
+        let err = Store::open(&missing, NOW).unwrap_err();
+        assert!(err.0.contains("no-such-dir"), "{err}");
+
+        // A directory where the file should be.
+        fs::create_dir(dir.db()).unwrap();
+        assert!(Store::open(&dir.db(), NOW).is_err());
+    }
+
+    #[test]
+    fn newer_schema_is_refused() {
+        let dir = TempDir::new("newer");
+        drop(open(&dir.db()));
+        raw(&dir.db())
+            .pragma_update(None, "user_version", SCHEMA_VERSION + 1)
+            .unwrap();
+        let err = Store::open(&dir.db(), NOW).unwrap_err();
+        assert!(err.0.contains("newer than this sipd"), "{err}");
+    }
+
+    #[test]
+    fn flush_makes_queued_writes_visible() {
+        let dir = TempDir::new("flush");
+        let (store, _) = open(&dir.db());
+        for i in 0..500 {
+            store.put_binding(binding(&format!("u{i}"), NOW + 60));
+            store.add_cdr(cdr(&format!("c{i}"), NOW * 1000 + i, None));
+        }
+        store.flush();
+        assert_eq!(store.pending(), 0);
+        let conn = raw(&dir.db());
+        assert_eq!(count(&conn, "bindings"), 500);
+        assert_eq!(count(&conn, "cdr"), 500);
+        assert_eq!(store.cdr_count().unwrap(), 500);
+        assert_eq!(store.errors(), 0);
+    }
+
+    #[test]
+    fn writes_commit_promptly_without_flush() {
+        // What a kill -9 would leave: only committed data, seen by another connection.
+        let dir = TempDir::new("prompt");
+        let (store, _) = open(&dir.db());
+        let conn = raw(&dir.db());
+        let started = Instant::now();
+        store.put_binding(binding("alice", NOW + 60));
+        while !has_binding(&conn, "alice") {
+            assert!(
+                started.elapsed() < Duration::from_secs(1),
+                "binding not committed within 1 s"
+            );
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        eprintln!(
+            "binding visible to another connection after {:?}",
+            started.elapsed()
+        );
+    }
+
+    const KILL_ENV: &str = "SIPD_STORE_TEST_KILL_DB";
+
+    /// Run by `committed_writes_survive_kill_9` in a child process: queue
+    /// writes, say so, and wait to be killed.
+    #[test]
+    #[ignore = "helper process for committed_writes_survive_kill_9"]
+    fn kill_9_child() {
+        let Some(path) = std::env::var_os(KILL_ENV) else {
+            return;
+        };
+        let (store, _) = Store::open(Path::new(&path), NOW).unwrap();
+        for i in 0..1_000 {
+            store.put_binding(binding(&format!("user{i:04}"), NOW + 3600));
+        }
+        store.add_cdr(cdr("last-call", NOW * 1000, None));
+        drop(store.set_forward(forward("user0001", ForwardKind::Always, "1002")));
+        println!("SIPD-QUEUED");
+        std::thread::sleep(Duration::from_secs(60));
+    }
+
+    #[test]
+    fn committed_writes_survive_kill_9() {
+        use std::io::BufRead;
+        use std::process::{Command, Stdio};
+
+        let dir = TempDir::new("kill9");
+        let mut child = Command::new(std::env::current_exe().unwrap())
+            .args(["store::tests::kill_9_child", "--exact", "--ignored"])
+            .args(["--nocapture", "--test-threads=1"])
+            .env(KILL_ENV, dir.db())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
+        let mut line = String::new();
+        loop {
+            line.clear();
+            if out.read_line(&mut line).unwrap() == 0 {
+                let _ = child.kill();
+                panic!("child exited before queueing its writes");
+            }
+            if line.contains("SIPD-QUEUED") {
+                break;
+            }
+        }
+        // The promise: changes older than about a second survive.
+        std::thread::sleep(Duration::from_secs(1));
+        child.kill().unwrap(); // SIGKILL: no destructors, no flush
+        child.wait().unwrap();
+
+        let (store, loaded) = open(&dir.db());
+        assert_eq!(loaded.bindings.len(), 1_000);
+        assert_eq!(loaded.forwards.len(), 1);
+        assert_eq!(store.cdr_count().unwrap(), 1);
+    }
+
+    #[test]
+    fn burst_of_bindings_is_batched() {
+        const N: usize = 20_000;
+        let dir = TempDir::new("burst");
+        let (store, _) = open(&dir.db());
+        let before = store.commits();
+        let started = Instant::now();
+        for i in 0..N {
+            store.put_binding(binding(&format!("user{i:05}"), NOW + 3600));
+        }
+        let queued = started.elapsed();
+        store.flush();
+        let total = started.elapsed();
+        let commits = store.commits() - before;
+        eprintln!(
+            "{N} put_binding: queued in {queued:?}, committed in {total:?}, {commits} transactions"
+        );
+        assert!(commits >= 1);
+        assert!(
+            commits <= (N / 10) as u64,
+            "{commits} transactions for {N} writes"
+        );
+        assert_eq!(store.pending(), 0);
+        assert_eq!(count(&raw(&dir.db()), "bindings"), N as u64);
+        store.close();
+        let (_store, loaded) = open(&dir.db());
+        assert_eq!(loaded.bindings.len(), N);
+    }
+
+    #[test]
+    fn repeated_writes_to_one_binding_keep_the_last() {
+        let dir = TempDir::new("coalesce");
+        let (store, _) = open(&dir.db());
+        for cseq in 1..=1_000 {
+            store.put_binding(BindingRow {
+                cseq,
+                ..binding("alice", NOW + 60)
+            });
+        }
+        store.put_binding(binding("bob", NOW + 60));
+        store.delete_binding("bob");
+        store.delete_binding("carol");
+        store.put_binding(binding("carol", NOW + 60));
+        store.close();
+        let (_store, loaded) = open(&dir.db());
+        let alice = BindingRow {
+            cseq: 1_000,
+            ..binding("alice", NOW + 60)
+        };
+        assert_eq!(loaded.bindings, vec![alice, binding("carol", NOW + 60)]);
+    }
+
+    #[test]
+    fn coalesce_keeps_only_the_last_write_per_binding() {
+        let writes = vec![
+            Write::PutBinding(binding("a", 1)),
+            Write::AddCdr(cdr("x", 100_000, None)),
+            Write::DeleteBinding("a".into()),
+            Write::DeleteBindingsExcept(vec![]),
+            Write::PutBinding(binding("b", 1)),
+            Write::PutBinding(binding("a", 2)),
+            Write::DeleteForward("a".into()),
+        ];
+        assert_eq!(
+            coalesce(&writes),
+            [false, true, false, true, true, true, true]
+        );
+    }
+
+    #[test]
+    fn delete_bindings_except_keeps_only_the_named() {
+        let dir = TempDir::new("except");
+        let (store, _) = open(&dir.db());
+        for name in ["alice", "bob", "carol", "dave"] {
+            store.put_binding(binding(name, NOW + 60));
+        }
+        store.delete_bindings_except(vec!["bob".into(), "dave".into(), "eve".into()]);
+        store.put_binding(binding("alice", NOW + 60)); // after the delete: stays
+        store.close();
+        let (_store, loaded) = open(&dir.db());
+        let names: Vec<&str> = loaded.bindings.iter().map(|b| b.name.as_str()).collect();
+        assert_eq!(names, ["alice", "bob", "dave"]);
+    }
+
+    #[test]
+    fn close_and_drop_commit_everything_queued() {
+        let dir = TempDir::new("close");
+        let (store, _) = open(&dir.db());
+        for i in 0..3_000 {
+            store.put_binding(binding(&format!("u{i}"), NOW + 60));
+            store.add_cdr(cdr(&format!("c{i}"), NOW * 1000 + i, None));
+        }
+        drop(store.set_forward(forward("u1", ForwardKind::Always, "1002")));
+        store.close(); // no flush first
+        let (store, loaded) = open(&dir.db());
+        assert_eq!(loaded.bindings.len(), 3_000);
+        assert_eq!(loaded.forwards.len(), 1);
+        assert_eq!(store.cdr_count().unwrap(), 3_000);
+
+        for i in 0..1_000 {
+            store.add_cdr(cdr(&format!("d{i}"), NOW * 1000 + i, None));
+        }
+        drop(store); // plain drop does the same
+        let (store, _) = open(&dir.db());
+        assert_eq!(store.cdr_count().unwrap(), 4_000);
+    }
+
+    #[test]
+    fn failed_write_is_reported_and_the_writer_keeps_going() {
+        let dir = TempDir::new("failed");
+        let (store, _) = open(&dir.db());
+        // u64 beyond SQLite's i64: this write fails when bound.
+        let bad = CdrRow {
+            start: u64::MAX,
+            ..cdr("bad", NOW * 1000, None)
+        };
+        store.add_cdr(bad);
+        let rx = store.set_forward(forward("alice", ForwardKind::Always, "1002"));
+        store.add_cdr(cdr("good", NOW * 1000, None));
+        store.flush();
+        assert_eq!(rx.blocking_recv().unwrap(), Ok(()));
+        assert_eq!(store.errors(), 1);
+        assert_eq!(store.pending(), 0);
+        let cdrs = store.recent_cdrs(10).unwrap();
+        assert_eq!(cdrs.len(), 1);
+        assert_eq!(cdrs[0].call_id, "good");
+
+        // A failing durable write reports its error to the waiter.
+        let bad_fwd = ForwardRow {
+            set_at: u64::MAX,
+            ..forward("bob", ForwardKind::Always, "1001")
+        };
+        let err = store
+            .set_forward(bad_fwd)
+            .blocking_recv()
+            .unwrap()
+            .unwrap_err();
+        assert!(err.contains(&dir.db().display().to_string()), "{err}");
+        assert_eq!(store.errors(), 2);
+
+        store.put_binding(binding("carol", NOW + 60));
+        store.flush();
+        assert!(has_binding(&raw(&dir.db()), "carol"));
+    }
+
+    #[test]
+    fn vanished_directory_does_not_kill_the_writer() {
+        let dir = TempDir::new("vanish");
+        let (store, _) = open(&dir.db());
+        store.put_binding(binding("alice", NOW + 60));
+        store.flush();
+        fs::remove_dir_all(&dir.0).unwrap();
+        for i in 0..100 {
+            store.put_binding(binding(&format!("u{i}"), NOW + 60));
+            store.add_cdr(cdr(&format!("c{i}"), NOW * 1000 + i, None));
+        }
+        // Whatever SQLite makes of it (writing to unlinked files or failing),
+        // the completion fires and the thread survives.
+        let outcome = store
+            .set_forward(forward("alice", ForwardKind::Always, "1"))
+            .blocking_recv()
+            .expect("completion dropped: writer died");
+        eprintln!("write after the directory vanished: {outcome:?}");
+        store.flush();
+        assert_eq!(store.pending(), 0);
+        let _ = store.recent_cdrs(5);
+        store.close();
+    }
+}
