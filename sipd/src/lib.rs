@@ -10,4 +10,5 @@ pub mod core;
 pub mod malformed;
 pub mod server;
 pub mod sip;
+pub mod store;
 pub mod transport;
