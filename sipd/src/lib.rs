@@ -3,5 +3,6 @@
 //! The crate is a library (everything testable) plus a thin binary
 //! (`main.rs`). See ARCHITECTURE.md for the layers.
 
+pub mod auth;
 pub mod config;
 pub mod sip;
