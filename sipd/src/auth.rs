@@ -724,3 +724,989 @@ fn compute_response(i: &ResponseInput) -> HexDigest {
         None => h(kind, &[ha1.as_bytes(), i.nonce, ha2.as_bytes()]),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    const REALM: &str = "sipd.test";
+    const LIFETIME: Duration = Duration::from_secs(300);
+    const URI: &str = "sip:127.0.0.1:5060";
+
+    fn t0() -> SystemTime {
+        UNIX_EPOCH + Duration::from_secs(1_700_000_000)
+    }
+
+    fn auth_with_capacity(capacity: usize) -> DigestAuth {
+        DigestAuth::new([7; 32], LIFETIME, capacity)
+    }
+
+    fn auth() -> DigestAuth {
+        auth_with_capacity(1024)
+    }
+
+    fn secrets(user: &str) -> Option<&'static str> {
+        match user {
+            "alice" => Some("wonderland"),
+            "bob" => Some("builder"),
+            _ => None,
+        }
+    }
+
+    /// Test-only parser of the challenge values we produce:
+    /// `Digest k=v, k="v", …`.
+    fn parse_challenge(value: &str) -> (String, Vec<(String, String)>) {
+        let (scheme, rest) = value.split_once(' ').expect("scheme");
+        let mut params = Vec::new();
+        let mut rest = rest.trim_start();
+        while !rest.is_empty() {
+            let (name, after) = rest.split_once('=').expect("name=");
+            let (val, after) = if let Some(q) = after.strip_prefix('"') {
+                let mut val = String::new();
+                let mut chars = q.char_indices();
+                let end = loop {
+                    match chars.next().expect("closing quote") {
+                        (_, '\\') => val.push(chars.next().expect("escaped").1),
+                        (i, '"') => break i + 1,
+                        (_, c) => val.push(c),
+                    }
+                };
+                (val, &q[end..])
+            } else {
+                let end = after.find(',').unwrap_or(after.len());
+                (after[..end].to_string(), &after[end..])
+            };
+            params.push((name.trim().to_ascii_lowercase(), val));
+            rest = after.trim_start_matches(',').trim_start();
+        }
+        (scheme.to_string(), params)
+    }
+
+    fn param<'a>(params: &'a [(String, String)], name: &str) -> Option<&'a str> {
+        params
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    fn fresh_nonce(a: &mut DigestAuth, now: SystemTime) -> String {
+        let [c, _] = a.challenges(REALM, false, now);
+        let (_, params) = parse_challenge(&c);
+        param(&params, "nonce").unwrap().to_string()
+    }
+
+    /// Credentials a client would send; `build` gives the AuthParams.
+    #[derive(Clone)]
+    struct Cred {
+        alg: Option<Algorithm>,
+        user: String,
+        password: String,
+        realm: String,
+        method: String,
+        uri: String,
+        nonce: String,
+        nc: u32,
+        cnonce: String,
+        qop: Option<String>,
+    }
+
+    impl Cred {
+        fn new(nonce: &str) -> Cred {
+            Cred {
+                alg: Some(Algorithm::Sha256),
+                user: "alice".into(),
+                password: "wonderland".into(),
+                realm: REALM.into(),
+                method: "REGISTER".into(),
+                uri: URI.into(),
+                nonce: nonce.into(),
+                nc: 1,
+                cnonce: "0a4f113b".into(),
+                qop: Some("auth".into()),
+            }
+        }
+
+        fn response(&self) -> String {
+            client_response(
+                self.alg.unwrap_or(Algorithm::Md5),
+                &self.user,
+                &self.realm,
+                &self.password,
+                &self.method,
+                &self.uri,
+                &self.nonce,
+                self.nc,
+                &self.cnonce,
+                self.qop.as_deref(),
+            )
+        }
+
+        fn build(&self) -> AuthParams {
+            let mut params = vec![
+                ("username".to_string(), self.user.clone()),
+                ("realm".to_string(), self.realm.clone()),
+                ("nonce".to_string(), self.nonce.clone()),
+                ("uri".to_string(), self.uri.clone()),
+                ("response".to_string(), self.response()),
+            ];
+            if let Some(alg) = self.alg {
+                params.push(("algorithm".into(), alg.as_str().into()));
+            }
+            if let Some(qop) = &self.qop {
+                params.push(("qop".into(), qop.clone()));
+                params.push(("nc".into(), format!("{:08x}", self.nc)));
+                params.push(("cnonce".into(), self.cnonce.clone()));
+            }
+            AuthParams {
+                scheme: "Digest".into(),
+                params,
+            }
+        }
+    }
+
+    fn verify(a: &mut DigestAuth, creds: &AuthParams, method: &str, now: SystemTime) -> Verdict {
+        a.verify(creds, method, REALM, secrets, now)
+    }
+
+    fn ok() -> Verdict {
+        Verdict::Ok("alice".into())
+    }
+
+    fn set(p: &mut AuthParams, name: &str, value: &str) {
+        match p.params.iter_mut().find(|(n, _)| n == name) {
+            Some(slot) => slot.1 = value.to_string(),
+            None => p.params.push((name.to_string(), value.to_string())),
+        }
+    }
+
+    fn without(p: &AuthParams, name: &str) -> AuthParams {
+        let mut p = p.clone();
+        p.params.retain(|(n, _)| n != name);
+        p
+    }
+
+    // ---- known answers -------------------------------------------------
+
+    const RFC7616_NONCE: &str = "7ypf/xlj9XXwfDPEoM4URrv/xwf94BcCAzFZH4GiTo0v";
+    const RFC7616_CNONCE: &str = "f2/wE4q74E6zIJEtWaHKaf5wv/H5QzzpXusqGemxURZJ";
+
+    fn rfc7616(alg: Algorithm) -> String {
+        client_response(
+            alg,
+            "Mufasa",
+            "http-auth@example.org",
+            "Circle of Life",
+            "GET",
+            "/dir/index.html",
+            RFC7616_NONCE,
+            1,
+            RFC7616_CNONCE,
+            Some("auth"),
+        )
+    }
+
+    #[test]
+    fn rfc7616_md5_and_sha256_examples() {
+        // RFC 7616 §3.9.1.
+        assert_eq!(rfc7616(Algorithm::Md5), "8ca523f5e9506fed4657c9700eebdbec");
+        assert_eq!(
+            rfc7616(Algorithm::Sha256),
+            "753927fa0e85d155564e2e272a28d1802ca10daf4496794697cf8db5856cb6c1"
+        );
+    }
+
+    #[test]
+    fn sess_variants_on_rfc7616_inputs() {
+        // The RFC has no -sess example; these were computed independently
+        // with Python's hashlib from the §3.9.1 inputs.
+        assert_eq!(
+            rfc7616(Algorithm::Md5Sess),
+            "e783283f46242139c486a698fec7211d"
+        );
+        assert_eq!(
+            rfc7616(Algorithm::Sha256Sess),
+            "2fd51b3a77ad75bad6afad6003e818d767133c46d9e2749e7f5232ae1ea3efd7"
+        );
+    }
+
+    #[test]
+    fn rfc2617_md5_example_and_rfc2069_form() {
+        let r = |qop| {
+            client_response(
+                Algorithm::Md5,
+                "Mufasa",
+                "testrealm@host.com",
+                "Circle Of Life",
+                "GET",
+                "/dir/index.html",
+                "dcd98b7102dd2f0e8b11d0f600bfb0c093",
+                1,
+                "0a4f113b",
+                qop,
+            )
+        };
+        // RFC 2617 §3.5.
+        assert_eq!(r(Some("auth")), "6629fae49393a05397450978507c4ef1");
+        // Same inputs without qop, H(HA1:nonce:HA2) (computed with hashlib).
+        assert_eq!(r(None), "670fd8c2df070c60b045671b8b24ff02");
+    }
+
+    #[test]
+    fn constant_time_eq_basics() {
+        assert!(constant_time_eq(b"", b""));
+        assert!(constant_time_eq(b"abc", b"abc"));
+        assert!(!constant_time_eq(b"abc", b"abd"));
+        assert!(!constant_time_eq(b"abc", b"ab"));
+        assert!(!constant_time_eq(b"", b"a"));
+    }
+
+    #[test]
+    fn algorithm_names() {
+        for alg in [
+            Algorithm::Md5,
+            Algorithm::Md5Sess,
+            Algorithm::Sha256,
+            Algorithm::Sha256Sess,
+        ] {
+            assert_eq!(Algorithm::parse(alg.as_str()), Some(alg));
+            assert_eq!(Algorithm::parse(&alg.to_string().to_lowercase()), Some(alg));
+        }
+        assert_eq!(Algorithm::parse("SHA-512-256"), None);
+        assert_eq!(Algorithm::parse(""), None);
+    }
+
+    #[test]
+    fn window_logic() {
+        let mut w = Window::first(5);
+        assert!(!w.accept(5));
+        assert!(w.accept(3));
+        assert!(!w.accept(3));
+        assert!(w.accept(100));
+        assert!(!w.accept(100 - REPLAY_WINDOW));
+        assert!(w.accept(100 - REPLAY_WINDOW + 1));
+        assert!(!w.accept(5));
+        assert!(w.accept(u32::MAX));
+        assert!(!w.accept(u32::MAX));
+        let mut used = Window::used_up();
+        for nc in [0, 1, u32::MAX - 1, u32::MAX] {
+            assert!(!used.accept(nc));
+        }
+    }
+
+    // ---- challenges ----------------------------------------------------
+
+    #[test]
+    fn challenge_format() {
+        let mut a = auth();
+        let [sha, md5] = a.challenges(REALM, false, t0());
+        let mut nonces = Vec::new();
+        for (value, alg) in [(&sha, "SHA-256"), (&md5, "MD5")] {
+            let (scheme, params) = parse_challenge(value);
+            assert_eq!(scheme, "Digest");
+            assert_eq!(param(&params, "realm"), Some(REALM));
+            assert_eq!(param(&params, "qop"), Some("auth"));
+            assert!(value.contains("qop=\"auth\""), "{value}");
+            assert_eq!(param(&params, "algorithm"), Some(alg));
+            assert_eq!(param(&params, "stale"), None);
+            let nonce = param(&params, "nonce").unwrap();
+            assert_eq!(nonce.len(), NONCE_HEX_LEN);
+            assert!(nonce
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)));
+            nonces.push(nonce.to_string());
+        }
+        assert_eq!(nonces[0], nonces[1], "one nonce for both algorithms");
+
+        let [sha2, md52] = a.challenges(REALM, true, t0());
+        for value in [&sha2, &md52] {
+            let (_, params) = parse_challenge(value);
+            assert_eq!(param(&params, "stale"), Some("true"));
+            assert!(value.ends_with(", stale=true"), "{value}");
+            assert_ne!(param(&params, "nonce"), Some(nonces[0].as_str()));
+        }
+    }
+
+    #[test]
+    fn nonces_are_unique_within_one_microsecond() {
+        let mut a = auth();
+        let n: std::collections::HashSet<String> =
+            (0..1000).map(|_| fresh_nonce(&mut a, t0())).collect();
+        assert_eq!(n.len(), 1000);
+    }
+
+    #[test]
+    fn realm_is_quoted_safely() {
+        let mut a = auth();
+        let [c, _] = a.challenges("we \"x\" \\ y\r\nX-Evil: 1", false, t0());
+        assert!(!c.contains('\r') && !c.contains('\n'), "{c}");
+        let (_, params) = parse_challenge(&c);
+        assert_eq!(param(&params, "realm"), Some("we \"x\" \\ yX-Evil: 1"));
+    }
+
+    // ---- verification --------------------------------------------------
+
+    #[test]
+    fn every_algorithm_verifies() {
+        for alg in [
+            None,
+            Some(Algorithm::Md5),
+            Some(Algorithm::Md5Sess),
+            Some(Algorithm::Sha256),
+            Some(Algorithm::Sha256Sess),
+        ] {
+            let mut a = auth();
+            let mut c = Cred::new(&fresh_nonce(&mut a, t0()));
+            c.alg = alg;
+            assert_eq!(
+                verify(&mut a, &c.build(), "REGISTER", t0()),
+                ok(),
+                "{alg:?}"
+            );
+            assert_eq!(a.tracked(), 1);
+        }
+    }
+
+    #[test]
+    fn names_and_hex_case_are_tolerated() {
+        let mut a = auth();
+        let c = Cred::new(&fresh_nonce(&mut a, t0()));
+        let mut p = c.build();
+        for (name, value) in &mut p.params {
+            *name = name.to_ascii_uppercase();
+            if name == "RESPONSE" {
+                *value = value.to_ascii_uppercase();
+            }
+            if name == "ALGORITHM" {
+                *value = value.to_ascii_lowercase();
+            }
+        }
+        p.scheme = "DIGEST".into();
+        assert_eq!(verify(&mut a, &p, "REGISTER", t0()), ok());
+    }
+
+    #[test]
+    fn uri_is_used_exactly_as_received() {
+        // SIPp puts sip:ip:port in uri=, whatever the Request-URI is: the
+        // request URI is not an input at all.
+        for uri in [
+            "sip:127.0.0.1:5060",
+            "sip:sipd.test",
+            "sip:Alice@X;transport=tcp",
+        ] {
+            let mut a = auth();
+            let mut c = Cred::new(&fresh_nonce(&mut a, t0()));
+            c.uri = uri.into();
+            assert_eq!(verify(&mut a, &c.build(), "REGISTER", t0()), ok());
+        }
+        // But changing the uri after the response was computed breaks it.
+        let mut a = auth();
+        let c = Cred::new(&fresh_nonce(&mut a, t0()));
+        let mut p = c.build();
+        set(&mut p, "uri", "sip:127.0.0.1:5061");
+        assert_eq!(verify(&mut a, &p, "REGISTER", t0()), Verdict::Forbidden);
+    }
+
+    #[test]
+    fn method_is_bound() {
+        let mut a = auth();
+        let c = Cred::new(&fresh_nonce(&mut a, t0()));
+        assert_eq!(
+            verify(&mut a, &c.build(), "INVITE", t0()),
+            Verdict::Forbidden
+        );
+        let mut c = c.clone();
+        c.method = "INVITE".into();
+        assert_eq!(verify(&mut a, &c.build(), "INVITE", t0()), ok());
+    }
+
+    #[test]
+    fn wrong_password_and_unknown_user_are_forbidden() {
+        let mut a = auth();
+        let mut c = Cred::new(&fresh_nonce(&mut a, t0()));
+        c.password = "wonderlant".into();
+        assert_eq!(
+            verify(&mut a, &c.build(), "REGISTER", t0()),
+            Verdict::Forbidden
+        );
+
+        c.user = "mallory".into();
+        let mut asked = Vec::new();
+        let v = a.verify(
+            &c.build(),
+            "REGISTER",
+            REALM,
+            |u: &str| {
+                asked.push(u.to_string());
+                None::<String>
+            },
+            t0(),
+        );
+        assert_eq!(v, Verdict::Forbidden);
+        assert_eq!(asked, ["mallory"]);
+
+        // The dummy secret itself is not a password for unknown users.
+        c.password = String::from_utf8(DUMMY_SECRET.to_vec()).unwrap();
+        assert_eq!(
+            verify(&mut a, &c.build(), "REGISTER", t0()),
+            Verdict::Forbidden
+        );
+        // Another user's password is no good either.
+        c.user = "bob".into();
+        c.password = "wonderland".into();
+        assert_eq!(
+            verify(&mut a, &c.build(), "REGISTER", t0()),
+            Verdict::Forbidden
+        );
+        assert_eq!(a.tracked(), 0, "failures are not tracked");
+    }
+
+    #[test]
+    fn owned_secrets_work_too() {
+        let mut a = auth();
+        let c = Cred::new(&fresh_nonce(&mut a, t0()));
+        let v = a.verify(
+            &c.build(),
+            "REGISTER",
+            REALM,
+            |u: &str| (u == "alice").then(|| String::from("wonderland")),
+            t0(),
+        );
+        assert_eq!(v, ok());
+    }
+
+    #[test]
+    fn wrong_realm_is_challenged() {
+        let mut a = auth();
+        let mut c = Cred::new(&fresh_nonce(&mut a, t0()));
+        c.realm = "other.test".into();
+        assert_eq!(
+            verify(&mut a, &c.build(), "REGISTER", t0()),
+            Verdict::Challenge
+        );
+        // A nonce issued for another realm (same key) is not valid for ours.
+        let [other, _] = a.challenges("other.test", false, t0());
+        let (_, params) = parse_challenge(&other);
+        let c = Cred::new(param(&params, "nonce").unwrap());
+        assert_eq!(
+            verify(&mut a, &c.build(), "REGISTER", t0()),
+            Verdict::Challenge
+        );
+    }
+
+    #[test]
+    fn non_digest_scheme_is_challenged() {
+        let mut a = auth();
+        let mut p = Cred::new(&fresh_nonce(&mut a, t0())).build();
+        p.scheme = "Basic".into();
+        assert_eq!(verify(&mut a, &p, "REGISTER", t0()), Verdict::Challenge);
+    }
+
+    #[test]
+    fn forged_or_tampered_nonces_are_challenged() {
+        let mut a = auth();
+        let nonce = fresh_nonce(&mut a, t0());
+        let mut forged = Vec::new();
+        // Every single hex digit changed (time, counter and MAC parts).
+        for i in 0..nonce.len() {
+            let mut n = nonce.clone().into_bytes();
+            n[i] = if n[i] == b'0' { b'1' } else { b'0' };
+            forged.push(String::from_utf8(n).unwrap());
+        }
+        forged.push(nonce.to_ascii_uppercase());
+        forged.push(nonce[..NONCE_HEX_LEN - 2].to_string());
+        forged.push(format!("{nonce}00"));
+        forged.push(String::new());
+        forged.push("z".repeat(NONCE_HEX_LEN));
+        forged.push("é".repeat(NONCE_HEX_LEN / 2));
+        forged.push(RFC7616_NONCE.into());
+        for n in forged {
+            if n == nonce {
+                continue;
+            }
+            // The response is computed over the forged nonce: only the
+            // nonce itself is wrong.
+            let c = Cred::new(&n);
+            assert_eq!(
+                verify(&mut a, &c.build(), "REGISTER", t0()),
+                Verdict::Challenge,
+                "{n}"
+            );
+        }
+    }
+
+    #[test]
+    fn nonce_from_another_key_is_challenged() {
+        let mut other = DigestAuth::new([8; 32], LIFETIME, 16);
+        let mut a = auth();
+        let c = Cred::new(&fresh_nonce(&mut other, t0()));
+        assert_eq!(
+            verify(&mut a, &c.build(), "REGISTER", t0()),
+            Verdict::Challenge
+        );
+        assert_eq!(verify(&mut other, &c.build(), "REGISTER", t0()), ok());
+
+        // Random keys differ per instance (a restarted process).
+        let mut r1 = DigestAuth::with_random_key(LIFETIME, 16);
+        let mut r2 = DigestAuth::with_random_key(LIFETIME, 16);
+        let c = Cred::new(&fresh_nonce(&mut r1, t0()));
+        assert_eq!(
+            verify(&mut r2, &c.build(), "REGISTER", t0()),
+            Verdict::Challenge
+        );
+        assert_eq!(verify(&mut r1, &c.build(), "REGISTER", t0()), ok());
+    }
+
+    #[test]
+    fn expiry() {
+        let mut a = auth();
+        let nonce = fresh_nonce(&mut a, t0());
+        let c = Cred::new(&nonce);
+        let late = t0() + LIFETIME;
+        assert_eq!(verify(&mut a, &c.build(), "REGISTER", late), Verdict::Stale);
+        let mut wrong = c.clone();
+        wrong.password = "nope".into();
+        assert_eq!(
+            verify(&mut a, &wrong.build(), "REGISTER", late),
+            Verdict::Forbidden
+        );
+        let mut stranger = c.clone();
+        stranger.user = "mallory".into();
+        assert_eq!(
+            verify(&mut a, &stranger.build(), "REGISTER", late),
+            Verdict::Forbidden
+        );
+        // One microsecond before the end it is still good.
+        let just = t0() + LIFETIME - Duration::from_micros(1);
+        assert_eq!(verify(&mut a, &c.build(), "REGISTER", just), ok());
+    }
+
+    #[test]
+    fn lifetime_is_configurable() {
+        let mut a = DigestAuth::new([7; 32], Duration::from_secs(10), 16);
+        assert_eq!(a.nonce_lifetime(), Duration::from_secs(10));
+        let c = Cred::new(&fresh_nonce(&mut a, t0()));
+        let at = t0() + Duration::from_secs(10);
+        assert_eq!(verify(&mut a, &c.build(), "REGISTER", at), Verdict::Stale);
+    }
+
+    #[test]
+    fn clock_stepping_back() {
+        let mut a = auth();
+        let c = Cred::new(&fresh_nonce(&mut a, t0()));
+        // A small step back: the nonce is still fine.
+        let before = t0() - Duration::from_secs(10);
+        assert_eq!(verify(&mut a, &c.build(), "REGISTER", before), ok());
+        // Issued more than a lifetime "in the future": treated as expired.
+        let c = Cred::new(&fresh_nonce(&mut a, t0()));
+        let long_before = t0() - LIFETIME - Duration::from_secs(1);
+        assert_eq!(
+            verify(&mut a, &c.build(), "REGISTER", long_before),
+            Verdict::Stale
+        );
+        // Before the epoch: no panic.
+        let ancient = UNIX_EPOCH - Duration::from_secs(1);
+        assert_eq!(
+            verify(&mut a, &c.build(), "REGISTER", ancient),
+            Verdict::Stale
+        );
+    }
+
+    // ---- replay --------------------------------------------------------
+
+    #[test]
+    fn identical_replay_is_refused() {
+        let mut a = auth();
+        let p = Cred::new(&fresh_nonce(&mut a, t0())).build();
+        assert_eq!(verify(&mut a, &p, "REGISTER", t0()), ok());
+        for _ in 0..3 {
+            assert_eq!(verify(&mut a, &p, "REGISTER", t0()), Verdict::Stale);
+        }
+        assert_eq!(a.tracked(), 1);
+    }
+
+    #[test]
+    fn increasing_nc_on_one_nonce() {
+        let mut a = auth();
+        let mut c = Cred::new(&fresh_nonce(&mut a, t0()));
+        for nc in 1..=200 {
+            c.nc = nc;
+            c.cnonce = format!("c{nc}");
+            assert_eq!(
+                verify(&mut a, &c.build(), "REGISTER", t0()),
+                ok(),
+                "nc {nc}"
+            );
+        }
+        assert_eq!(a.tracked(), 1);
+    }
+
+    #[test]
+    fn out_of_order_within_window() {
+        let mut a = auth();
+        let mut c = Cred::new(&fresh_nonce(&mut a, t0()));
+        let order = [10, 7, 9, 8, 1, 11, 3];
+        for nc in order {
+            c.nc = nc;
+            assert_eq!(
+                verify(&mut a, &c.build(), "REGISTER", t0()),
+                ok(),
+                "nc {nc}"
+            );
+        }
+        for nc in order {
+            c.nc = nc;
+            assert_eq!(
+                verify(&mut a, &c.build(), "REGISTER", t0()),
+                Verdict::Stale,
+                "nc {nc} again"
+            );
+        }
+        // 2, 4, 5, 6 were never used: still fine, once.
+        for nc in [6, 2, 5, 4] {
+            c.nc = nc;
+            assert_eq!(
+                verify(&mut a, &c.build(), "REGISTER", t0()),
+                ok(),
+                "nc {nc}"
+            );
+        }
+    }
+
+    #[test]
+    fn below_window_is_refused() {
+        let mut a = auth();
+        let mut c = Cred::new(&fresh_nonce(&mut a, t0()));
+        c.nc = 1000;
+        assert_eq!(verify(&mut a, &c.build(), "REGISTER", t0()), ok());
+        c.nc = 1000 - REPLAY_WINDOW; // never used, but too old
+        assert_eq!(verify(&mut a, &c.build(), "REGISTER", t0()), Verdict::Stale);
+        c.nc = 1000 - REPLAY_WINDOW + 1;
+        assert_eq!(verify(&mut a, &c.build(), "REGISTER", t0()), ok());
+    }
+
+    #[test]
+    fn no_qop_nonce_is_single_use() {
+        let mut a = auth();
+        let nonce = fresh_nonce(&mut a, t0());
+        let mut c = Cred::new(&nonce);
+        c.qop = None;
+        let p = c.build();
+        assert!(!p.params.iter().any(|(n, _)| n == "nc" || n == "cnonce"));
+        assert_eq!(verify(&mut a, &p, "REGISTER", t0()), ok());
+        assert_eq!(verify(&mut a, &p, "REGISTER", t0()), Verdict::Stale);
+        // Nor can the used-up nonce be reused with qop.
+        let q = Cred::new(&nonce);
+        assert_eq!(verify(&mut a, &q.build(), "REGISTER", t0()), Verdict::Stale);
+
+        // And a qop nonce cannot then be used without qop.
+        let nonce = fresh_nonce(&mut a, t0());
+        let q = Cred::new(&nonce);
+        assert_eq!(verify(&mut a, &q.build(), "REGISTER", t0()), ok());
+        let mut c = Cred::new(&nonce);
+        c.qop = None;
+        assert_eq!(verify(&mut a, &c.build(), "REGISTER", t0()), Verdict::Stale);
+    }
+
+    #[test]
+    fn no_qop_sess_needs_cnonce() {
+        let mut a = auth();
+        let mut c = Cred::new(&fresh_nonce(&mut a, t0()));
+        c.qop = None;
+        c.alg = Some(Algorithm::Md5Sess);
+        let p = c.build();
+        assert_eq!(verify(&mut a, &p, "REGISTER", t0()), Verdict::Malformed);
+        let mut p = p;
+        p.params.push(("cnonce".into(), c.cnonce.clone()));
+        assert_eq!(verify(&mut a, &p, "REGISTER", t0()), ok());
+    }
+
+    #[test]
+    fn nc_is_hashed_as_received() {
+        // A client that sends nc=1 (not 8 digits) hashes "1".
+        let mut a = auth();
+        let nonce = fresh_nonce(&mut a, t0());
+        let c = Cred::new(&nonce);
+        let resp = compute_response(&ResponseInput {
+            alg: Algorithm::Sha256,
+            username: b"alice",
+            realm: REALM.as_bytes(),
+            password: b"wonderland",
+            method: b"REGISTER",
+            uri: URI.as_bytes(),
+            nonce: nonce.as_bytes(),
+            cnonce: Some(c.cnonce.as_bytes()),
+            qop: Some((b"auth", b"1")),
+        });
+        let mut p = c.build();
+        set(&mut p, "nc", "1");
+        set(&mut p, "response", resp.as_str());
+        assert_eq!(verify(&mut a, &p, "REGISTER", t0()), ok());
+        // nc=00000001 is the same nc value: a replay.
+        assert_eq!(verify(&mut a, &c.build(), "REGISTER", t0()), Verdict::Stale);
+    }
+
+    #[test]
+    fn eviction_at_capacity_never_reopens_replays() {
+        let mut a = auth_with_capacity(4);
+        let unused_old = fresh_nonce(&mut a, t0());
+        let mut used = Vec::new();
+        for i in 0..6u64 {
+            let now = t0() + Duration::from_secs(i);
+            let p = Cred::new(&fresh_nonce(&mut a, now)).build();
+            assert_eq!(verify(&mut a, &p, "REGISTER", now), ok());
+            used.push(p);
+            assert!(a.tracked() <= 4);
+        }
+        assert_eq!(a.tracked(), 4);
+        let now = t0() + Duration::from_secs(10);
+        // The two oldest were evicted: their replays are stale, never Ok.
+        for p in &used[..2] {
+            assert_eq!(verify(&mut a, p, "REGISTER", now), Verdict::Stale);
+        }
+        // Later nc on an evicted nonce: also stale (the record is gone).
+        let mut c = Cred::new(param(&used[0].params, "nonce").unwrap());
+        c.nc = 2;
+        assert_eq!(verify(&mut a, &c.build(), "REGISTER", now), Verdict::Stale);
+        // The still-tracked ones are replays too.
+        for p in &used[2..] {
+            assert_eq!(verify(&mut a, p, "REGISTER", now), Verdict::Stale);
+        }
+        // An unused nonce issued before the watermark: stale (fresh
+        // challenge), not accepted.
+        let c = Cred::new(&unused_old);
+        assert_eq!(verify(&mut a, &c.build(), "REGISTER", now), Verdict::Stale);
+        // A new nonce works.
+        let c = Cred::new(&fresh_nonce(&mut a, now));
+        assert_eq!(verify(&mut a, &c.build(), "REGISTER", now), ok());
+        assert_eq!(a.tracked(), 4);
+    }
+
+    #[test]
+    fn entries_expire_with_their_nonce() {
+        let mut a = auth();
+        let mut captured = Vec::new();
+        for i in 0..10u64 {
+            let now = t0() + Duration::from_secs(i);
+            let p = Cred::new(&fresh_nonce(&mut a, now)).build();
+            assert_eq!(verify(&mut a, &p, "REGISTER", now), ok());
+            captured.push(p);
+        }
+        assert_eq!(a.tracked(), 10);
+        a.purge(t0() + LIFETIME + Duration::from_secs(4));
+        assert_eq!(a.tracked(), 5);
+        // verify purges too.
+        let now = t0() + LIFETIME + Duration::from_secs(20);
+        let c = Cred::new(&fresh_nonce(&mut a, now));
+        assert_eq!(verify(&mut a, &c.build(), "REGISTER", now), ok());
+        assert_eq!(a.tracked(), 1);
+        // Even if the clock then steps back so that the captured nonces look
+        // valid again, their replays are not accepted.
+        for p in &captured {
+            assert_eq!(verify(&mut a, p, "REGISTER", t0()), Verdict::Stale);
+        }
+    }
+
+    #[test]
+    fn zero_capacity_still_tracks_one() {
+        let mut a = auth_with_capacity(0);
+        let p = Cred::new(&fresh_nonce(&mut a, t0())).build();
+        assert_eq!(verify(&mut a, &p, "REGISTER", t0()), ok());
+        assert_eq!(verify(&mut a, &p, "REGISTER", t0()), Verdict::Stale);
+        assert_eq!(a.tracked(), 1);
+    }
+
+    // ---- unsupported and malformed ------------------------------------
+
+    #[test]
+    fn unsupported_qop_and_algorithm_are_challenged() {
+        let mut a = auth();
+        let nonce = fresh_nonce(&mut a, t0());
+        for qop in ["auth-int", "auth,auth-int", "", "other"] {
+            let mut c = Cred::new(&nonce);
+            c.qop = Some(qop.into());
+            assert_eq!(
+                verify(&mut a, &c.build(), "REGISTER", t0()),
+                Verdict::Challenge,
+                "qop {qop:?}"
+            );
+        }
+        let mut p = Cred::new(&nonce).build();
+        set(&mut p, "algorithm", "SHA-512-256");
+        assert_eq!(verify(&mut a, &p, "REGISTER", t0()), Verdict::Challenge);
+        let mut p = Cred::new(&nonce).build();
+        set(&mut p, "userhash", "true");
+        assert_eq!(verify(&mut a, &p, "REGISTER", t0()), Verdict::Challenge);
+        // userhash=false is just the default.
+        let mut p = Cred::new(&nonce).build();
+        set(&mut p, "userhash", "false");
+        assert_eq!(verify(&mut a, &p, "REGISTER", t0()), ok());
+    }
+
+    #[test]
+    fn malformed_credentials() {
+        let mut a = auth();
+        let good = Cred::new(&fresh_nonce(&mut a, t0())).build();
+        for name in [
+            "username", "realm", "nonce", "uri", "response", "nc", "cnonce",
+        ] {
+            assert_eq!(
+                verify(&mut a, &without(&good, name), "REGISTER", t0()),
+                Verdict::Malformed,
+                "without {name}"
+            );
+        }
+        for nc in ["", "zz", "0x1", "-1", "+1", "000000001", "1 ", "１"] {
+            let mut p = good.clone();
+            set(&mut p, "nc", nc);
+            assert_eq!(
+                verify(&mut a, &p, "REGISTER", t0()),
+                Verdict::Malformed,
+                "nc {nc:?}"
+            );
+        }
+        for name in ["username", "uri", "cnonce", "response", "nonce"] {
+            let mut p = good.clone();
+            set(&mut p, name, &"a".repeat(100_000));
+            assert_eq!(
+                verify(&mut a, &p, "REGISTER", t0()),
+                Verdict::Malformed,
+                "huge {name}"
+            );
+        }
+        // A repeated parameter is ambiguous.
+        let mut p = good.clone();
+        p.params.push(("Nonce".into(), "00".into()));
+        assert_eq!(verify(&mut a, &p, "REGISTER", t0()), Verdict::Malformed);
+        // Unknown parameters, even huge, are ignored.
+        let mut p = good.clone();
+        p.params.push(("opaque".into(), "x".repeat(100_000)));
+        assert_eq!(verify(&mut a, &p, "REGISTER", t0()), ok());
+        assert_eq!(a.tracked(), 1);
+    }
+
+    #[test]
+    fn bad_response_shapes_are_forbidden() {
+        let mut a = auth();
+        let good = Cred::new(&fresh_nonce(&mut a, t0())).build();
+        for r in ["", "00", "xyz", &"0".repeat(64), &"f".repeat(65), "é"] {
+            let mut p = good.clone();
+            set(&mut p, "response", r);
+            assert_eq!(
+                verify(&mut a, &p, "REGISTER", t0()),
+                Verdict::Forbidden,
+                "{r}"
+            );
+        }
+        assert_eq!(verify(&mut a, &good, "REGISTER", t0()), ok());
+    }
+
+    #[test]
+    fn debug_does_not_show_the_key() {
+        let a = DigestAuth::new([0xAB; 32], LIFETIME, 4);
+        let s = format!("{a:?}");
+        assert!(s.contains("capacity: 4"), "{s}");
+        assert!(!s.to_lowercase().contains("abab"), "{s}");
+    }
+
+    // ---- properties ------------------------------------------------------
+
+    fn value() -> impl Strategy<Value = String> {
+        prop_oneof![
+            ".{0,80}",
+            "[0-9a-fA-F]{0,70}",
+            Just("auth".to_string()),
+            Just("auth-int".to_string()),
+            Just("MD5-sess".to_string()),
+            Just("SHA-256".to_string()),
+            Just(REALM.to_string()),
+            Just("alice".to_string()),
+            Just("00000001".to_string()),
+            Just("ffffffff".to_string()),
+            Just("a".repeat(3000)),
+        ]
+    }
+
+    fn name() -> impl Strategy<Value = String> {
+        prop_oneof![
+            Just("username"),
+            Just("realm"),
+            Just("nonce"),
+            Just("uri"),
+            Just("response"),
+            Just("algorithm"),
+            Just("qop"),
+            Just("nc"),
+            Just("cnonce"),
+            Just("userhash"),
+            Just("opaque"),
+            Just("NC"),
+        ]
+        .prop_map(String::from)
+        .boxed()
+        .prop_union("[a-zA-Z*]{0,10}".boxed())
+    }
+
+    proptest! {
+        #[test]
+        fn random_credentials_never_panic(
+            scheme in prop_oneof![Just("Digest".to_string()), ".{0,10}"],
+            params in proptest::collection::vec((name(), value()), 0..14),
+            use_real_nonce in any::<bool>(),
+            method in prop_oneof![Just("REGISTER".to_string()), ".{0,10}"],
+            offset_s in 0u64..1000,
+        ) {
+            let mut a = auth_with_capacity(8);
+            let nonce = fresh_nonce(&mut a, t0());
+            let mut params = params;
+            if use_real_nonce {
+                params.push(("nonce".into(), nonce));
+            }
+            let creds = AuthParams { scheme, params };
+            let now = t0() + Duration::from_secs(offset_s);
+            let v = a.verify(&creds, &method, REALM, secrets, now);
+            // Random junk is never accepted (it would need a valid response).
+            prop_assert!(!matches!(v, Verdict::Ok(_)));
+            prop_assert!(a.tracked() <= 1);
+        }
+
+        #[test]
+        fn valid_credentials_verify_once(
+            alg in prop_oneof![
+                Just(Algorithm::Md5),
+                Just(Algorithm::Md5Sess),
+                Just(Algorithm::Sha256),
+                Just(Algorithm::Sha256Sess),
+            ],
+            user in "[a-z]{1,12}",
+            password in ".{0,30}",
+            uri in "sip:[a-z0-9.@:;=]{1,40}",
+            cnonce in "[A-Za-z0-9/+]{1,40}",
+            nc in 1u32..,
+            qop in any::<bool>(),
+        ) {
+            let mut a = auth();
+            let mut c = Cred::new(&fresh_nonce(&mut a, t0()));
+            c.alg = Some(alg);
+            c.user = user.clone();
+            c.password = password.clone();
+            c.uri = uri;
+            c.cnonce = cnonce;
+            c.nc = nc;
+            c.qop = qop.then(|| "auth".to_string());
+            let mut p = c.build();
+            if !qop {
+                p.params.push(("cnonce".into(), c.cnonce.clone()));
+            }
+            let secret = |u: &str| (u == user).then_some(password.as_str());
+            prop_assert_eq!(
+                a.verify(&p, "REGISTER", REALM, secret, t0()),
+                Verdict::Ok(user.clone())
+            );
+            prop_assert_eq!(
+                a.verify(&p, "REGISTER", REALM, secret, t0()),
+                Verdict::Stale
+            );
+        }
+    }
+}
