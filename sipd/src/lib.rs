@@ -3,6 +3,7 @@
 //! The crate is a library (everything testable) plus a thin binary
 //! (`main.rs`). See ARCHITECTURE.md for the layers.
 
+pub mod auth;
 pub mod cli;
 pub mod config;
 pub mod control;
