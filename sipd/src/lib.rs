@@ -12,4 +12,5 @@ pub mod malformed;
 pub mod server;
 pub mod sip;
 pub mod store;
+pub mod transaction;
 pub mod transport;

@@ -1,0 +1,264 @@
+//! Client transactions (RFC 3261 §17.1, RFC 6026 §7.2): retransmit over UDP
+//! (timers A/E), give up (B/F), ACK non-2xx finals hop by hop, pass 2xx
+//! retransmissions up while Accepted (M), and the proxy's timer C.
+
+use std::time::{Duration, Instant};
+
+use super::{reliable, Owner, TimerKind, TxEvent, TxId, T1, T2, T4, T64, TIMER_C};
+use crate::sip::{HeaderName, Limits, Message, Method, RequestBuilder};
+use crate::transport::{Out, Peer};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ClientState {
+    /// INVITE sent, nothing back yet.
+    Calling,
+    /// Non-INVITE sent, nothing back yet.
+    Trying,
+    Proceeding,
+    Completed,
+    Accepted,
+}
+
+pub(crate) enum TimerOutcome {
+    Nothing,
+    Again(Instant, u32),
+    Terminate,
+}
+
+type Timers = Vec<(Instant, TimerKind, u32)>;
+
+pub struct ClientTx {
+    pub id: TxId,
+    pub owner: Owner,
+    pub branch: String,
+    method: Method,
+    pub dest: Peer,
+    /// The request as sent (for retransmissions, ACK and CANCEL).
+    data: Vec<u8>,
+    state: ClientState,
+    interval: Duration,
+    gen: u32,
+    c_gen: u32,
+    /// A provisional response has arrived (a CANCEL may be sent).
+    pub provisional: bool,
+    ack: Option<Vec<u8>>,
+    c_fired: bool,
+}
+
+impl ClientTx {
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn start(
+        id: TxId,
+        owner: Owner,
+        branch: String,
+        method: &Method,
+        data: Vec<u8>,
+        dest: Peer,
+        now: Instant,
+        out: &mut Vec<Out>,
+    ) -> (ClientTx, Timers) {
+        out.push(Out { dest, data: data.clone() });
+        let invite = *method == Method::Invite;
+        let mut timers = Vec::new();
+        if !reliable(dest.transport) {
+            timers.push((now + T1, TimerKind::Retransmit, 0));
+        }
+        timers.push((now + T64, TimerKind::Timeout, 0));
+        if invite {
+            timers.push((now + TIMER_C, TimerKind::C, 0));
+        }
+        let tx = ClientTx {
+            id,
+            owner,
+            branch,
+            method: method.clone(),
+            dest,
+            data,
+            state: if invite { ClientState::Calling } else { ClientState::Trying },
+            interval: T1,
+            gen: 0,
+            c_gen: 0,
+            provisional: false,
+            ack: None,
+            c_fired: false,
+        };
+        (tx, timers)
+    }
+
+    pub fn state(&self) -> ClientState {
+        self.state
+    }
+
+    pub fn method(&self) -> &Method {
+        &self.method
+    }
+
+    pub(crate) fn is_cancel(&self) -> bool {
+        self.method == Method::Cancel
+    }
+
+    fn invite(&self) -> bool {
+        self.method == Method::Invite
+    }
+
+    /// The request as sent.
+    pub fn request(&self) -> &[u8] {
+        &self.data
+    }
+
+    /// A CANCEL for this INVITE (RFC 3261 §9.1): same Request-URI, top Via,
+    /// Call-ID, From, To, Route and CSeq number.
+    pub fn build_cancel(&self) -> Option<Vec<u8>> {
+        let req = Message::parse(&self.data, &Limits::default()).ok()?;
+        let mut b = RequestBuilder::new(&Method::Cancel, req.request_uri()?)
+            .header(HeaderName::Via, req.headers(&HeaderName::Via).next()?.split(',').next()?.trim());
+        for r in req.headers(&HeaderName::Route) {
+            b = b.header(HeaderName::Route, r);
+        }
+        b = b
+            .header(HeaderName::MaxForwards, "70")
+            .header(HeaderName::From, req.header(&HeaderName::From)?)
+            .header(HeaderName::To, req.header(&HeaderName::To)?)
+            .header(HeaderName::CallId, req.call_id())
+            .header(HeaderName::CSeq, &format!("{} CANCEL", req.cseq().seq));
+        Some(b.build())
+    }
+
+    /// ACK for a non-2xx final response (RFC 3261 §17.1.1.3).
+    fn build_ack(&self, resp: &Message) -> Option<Vec<u8>> {
+        let req = Message::parse(&self.data, &Limits::default()).ok()?;
+        let mut b = RequestBuilder::new(&Method::Ack, req.request_uri()?)
+            .header(HeaderName::Via, req.headers(&HeaderName::Via).next()?.split(',').next()?.trim());
+        for r in req.headers(&HeaderName::Route) {
+            b = b.header(HeaderName::Route, r);
+        }
+        b = b
+            .header(HeaderName::MaxForwards, "70")
+            .header(HeaderName::From, req.header(&HeaderName::From)?)
+            .header(HeaderName::To, resp.header(&HeaderName::To)?)
+            .header(HeaderName::CallId, req.call_id())
+            .header(HeaderName::CSeq, &format!("{} ACK", req.cseq().seq));
+        Some(b.build())
+    }
+
+    pub(crate) fn on_response(
+        &mut self,
+        msg: Message,
+        now: Instant,
+        out: &mut Vec<Out>,
+    ) -> (Option<TxEvent>, Timers) {
+        let code = msg.status().unwrap_or(0);
+        let mut timers = Vec::new();
+        let (owner, tx) = (self.owner, self.id);
+        if code < 200 {
+            match self.state {
+                ClientState::Calling => {
+                    self.state = ClientState::Proceeding;
+                    // Timers A and B stop; timer C restarts on every provisional.
+                    self.gen += 1;
+                }
+                ClientState::Trying => {
+                    self.state = ClientState::Proceeding;
+                    self.interval = T2;
+                }
+                ClientState::Proceeding => {}
+                _ => return (None, timers),
+            }
+            if self.invite() {
+                self.c_gen += 1;
+                timers.push((now + TIMER_C, TimerKind::C, self.c_gen));
+            }
+            self.provisional = true;
+            return (Some(TxEvent::Provisional { owner, tx, msg }), timers);
+        }
+        let reliable = reliable(self.dest.transport);
+        if self.invite() {
+            match self.state {
+                ClientState::Calling | ClientState::Proceeding => {
+                    self.gen += 1;
+                    self.c_gen += 1;
+                    if code < 300 {
+                        self.state = ClientState::Accepted;
+                        timers.push((now + T64, TimerKind::Terminate, self.gen));
+                    } else {
+                        self.state = ClientState::Completed;
+                        self.ack = self.build_ack(&msg);
+                        if let Some(ack) = &self.ack {
+                            out.push(Out { dest: self.dest, data: ack.clone() });
+                        }
+                        let d = if reliable { now } else { now + Duration::from_secs(32) };
+                        timers.push((d, TimerKind::Terminate, self.gen));
+                    }
+                    (Some(TxEvent::Final { owner, tx, msg }), timers)
+                }
+                ClientState::Accepted if code < 300 => {
+                    (Some(TxEvent::Final { owner, tx, msg }), timers)
+                }
+                ClientState::Completed if code >= 300 => {
+                    if let Some(ack) = &self.ack {
+                        out.push(Out { dest: self.dest, data: ack.clone() });
+                    }
+                    (None, timers)
+                }
+                _ => (None, timers),
+            }
+        } else {
+            match self.state {
+                ClientState::Trying | ClientState::Proceeding => {
+                    self.state = ClientState::Completed;
+                    self.gen += 1;
+                    let k = if reliable { now } else { now + T4 };
+                    timers.push((k, TimerKind::Terminate, self.gen));
+                    (Some(TxEvent::Final { owner, tx, msg }), timers)
+                }
+                _ => (None, timers),
+            }
+        }
+    }
+
+    pub(crate) fn on_timer(
+        &mut self,
+        kind: TimerKind,
+        gen: u32,
+        now: Instant,
+        out: &mut Vec<Out>,
+    ) -> (TimerOutcome, Option<TxEvent>) {
+        let (owner, tx) = (self.owner, self.id);
+        if kind == TimerKind::C {
+            if gen == self.c_gen && self.state == ClientState::Proceeding {
+                if self.c_fired {
+                    // The CANCEL sent on timer C got no final either: give up.
+                    return (TimerOutcome::Terminate, Some(TxEvent::Timeout { owner, tx, provisional: true }));
+                }
+                self.c_fired = true;
+                return (TimerOutcome::Again(now + T64, gen), Some(TxEvent::TimerC { owner, tx }));
+            }
+            if gen == self.c_gen && self.state == ClientState::Calling {
+                // Cannot happen before timer B, but be safe.
+                return (TimerOutcome::Terminate, Some(TxEvent::Timeout { owner, tx, provisional: false }));
+            }
+            return (TimerOutcome::Nothing, None);
+        }
+        if gen != self.gen {
+            return (TimerOutcome::Nothing, None);
+        }
+        match (kind, self.state) {
+            (TimerKind::Retransmit, ClientState::Calling) => {
+                out.push(Out { dest: self.dest, data: self.data.clone() });
+                self.interval *= 2;
+                (TimerOutcome::Again(now + self.interval, gen), None)
+            }
+            (TimerKind::Retransmit, ClientState::Trying | ClientState::Proceeding) if !self.invite() => {
+                out.push(Out { dest: self.dest, data: self.data.clone() });
+                self.interval = (self.interval * 2).min(T2);
+                (TimerOutcome::Again(now + self.interval, gen), None)
+            }
+            (TimerKind::Timeout, ClientState::Calling | ClientState::Trying | ClientState::Proceeding) => {
+                let provisional = self.provisional;
+                (TimerOutcome::Terminate, Some(TxEvent::Timeout { owner, tx, provisional }))
+            }
+            (TimerKind::Terminate, _) => (TimerOutcome::Terminate, None),
+            _ => (TimerOutcome::Nothing, None),
+        }
+    }
+}

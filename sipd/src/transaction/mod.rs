@@ -1,0 +1,410 @@
+//! RFC 3261 §17 transactions (with RFC 6026's Accepted state), sans-IO.
+//!
+//! [`Transactions`] owns every server and client transaction, matches
+//! incoming requests and responses to them, retransmits over UDP and runs
+//! timers A–M. It never decides routing: it tells its caller (the proxy)
+//! what happened through return values and [`TxEvent`]s, and appends the
+//! messages to send to an output list. Tables are bounded.
+
+mod client;
+mod server;
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::sip::{Message, Method};
+use crate::transport::{Out, Peer, Transport};
+
+pub use client::{ClientState, ClientTx};
+pub use server::{ServerState, ServerTx};
+
+pub const T1: Duration = Duration::from_millis(500);
+pub const T2: Duration = Duration::from_secs(4);
+pub const T4: Duration = Duration::from_secs(5);
+/// 64*T1: timers B, F, H, J, L, M.
+pub const T64: Duration = Duration::from_secs(32);
+/// Proxy INVITE timer C (RFC 3261 §16.6 item 11: more than 3 minutes).
+pub const TIMER_C: Duration = Duration::from_secs(181);
+
+pub type TxId = u64;
+
+/// Who a client transaction works for: a proxy context and its branch.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Owner {
+    pub ctx: u64,
+    pub branch: usize,
+}
+
+/// Bounds on what the network can make us hold.
+#[derive(Clone, Debug)]
+pub struct TxLimits {
+    pub max_server: usize,
+    pub max_client: usize,
+}
+
+impl Default for TxLimits {
+    fn default() -> Self {
+        TxLimits { max_server: 200_000, max_client: 200_000 }
+    }
+}
+
+/// What a client transaction reports to its owner.
+#[derive(Debug)]
+pub enum TxEvent {
+    /// A 1xx (100 included) arrived.
+    Provisional { owner: Owner, tx: TxId, msg: Message },
+    /// A final response to pass upstream: the first one, or a 2xx retransmission.
+    Final { owner: Owner, tx: TxId, msg: Message },
+    /// Timer B/F (no final response at all) or a transport failure.
+    Timeout { owner: Owner, tx: TxId, provisional: bool },
+    /// Timer C fired: the INVITE has been ringing too long.
+    TimerC { owner: Owner, tx: TxId },
+}
+
+/// Server transaction key (RFC 3261 §17.2.3): branch + sent-by + method,
+/// ACK mapped to INVITE. For requests without the RFC 3261 magic cookie a
+/// key made from the RFC 2543 fields.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct ServerKey {
+    branch: Box<str>,
+    sent_by: Box<str>,
+    method: KeyMethod,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+enum KeyMethod {
+    Invite,
+    Cancel,
+    Other(Box<str>),
+}
+
+impl ServerKey {
+    pub fn of(msg: &Message) -> ServerKey {
+        let method = match msg.method() {
+            Some(Method::Invite) | Some(Method::Ack) => KeyMethod::Invite,
+            Some(Method::Cancel) => KeyMethod::Cancel,
+            Some(m) => KeyMethod::Other(m.as_str().into()),
+            None => KeyMethod::Other("".into()),
+        };
+        Self::with_method(msg, method)
+    }
+
+    /// The key of the INVITE transaction a CANCEL or ACK refers to.
+    pub fn invite_of(msg: &Message) -> ServerKey {
+        Self::with_method(msg, KeyMethod::Invite)
+    }
+
+    fn with_method(msg: &Message, method: KeyMethod) -> ServerKey {
+        let via = msg.top_via();
+        let sent_by = match via.port {
+            Some(p) => format!("{}:{p}", via.host),
+            None => via.host.to_string(),
+        };
+        match via.branch() {
+            Some(b) if b.starts_with("z9hG4bK") => {
+                ServerKey { branch: b.into(), sent_by: sent_by.into(), method }
+            }
+            other => {
+                // RFC 2543: Request-URI, From tag, Call-ID, CSeq number, top Via.
+                let ruri = if matches!(method, KeyMethod::Invite) && msg.method() == Some(&Method::Ack) {
+                    // An ACK's Request-URI may differ; match on the rest.
+                    String::new()
+                } else {
+                    msg.request_uri().unwrap_or("").to_string()
+                };
+                let branch = format!(
+                    "2543|{}|{}|{}|{}|{}",
+                    ruri,
+                    msg.from().tag().unwrap_or(""),
+                    msg.call_id(),
+                    msg.cseq().seq,
+                    other.unwrap_or("")
+                );
+                ServerKey { branch: branch.into(), sent_by: sent_by.into(), method }
+            }
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum Side {
+    Server,
+    Client,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) enum TimerKind {
+    /// A / E / G: retransmit.
+    Retransmit,
+    /// B / F: no final response.
+    Timeout,
+    /// C: proxy INVITE timer.
+    C,
+    /// D / H / I / J / K / L / M: leave the table.
+    Terminate,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+struct TimerEntry {
+    at: Instant,
+    side: Side,
+    id: TxId,
+    kind: TimerKind,
+    /// Must equal the transaction's generation for that kind (else stale).
+    gen: u32,
+}
+
+/// Where a response to a request from `peer` goes is decided by the caller;
+/// this is only how long a transport needs timers.
+pub(crate) fn reliable(t: Transport) -> bool {
+    matches!(t, Transport::Tcp)
+}
+
+/// All transactions.
+pub struct Transactions {
+    next_id: TxId,
+    servers: HashMap<TxId, ServerTx>,
+    server_keys: HashMap<ServerKey, TxId>,
+    clients: HashMap<TxId, ClientTx>,
+    /// (branch, is CANCEL) → id
+    client_keys: HashMap<(Box<str>, bool), TxId>,
+    timers: BinaryHeap<Reverse<TimerEntry>>,
+    pub limits: TxLimits,
+}
+
+/// What an incoming request is, as far as transactions go.
+#[derive(Debug, PartialEq, Eq)]
+pub enum RequestMatch {
+    /// Not part of any transaction: create one (or, for ACK, forward it).
+    New,
+    /// A retransmission: the last response (if any) was sent again.
+    Retransmission,
+    /// The ACK for a non-2xx final response of an INVITE transaction: absorbed.
+    AckAbsorbed,
+}
+
+impl Transactions {
+    pub fn new(limits: TxLimits) -> Transactions {
+        Transactions {
+            next_id: 1,
+            servers: HashMap::new(),
+            server_keys: HashMap::new(),
+            clients: HashMap::new(),
+            client_keys: HashMap::new(),
+            timers: BinaryHeap::new(),
+            limits,
+        }
+    }
+
+    fn id(&mut self) -> TxId {
+        let id = self.next_id;
+        self.next_id += 1;
+        id
+    }
+
+    pub fn server_count(&self) -> usize {
+        self.servers.len()
+    }
+
+    pub fn client_count(&self) -> usize {
+        self.clients.len()
+    }
+
+    fn schedule(&mut self, at: Instant, side: Side, id: TxId, kind: TimerKind, gen: u32) {
+        self.timers.push(Reverse(TimerEntry { at, side, id, kind, gen }));
+    }
+
+    /// Match a received request against the server transactions. For a
+    /// retransmission the last response is sent again.
+    pub fn match_request(&mut self, msg: &Message, now: Instant, out: &mut Vec<Out>) -> RequestMatch {
+        let key = ServerKey::of(msg);
+        if msg.method() == Some(&Method::Ack) {
+            if let Some(&id) = self.server_keys.get(&key) {
+                if let Some(tx) = self.servers.get_mut(&id) {
+                    if let Some((at, gen)) = tx.on_ack(now) {
+                        self.schedule(at, Side::Server, id, TimerKind::Terminate, gen);
+                        return RequestMatch::AckAbsorbed;
+                    }
+                    if tx.state() == ServerState::Confirmed {
+                        return RequestMatch::AckAbsorbed;
+                    }
+                }
+            }
+            return RequestMatch::New;
+        }
+        match self.server_keys.get(&key).and_then(|id| self.servers.get(id)) {
+            Some(tx) => {
+                tx.retransmit_last(out);
+                RequestMatch::Retransmission
+            }
+            None => RequestMatch::New,
+        }
+    }
+
+    /// The INVITE server transaction a CANCEL refers to.
+    pub fn invite_for_cancel(&self, cancel: &Message) -> Option<TxId> {
+        let key = ServerKey::invite_of(cancel);
+        self.server_keys.get(&key).copied()
+    }
+
+    /// Create a server transaction for a new request. `resp_dest` and
+    /// `resp_via` say where responses go and the top Via they carry.
+    /// `None` when the table is full (the caller answers 503 statelessly).
+    pub fn create_server(
+        &mut self,
+        msg: Arc<Message>,
+        peer: Peer,
+        resp_dest: Peer,
+        resp_via: String,
+        to_tag: String,
+    ) -> Option<TxId> {
+        if self.servers.len() >= self.limits.max_server {
+            return None;
+        }
+        let id = self.id();
+        let key = ServerKey::of(&msg);
+        let tx = ServerTx::new(id, key.clone(), msg, peer, resp_dest, resp_via, to_tag);
+        self.server_keys.insert(key, id);
+        self.servers.insert(id, tx);
+        Some(id)
+    }
+
+    pub fn server(&self, id: TxId) -> Option<&ServerTx> {
+        self.servers.get(&id)
+    }
+
+    pub fn server_mut(&mut self, id: TxId) -> Option<&mut ServerTx> {
+        self.servers.get_mut(&id)
+    }
+
+    /// Send a response (already built) through server transaction `id`.
+    pub fn respond(&mut self, id: TxId, code: u16, data: Vec<u8>, now: Instant, out: &mut Vec<Out>) {
+        let Some(tx) = self.servers.get_mut(&id) else { return };
+        let timers = tx.send_response(code, data, now, out);
+        for (at, kind, gen) in timers {
+            self.schedule(at, Side::Server, id, kind, gen);
+        }
+    }
+
+    /// Build and send a response of our own through transaction `id`.
+    pub fn reply(
+        &mut self,
+        id: TxId,
+        code: u16,
+        reason: &str,
+        headers: &[(crate::sip::HeaderName, &str)],
+        now: Instant,
+        out: &mut Vec<Out>,
+    ) {
+        let Some(tx) = self.servers.get(&id) else { return };
+        let data = tx.build_response(code, reason, headers, None);
+        self.respond(id, code, data, now, out);
+    }
+
+    /// Start a client transaction: send `data` (a request whose top Via
+    /// carries `branch`) to `dest`. `None` when the table is full.
+    #[allow(clippy::too_many_arguments)]
+    pub fn create_client(
+        &mut self,
+        owner: Owner,
+        branch: String,
+        method: &Method,
+        data: Vec<u8>,
+        dest: Peer,
+        now: Instant,
+        out: &mut Vec<Out>,
+    ) -> Option<TxId> {
+        if self.clients.len() >= self.limits.max_client {
+            return None;
+        }
+        let id = self.id();
+        let cancel = *method == Method::Cancel;
+        let (tx, timers) = ClientTx::start(id, owner, branch.clone(), method, data, dest, now, out);
+        for (at, kind, gen) in timers {
+            self.schedule(at, Side::Client, id, kind, gen);
+        }
+        self.client_keys.insert((branch.into(), cancel), id);
+        self.clients.insert(id, tx);
+        Some(id)
+    }
+
+    pub fn client(&self, id: TxId) -> Option<&ClientTx> {
+        self.clients.get(&id)
+    }
+
+    /// Match a response to its client transaction and run the state machine.
+    /// `None` for a stray or absorbed response.
+    pub fn on_response(&mut self, msg: Message, now: Instant, out: &mut Vec<Out>) -> Option<TxEvent> {
+        let branch = msg.top_via().branch()?;
+        let cancel = msg.cseq().method == Method::Cancel;
+        let id = *self.client_keys.get(&(Box::from(branch), cancel))?;
+        let tx = self.clients.get_mut(&id)?;
+        let (ev, timers) = tx.on_response(msg, now, out);
+        for (at, kind, gen) in timers {
+            self.schedule(at, Side::Client, id, kind, gen);
+        }
+        ev
+    }
+
+    /// Stop retransmitting a client transaction and forget it (owner gone).
+    pub fn drop_client(&mut self, id: TxId) {
+        if let Some(tx) = self.clients.remove(&id) {
+            self.client_keys.remove(&(tx.branch.as_str().into(), tx.is_cancel()));
+        }
+    }
+
+    /// Forget a server transaction now (e.g. after a stateless-style answer over TCP).
+    pub fn drop_server(&mut self, id: TxId) {
+        if let Some(tx) = self.servers.remove(&id) {
+            self.server_keys.remove(&tx.key);
+        }
+    }
+
+    /// Run due timers: retransmissions go to `out`, events are returned.
+    pub fn on_tick(&mut self, now: Instant, out: &mut Vec<Out>) -> Vec<TxEvent> {
+        let mut events = Vec::new();
+        while let Some(Reverse(t)) = self.timers.peek().copied() {
+            if t.at > now {
+                break;
+            }
+            self.timers.pop();
+            match t.side {
+                Side::Server => {
+                    let Some(tx) = self.servers.get_mut(&t.id) else { continue };
+                    match tx.on_timer(t.kind, t.gen, now, out) {
+                        server::TimerOutcome::Nothing => {}
+                        server::TimerOutcome::Again(at, gen) => {
+                            self.schedule(at, Side::Server, t.id, t.kind, gen)
+                        }
+                        server::TimerOutcome::Terminate => self.drop_server(t.id),
+                    }
+                }
+                Side::Client => {
+                    let Some(tx) = self.clients.get_mut(&t.id) else { continue };
+                    let (outcome, ev) = tx.on_timer(t.kind, t.gen, now, out);
+                    if let Some(ev) = ev {
+                        events.push(ev);
+                    }
+                    match outcome {
+                        client::TimerOutcome::Nothing => {}
+                        client::TimerOutcome::Again(at, gen) => {
+                            self.schedule(at, Side::Client, t.id, t.kind, gen)
+                        }
+                        client::TimerOutcome::Terminate => self.drop_client(t.id),
+                    }
+                }
+            }
+        }
+        events
+    }
+
+    /// Number of pending timer entries (for tests and status).
+    pub fn timer_count(&self) -> usize {
+        self.timers.len()
+    }
+}
+
+#[cfg(test)]
+mod tests;
