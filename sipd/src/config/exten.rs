@@ -128,7 +128,9 @@ fn parse_list(list: &str) -> Result<Vec<usize>, String> {
             Some((a, b)) => {
                 let (from, to) = (position(a.trim())?, position(b.trim())?);
                 if from > to {
-                    return Err(format!("bad range '{item}' in hunting list (start after end)"));
+                    return Err(format!(
+                        "bad range '{item}' in hunting list (start after end)"
+                    ));
                 }
                 (from, to)
             }
@@ -149,7 +151,9 @@ fn parse_list(list: &str) -> Result<Vec<usize>, String> {
 
 fn position(s: &str) -> Result<usize, String> {
     if !all_digits(s) {
-        return Err(format!("bad hunting position '{s}' (expected a number or a range like 3-5)"));
+        return Err(format!(
+            "bad hunting position '{s}' (expected a number or a range like 3-5)"
+        ));
     }
     match s.parse::<usize>() {
         Ok(0) => Err("hunting positions start at 1".to_string()),
@@ -199,7 +203,11 @@ mod tests {
         let x = p("#123456");
         assert_eq!(x.short, s("123456"), "after # any length is short");
         let x = p("12#3");
-        assert_eq!((x.long, x.short), (s("12"), s("3")), "before # any length is long");
+        assert_eq!(
+            (x.long, x.short),
+            (s("12"), s("3")),
+            "before # any length is long"
+        );
         let x = p("+74951234567#12");
         assert_eq!(x.long, s("+74951234567"));
     }
@@ -210,10 +218,16 @@ mod tests {
         assert_eq!(x.long, s("4999876543"));
         assert_eq!(x.short, s("1002"));
         assert_eq!(x.hunt, vec![2, 4]);
-        assert_eq!(x.forward, Some((ForwardKind::Always, "4991234567".to_string())));
+        assert_eq!(
+            x.forward,
+            Some((ForwardKind::Always, "4991234567".to_string()))
+        );
         let x = p("1001(3-5)~+44123");
         assert_eq!(x.hunt, vec![3, 4, 5]);
-        assert_eq!(x.forward, Some((ForwardKind::Unavailable, "+44123".to_string())));
+        assert_eq!(
+            x.forward,
+            Some((ForwardKind::Unavailable, "+44123".to_string()))
+        );
         let x = p(" 1001 ( 2 , 4 - 5 ) = 123 ");
         assert_eq!(x.short, s("1001"));
         assert_eq!(x.hunt, vec![2, 4, 5]);
@@ -224,8 +238,14 @@ mod tests {
     fn parts_alone() {
         assert_eq!(p("(2)").hunt, vec![2]);
         assert_eq!(p("(2)").short, None);
-        assert_eq!(p("=123").forward, Some((ForwardKind::Always, "123".to_string())));
-        assert_eq!(p("~123").forward, Some((ForwardKind::Unavailable, "123".to_string())));
+        assert_eq!(
+            p("=123").forward,
+            Some((ForwardKind::Always, "123".to_string()))
+        );
+        assert_eq!(
+            p("~123").forward,
+            Some((ForwardKind::Unavailable, "123".to_string()))
+        );
         assert_eq!(p("1001(2)").hunt, vec![2]);
         assert_eq!(p("(1,3,2)").hunt, vec![1, 3, 2], "list order is kept");
         assert_eq!(p("(4,1-2)").hunt, vec![4, 1, 2]);
@@ -267,7 +287,10 @@ mod tests {
         assert_eq!(e("1001()"), "empty hunting list '()'");
         assert_eq!(e("1001(2,)"), "empty item in hunting list '(2,)'");
         assert_eq!(e("1001(0)"), "hunting positions start at 1");
-        assert_eq!(e("1001(5-3)"), "bad range '5-3' in hunting list (start after end)");
+        assert_eq!(
+            e("1001(5-3)"),
+            "bad range '5-3' in hunting list (start after end)"
+        );
         assert_eq!(e("1001(2,2)"), "position 2 listed twice in hunting list");
         assert_eq!(e("1001(2-4,3)"), "position 3 listed twice in hunting list");
         assert_eq!(

@@ -120,8 +120,14 @@ mod tests {
 
     #[test]
     fn other_codes() {
-        assert_eq!(normalise("5551234", "1", "812").as_deref(), Some("18125551234"));
-        assert_eq!(normalise("2125551234", "1", "812").as_deref(), Some("12125551234"));
+        assert_eq!(
+            normalise("5551234", "1", "812").as_deref(),
+            Some("18125551234")
+        );
+        assert_eq!(
+            normalise("2125551234", "1", "812").as_deref(),
+            Some("12125551234")
+        );
         // empty city code: fewer than 10 digits get the country code only
         assert_eq!(normalise("123", "7", "").as_deref(), Some("7123"));
     }

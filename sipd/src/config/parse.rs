@@ -58,7 +58,10 @@ pub(super) fn lex(text: &str) -> (Vec<Item>, Vec<ConfigError>) {
         } else if let Some((key, value)) = content.split_once('=') {
             let key = key.trim();
             if key.is_empty() {
-                errors.push(err(line, format!("missing key before '=' in '{}'", shorten(content))));
+                errors.push(err(
+                    line,
+                    format!("missing key before '=' in '{}'", shorten(content)),
+                ));
             } else {
                 items.push(Item::Pair {
                     line,
@@ -69,7 +72,10 @@ pub(super) fn lex(text: &str) -> (Vec<Item>, Vec<ConfigError>) {
         } else {
             errors.push(err(
                 line,
-                format!("expected [section] or key=value, got '{}'", shorten(content)),
+                format!(
+                    "expected [section] or key=value, got '{}'",
+                    shorten(content)
+                ),
             ));
         }
     }
@@ -166,7 +172,10 @@ mod tests {
     fn bad_lines() {
         let (items, errors) = lex("[a\nfoo\n=x\n[b] c\nk=v");
         assert_eq!(items, vec![pair(5, "k", "v")]);
-        let got: Vec<_> = errors.iter().map(|e| (e.line, e.message.as_str())).collect();
+        let got: Vec<_> = errors
+            .iter()
+            .map(|e| (e.line, e.message.as_str()))
+            .collect();
         assert_eq!(
             got,
             vec![
