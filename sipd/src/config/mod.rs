@@ -14,6 +14,8 @@ mod build;
 mod exten;
 pub mod numbers;
 mod parse;
+#[cfg(test)]
+mod tests;
 
 use std::collections::HashMap;
 use std::fmt;
