@@ -551,15 +551,21 @@ fn check_across(drafts: &[Draft], opts: &Options, errors: &mut Errors) {
         let c = &d.client;
         let Some(acc) = &c.accountcode else { continue };
         let members = &groups[acc.as_str()];
+        // One "does not exist" per client: `(1-9999)` must not flood.
+        let mut missing_reported = false;
         for &p in &c.exten.hunt {
             match members.get(p - 1) {
-                None => errors.add(
-                    d.exten_line,
-                    format!(
-                        "hunting position {p} does not exist in group '{acc}' ({} members)",
-                        members.len()
-                    ),
-                ),
+                None if missing_reported => {}
+                None => {
+                    missing_reported = true;
+                    errors.add(
+                        d.exten_line,
+                        format!(
+                            "hunting position {p} does not exist in group '{acc}' ({} members)",
+                            members.len()
+                        ),
+                    );
+                }
                 Some(&j) if j == i => errors.add(
                     d.exten_line,
                     format!("hunting position {p} is '{}' itself", c.name),

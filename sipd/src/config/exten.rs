@@ -119,6 +119,7 @@ fn parse_list(list: &str) -> Result<Vec<usize>, String> {
         return Err("empty hunting list '()'".to_string());
     }
     let mut out: Vec<usize> = Vec::new();
+    let mut seen = std::collections::HashSet::new();
     for item in list.split(',') {
         let item = item.trim();
         if item.is_empty() {
@@ -140,7 +141,7 @@ fn parse_list(list: &str) -> Result<Vec<usize>, String> {
             }
         };
         for p in from..=to {
-            if out.contains(&p) {
+            if !seen.insert(p) {
                 return Err(format!("position {p} listed twice in hunting list"));
             }
             out.push(p);

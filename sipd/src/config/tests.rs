@@ -1116,6 +1116,16 @@ fn hunting_positions_are_checked() {
             "sip.conf:13: hunting position 5 does not exist in group 'G' (3 members)",
         ]
     );
+    // one "does not exist" per client, however long the list
+    assert_eq!(
+        errors(&format!(
+            "{group}[c]\nsecret=x\naccountcode=G\nexten=(1-9999)\n"
+        )),
+        [
+            "sip.conf:13: hunting position 3 is 'c' itself",
+            "sip.conf:13: hunting position 4 does not exist in group 'G' (3 members)",
+        ]
+    );
     let c = ok(&format!(
         "{group}[c]\nsecret=x\naccountcode=G\nexten=(2,1)\n"
     ));
@@ -1777,4 +1787,68 @@ fn load_not_utf8() {
     let e = Config::load(&path, &opts()).unwrap_err();
     assert_eq!(e.to_string(), "sip.conf:3: not valid UTF-8 text");
     std::fs::remove_file(&path).unwrap();
+}
+
+// -------------------------------------------------------------- properties
+
+mod properties {
+    use proptest::prelude::*;
+
+    use super::super::numbers::normalise;
+    use super::*;
+
+    proptest! {
+        #[test]
+        fn normalised_numbers_are_digits(dialed in "\\+?[0-9]{0,18}") {
+            if let Some(n) = normalise(&dialed, "7", "495") {
+                prop_assert!(!n.is_empty());
+                prop_assert!(n.bytes().all(|b| b.is_ascii_digit()));
+            }
+        }
+
+        #[test]
+        fn normalise_rejects_non_numbers(dialed in ".*[^0-9+].*") {
+            prop_assert_eq!(normalise(&dialed, "7", "495"), None);
+        }
+
+        #[test]
+        fn parse_never_panics_and_lines_exist(
+            text in "([\\[\\]a-z0-9=;#()~+,./:\\\\ \\t-]{0,30}(\\r?\\n)){0,30}"
+        ) {
+            let lines = text.lines().count();
+            match Config::parse(&text, &opts()) {
+                Ok(c) => {
+                    for client in &c.clients {
+                        prop_assert!(client.line >= 1 && client.line <= lines);
+                        prop_assert!(client.secret.is_some() || client.host.is_some());
+                    }
+                }
+                Err(e) => {
+                    prop_assert!(!e.errors.is_empty());
+                    for err in &e.errors {
+                        prop_assert!(err.line >= 1 && err.line <= lines, "{err:?}");
+                        prop_assert!(!err.message.contains('\n'));
+                    }
+                }
+            }
+        }
+
+        #[test]
+        fn sections_of_known_keys(
+            exten in "[0-9#()=~,+-]{1,12}",
+            permit in "[0-9./,:]{1,20}",
+            host in "[0-9.:\\[\\]]{1,20}",
+        ) {
+            let text = format!(
+                "[a]\nsecret=x\naccountcode=G\nexten={exten}\npermit={permit}\n[b]\nhost={host}\naccountcode=G\n"
+            );
+            if let Ok(c) = Config::parse(&text, &opts()) {
+                let a = c.client("a").unwrap();
+                prop_assert!(!a.permit.is_empty());
+                for member in c.hunt_list(a) {
+                    prop_assert!(member.name != "a");
+                }
+            }
+        }
+    }
 }
