@@ -129,7 +129,7 @@ pub(super) fn build(text: &str, opts: &Options) -> Result<Config, ConfigErrors> 
         }
     }
 
-    let mut general: Option<(usize, General)> = None;
+    let mut general: Option<General> = None;
     let mut drafts: Vec<Draft> = Vec::new();
     let mut seen: HashMap<&str, usize> = HashMap::new();
     for section in &sections {
@@ -147,7 +147,7 @@ pub(super) fn build(text: &str, opts: &Options) -> Result<Config, ConfigErrors> 
         }
         if section.name == GENERAL {
             let g = parse_general(section, opts, &mut errors);
-            general.get_or_insert((section.line, g));
+            general.get_or_insert(g);
             continue;
         }
         let name_ok = match check_name(section.name) {
@@ -173,7 +173,7 @@ pub(super) fn build(text: &str, opts: &Options) -> Result<Config, ConfigErrors> 
             errors,
         });
     }
-    let general = general.map_or_else(|| General::defaults(opts), |(_, g)| g);
+    let general = general.unwrap_or_else(|| General::defaults(opts));
     let clients = drafts.into_iter().map(|d| d.client).collect();
     Ok(Config::from_clients(general, opts, clients))
 }
