@@ -66,6 +66,7 @@ fn exercise(data: &[u8]) {
     let l = limits();
     let _ = frame_stream(data, &l);
     let _ = Message::parse_stream(data, &l);
+    let _ = Message::parse_owned(data.to_vec(), &l);
     if let Ok(m) = Message::parse(data, &l) {
         let _ = m.vias();
         let _ = m.contacts();

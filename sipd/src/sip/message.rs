@@ -292,7 +292,7 @@ impl Message {
     /// CR/LF bytes before the start line are skipped (not part of `raw`).
     /// Lines may end in CRLF or a bare LF.
     pub fn parse(buf: &[u8], limits: &Limits) -> Result<Message, ParseError> {
-        Message::parse_impl(buf, limits, false)
+        Message::parse_copy(buf, limits, false)
     }
 
     /// Parse one message already framed by [`frame_stream`] (TCP): the body is
@@ -301,11 +301,38 @@ impl Message {
     /// A body shorter than Content-Length is [`ParseError::BodyTruncated`];
     /// bytes after it are ignored.
     pub fn parse_stream(buf: &[u8], limits: &Limits) -> Result<Message, ParseError> {
-        Message::parse_impl(buf, limits, true)
+        Message::parse_copy(buf, limits, true)
     }
 
-    fn parse_impl(buf: &[u8], limits: &Limits, stream: bool) -> Result<Message, ParseError> {
+    /// Like [`Message::parse`] but takes ownership of the datagram buffer,
+    /// so the message bytes are not copied (the buffer is truncated to the
+    /// message, and shifted only when CR/LF bytes precede the start line).
+    pub fn parse_owned(mut buf: Vec<u8>, limits: &Limits) -> Result<Message, ParseError> {
+        let skip = leading_crlf(&buf);
+        let (mut msg, end) = Message::parse_impl(buf.get(skip..).unwrap_or(&[]), limits, false)?;
+        buf.truncate(skip + end);
+        if skip > 0 {
+            buf.drain(..skip);
+        }
+        msg.raw = buf;
+        Ok(msg)
+    }
+
+    fn parse_copy(buf: &[u8], limits: &Limits, stream: bool) -> Result<Message, ParseError> {
         let buf = buf.get(leading_crlf(buf)..).unwrap_or(&[]);
+        let (mut msg, end) = Message::parse_impl(buf, limits, stream)?;
+        msg.raw = buf.get(..end).unwrap_or(buf).to_vec();
+        Ok(msg)
+    }
+
+    /// Parse the message at the front of `buf` (which starts after any
+    /// leading CR/LF). Returns the message with an empty `raw` and the
+    /// length of the message in `buf`; the caller fills in `raw`.
+    fn parse_impl(
+        buf: &[u8],
+        limits: &Limits,
+        stream: bool,
+    ) -> Result<(Message, usize), ParseError> {
         if buf.is_empty() {
             return Err(ParseError::BadStartLine);
         }
@@ -394,12 +421,12 @@ impl Message {
                 .and_then(|i| headers.get(i))
                 .ok_or(ParseError::MissingHeader(name))
         };
-        let text = |h: &HeaderLine| -> String {
+        fn text<'h>(head: &'h str, h: &'h HeaderLine) -> &'h str {
             match &h.unfolded {
-                Some(u) => u.to_string(),
-                None => head_str.get(h.value.clone()).unwrap_or("").to_string(),
+                Some(u) => u,
+                None => head.get(h.value.clone()).unwrap_or(""),
             }
-        };
+        }
         let via_line = value_of(0, "Via")?;
         let from_line = value_of(1, "From")?;
         let to_line = value_of(2, "To")?;
@@ -410,15 +437,15 @@ impl Message {
             ParseError::BadHeader(m) => ParseError::BadHeader(format!("{what}: {m}")),
             e => e,
         };
-        let via_text = text(via_line);
-        let top = list_ranges(&via_text)
+        let via_text = text(head_str, via_line);
+        let top = list_ranges(via_text)
             .next()
             .and_then(|r| via_text.get(r))
             .ok_or_else(|| ParseError::BadHeader("Via: empty".into()))?;
         let top_via = Via::parse(top).map_err(|e| with("Via", e))?;
-        let from = NameAddr::parse(&text(from_line)).map_err(|e| with("From", e))?;
-        let to = NameAddr::parse(&text(to_line)).map_err(|e| with("To", e))?;
-        let cseq = CSeq::parse(&text(cseq_line)).map_err(|e| with("CSeq", e))?;
+        let from = NameAddr::parse(text(head_str, from_line)).map_err(|e| with("From", e))?;
+        let to = NameAddr::parse(text(head_str, to_line)).map_err(|e| with("To", e))?;
+        let cseq = CSeq::parse(text(head_str, cseq_line)).map_err(|e| with("CSeq", e))?;
         if let StartLine::Request { method, .. } = &start {
             if *method != cseq.method {
                 return Err(ParseError::BadHeader(
@@ -436,8 +463,8 @@ impl Message {
             return Err(ParseError::BadHeader("Call-ID".into()));
         }
 
-        Ok(Message {
-            raw: buf.get(..end).unwrap_or(buf).to_vec(),
+        let msg = Message {
+            raw: Vec::new(),
             start,
             headers,
             header_end: head.header_end,
@@ -447,7 +474,8 @@ impl Message {
             from,
             to,
             top_via,
-        })
+        };
+        Ok((msg, end))
     }
 
     /// Text of a range of the header section ("" if it is not valid).
@@ -750,6 +778,23 @@ mod tests {
         assert_eq!(m.expires(), None);
         assert!(m.record_routes().unwrap().is_empty());
         assert!(m.has_header(&HeaderName::Route));
+    }
+
+    #[test]
+    fn parse_owned_matches_parse() {
+        let mut buf = b"\r\n".to_vec();
+        buf.extend_from_slice(INVITE.as_bytes());
+        buf.extend_from_slice(b"trailing garbage");
+        let a = Message::parse(&buf, &lim()).unwrap();
+        let b = Message::parse_owned(buf, &lim()).unwrap();
+        assert_eq!(a.raw(), INVITE.as_bytes());
+        assert_eq!(b.raw(), a.raw());
+        assert_eq!(b.body(), a.body());
+        assert_eq!(b.call_id(), a.call_id());
+        assert_eq!(
+            Message::parse_owned(b"\r\n".to_vec(), &lim()).unwrap_err(),
+            ParseError::BadStartLine
+        );
     }
 
     #[test]
