@@ -5,6 +5,10 @@ use std::fmt;
 use std::net::IpAddr;
 
 use super::message::{Method, ParseError};
+use super::parse::{
+    is_lws, is_token, is_token_byte, list_ranges, parse_header_params, parse_quoted, skip_lws,
+    trim_lws, write_quoted,
+};
 use super::uri::{Host, Uri};
 
 /// A header name. Known names are variants (compact forms map to them);
@@ -77,13 +81,169 @@ pub enum HeaderName {
 impl HeaderName {
     /// Parse a header name: case-insensitive, compact forms
     /// (i m f t v l c k s e o u r b x) map to their full names.
+    /// Known names do not allocate.
     pub fn parse(name: &str) -> HeaderName {
-        todo!("{name}")
+        match HeaderName::known(name) {
+            Some(h) => h,
+            None => HeaderName::Other(name.to_ascii_lowercase().into_boxed_str()),
+        }
     }
+
+    /// Known header for `name` (case-insensitive), without allocating:
+    /// dispatch on the length, then ASCII-case-insensitive compares.
+    fn known(name: &str) -> Option<HeaderName> {
+        let b = name.as_bytes();
+        let eq = |s: &str| b.eq_ignore_ascii_case(s.as_bytes());
+        let h = match b.len() {
+            1 => match b.first()?.to_ascii_lowercase() {
+                b'i' => HeaderName::CallId,
+                b'm' => HeaderName::Contact,
+                b'f' => HeaderName::From,
+                b't' => HeaderName::To,
+                b'v' => HeaderName::Via,
+                b'l' => HeaderName::ContentLength,
+                b'c' => HeaderName::ContentType,
+                b'k' => HeaderName::Supported,
+                b's' => HeaderName::Subject,
+                b'e' => HeaderName::ContentEncoding,
+                b'o' => HeaderName::Event,
+                b'u' => HeaderName::AllowEvents,
+                b'r' => HeaderName::ReferTo,
+                b'b' => HeaderName::ReferredBy,
+                b'x' => HeaderName::SessionExpires,
+                _ => return None,
+            },
+            2 if eq("To") => HeaderName::To,
+            3 if eq("Via") => HeaderName::Via,
+            4 if eq("CSeq") => HeaderName::CSeq,
+            4 if eq("Date") => HeaderName::Date,
+            4 if eq("From") => HeaderName::From,
+            4 if eq("RAck") => HeaderName::RAck,
+            4 if eq("RSeq") => HeaderName::RSeq,
+            5 if eq("Allow") => HeaderName::Allow,
+            5 if eq("Event") => HeaderName::Event,
+            5 if eq("Route") => HeaderName::Route,
+            6 if eq("Accept") => HeaderName::Accept,
+            6 if eq("Min-SE") => HeaderName::MinSe,
+            6 if eq("Reason") => HeaderName::Reason,
+            6 if eq("Server") => HeaderName::Server,
+            7 if eq("Call-ID") => HeaderName::CallId,
+            7 if eq("Contact") => HeaderName::Contact,
+            7 if eq("Expires") => HeaderName::Expires,
+            7 if eq("Privacy") => HeaderName::Privacy,
+            7 if eq("Require") => HeaderName::Require,
+            7 if eq("Subject") => HeaderName::Subject,
+            7 if eq("Warning") => HeaderName::Warning,
+            8 if eq("Priority") => HeaderName::Priority,
+            8 if eq("Refer-To") => HeaderName::ReferTo,
+            8 if eq("Replaces") => HeaderName::Replaces,
+            8 if eq("Reply-To") => HeaderName::ReplyTo,
+            9 if eq("Call-Info") => HeaderName::CallInfo,
+            9 if eq("Diversion") => HeaderName::Diversion,
+            9 if eq("Supported") => HeaderName::Supported,
+            9 if eq("Timestamp") => HeaderName::Timestamp,
+            10 if eq("Alert-Info") => HeaderName::AlertInfo,
+            10 if eq("Error-Info") => HeaderName::ErrorInfo,
+            10 if eq("User-Agent") => HeaderName::UserAgent,
+            11 if eq("Answer-Mode") => HeaderName::AnswerMode,
+            11 if eq("In-Reply-To") => HeaderName::InReplyTo,
+            11 if eq("Min-Expires") => HeaderName::MinExpires,
+            11 if eq("Referred-By") => HeaderName::ReferredBy,
+            11 if eq("Retry-After") => HeaderName::RetryAfter,
+            11 if eq("Unsupported") => HeaderName::Unsupported,
+            12 if eq("Allow-Events") => HeaderName::AllowEvents,
+            12 if eq("Content-Type") => HeaderName::ContentType,
+            12 if eq("Max-Forwards") => HeaderName::MaxForwards,
+            12 if eq("MIME-Version") => HeaderName::MimeVersion,
+            12 if eq("Organization") => HeaderName::Organization,
+            12 if eq("Record-Route") => HeaderName::RecordRoute,
+            13 if eq("Authorization") => HeaderName::Authorization,
+            13 if eq("Proxy-Require") => HeaderName::ProxyRequire,
+            14 if eq("Content-Length") => HeaderName::ContentLength,
+            15 if eq("Accept-Encoding") => HeaderName::AcceptEncoding,
+            15 if eq("Accept-Language") => HeaderName::AcceptLanguage,
+            15 if eq("Session-Expires") => HeaderName::SessionExpires,
+            16 if eq("Content-Encoding") => HeaderName::ContentEncoding,
+            16 if eq("Content-Language") => HeaderName::ContentLanguage,
+            16 if eq("WWW-Authenticate") => HeaderName::WwwAuthenticate,
+            18 if eq("Proxy-Authenticate") => HeaderName::ProxyAuthenticate,
+            18 if eq("Subscription-State") => HeaderName::SubscriptionState,
+            19 if eq("Authentication-Info") => HeaderName::AuthenticationInfo,
+            19 if eq("Content-Disposition") => HeaderName::ContentDisposition,
+            19 if eq("P-Asserted-Identity") => HeaderName::PAssertedIdentity,
+            19 if eq("Proxy-Authorization") => HeaderName::ProxyAuthorization,
+            20 if eq("P-Preferred-Identity") => HeaderName::PPreferredIdentity,
+            _ => return None,
+        };
+        Some(h)
+    }
+
     /// Canonical spelling (e.g. `Call-ID`, `CSeq`, `WWW-Authenticate`); for
     /// `Other` the lower-cased name.
     pub fn as_str(&self) -> &str {
-        todo!()
+        match self {
+            HeaderName::Accept => "Accept",
+            HeaderName::AcceptEncoding => "Accept-Encoding",
+            HeaderName::AcceptLanguage => "Accept-Language",
+            HeaderName::AlertInfo => "Alert-Info",
+            HeaderName::Allow => "Allow",
+            HeaderName::AllowEvents => "Allow-Events",
+            HeaderName::AnswerMode => "Answer-Mode",
+            HeaderName::AuthenticationInfo => "Authentication-Info",
+            HeaderName::Authorization => "Authorization",
+            HeaderName::CallId => "Call-ID",
+            HeaderName::CallInfo => "Call-Info",
+            HeaderName::Contact => "Contact",
+            HeaderName::ContentDisposition => "Content-Disposition",
+            HeaderName::ContentEncoding => "Content-Encoding",
+            HeaderName::ContentLanguage => "Content-Language",
+            HeaderName::ContentLength => "Content-Length",
+            HeaderName::ContentType => "Content-Type",
+            HeaderName::CSeq => "CSeq",
+            HeaderName::Date => "Date",
+            HeaderName::Diversion => "Diversion",
+            HeaderName::ErrorInfo => "Error-Info",
+            HeaderName::Event => "Event",
+            HeaderName::Expires => "Expires",
+            HeaderName::From => "From",
+            HeaderName::InReplyTo => "In-Reply-To",
+            HeaderName::MaxForwards => "Max-Forwards",
+            HeaderName::MinExpires => "Min-Expires",
+            HeaderName::MinSe => "Min-SE",
+            HeaderName::MimeVersion => "MIME-Version",
+            HeaderName::Organization => "Organization",
+            HeaderName::PAssertedIdentity => "P-Asserted-Identity",
+            HeaderName::PPreferredIdentity => "P-Preferred-Identity",
+            HeaderName::Priority => "Priority",
+            HeaderName::Privacy => "Privacy",
+            HeaderName::ProxyAuthenticate => "Proxy-Authenticate",
+            HeaderName::ProxyAuthorization => "Proxy-Authorization",
+            HeaderName::ProxyRequire => "Proxy-Require",
+            HeaderName::RAck => "RAck",
+            HeaderName::Reason => "Reason",
+            HeaderName::RecordRoute => "Record-Route",
+            HeaderName::ReferTo => "Refer-To",
+            HeaderName::ReferredBy => "Referred-By",
+            HeaderName::Replaces => "Replaces",
+            HeaderName::ReplyTo => "Reply-To",
+            HeaderName::Require => "Require",
+            HeaderName::RetryAfter => "Retry-After",
+            HeaderName::Route => "Route",
+            HeaderName::RSeq => "RSeq",
+            HeaderName::Server => "Server",
+            HeaderName::SessionExpires => "Session-Expires",
+            HeaderName::Subject => "Subject",
+            HeaderName::SubscriptionState => "Subscription-State",
+            HeaderName::Supported => "Supported",
+            HeaderName::Timestamp => "Timestamp",
+            HeaderName::To => "To",
+            HeaderName::Unsupported => "Unsupported",
+            HeaderName::UserAgent => "User-Agent",
+            HeaderName::Via => "Via",
+            HeaderName::Warning => "Warning",
+            HeaderName::WwwAuthenticate => "WWW-Authenticate",
+            HeaderName::Other(s) => s,
+        }
     }
 }
 
@@ -96,7 +256,20 @@ impl fmt::Display for HeaderName {
 /// Split a list header value at top-level commas (not inside `"…"` with
 /// `\` escapes, nor inside `<…>`); each element trimmed; empty elements dropped.
 pub fn split_list(value: &str) -> Vec<&str> {
-    todo!("{value}")
+    list_ranges(value).filter_map(|r| value.get(r)).collect()
+}
+
+/// Parse an unsigned decimal made of ASCII digits only (no sign, no
+/// spaces); `None` on anything else or on overflow.
+pub fn parse_u32(s: &str) -> Option<u32> {
+    if s.is_empty() || s.len() > 10 || !s.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    s.parse().ok()
+}
+
+fn bad(what: &str) -> ParseError {
+    ParseError::BadHeader(what.to_string())
 }
 
 /// `;name[=value]` parameters, order kept, names compared case-insensitively.
@@ -107,7 +280,10 @@ pub struct Params(pub Vec<(String, Option<String>)>);
 impl Params {
     /// `None`: absent; `Some(None)`: present without value; `Some(Some(v))`: with value.
     pub fn get(&self, name: &str) -> Option<Option<&str>> {
-        todo!("{name}")
+        self.0
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_deref())
     }
     pub fn has(&self, name: &str) -> bool {
         self.get(name).is_some()
@@ -118,17 +294,45 @@ impl Params {
     }
     /// Set (replace or append) a parameter.
     pub fn set(&mut self, name: &str, value: Option<&str>) {
-        todo!("{name} {value:?}")
+        let value = value.map(str::to_string);
+        match self
+            .0
+            .iter_mut()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+        {
+            Some(slot) => slot.1 = value,
+            None => self.0.push((name.to_string(), value)),
+        }
     }
+    /// Remove every parameter called `name`.
     pub fn remove(&mut self, name: &str) {
-        todo!("{name}")
+        self.0.retain(|(n, _)| !n.eq_ignore_ascii_case(name));
     }
 }
 
 /// Writes `;name=value` for each param (quoting values that are not tokens).
+///
+/// A value that is a host (IPv4, `[IPv6]` or a bare IPv6 address as in
+/// `received=2001:db8::1`, i.e. token characters plus `:`, `[`, `]`) is
+/// written unquoted too, as RFC 3261 `gen-value = token / host /
+/// quoted-string` allows; an empty value is written `=""`.
 impl fmt::Display for Params {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        todo!("{:?}", f.width())
+        for (name, value) in &self.0 {
+            write!(f, ";{name}")?;
+            if let Some(v) = value {
+                f.write_str("=")?;
+                let raw = !v.is_empty()
+                    && v.bytes()
+                        .all(|b| is_token_byte(b) || matches!(b, b':' | b'[' | b']'));
+                if raw {
+                    f.write_str(v)?;
+                } else {
+                    write_quoted(f, v)?;
+                }
+            }
+        }
+        Ok(())
     }
 }
 
@@ -146,7 +350,67 @@ pub struct NameAddr {
 
 impl NameAddr {
     pub fn parse(value: &str) -> Result<NameAddr, ParseError> {
-        todo!("{value}")
+        let s = trim_lws(value);
+        let b = s.as_bytes();
+        if b.first() == Some(&b'"') {
+            let (display, end) =
+                parse_quoted(s, 0).ok_or_else(|| bad("unterminated display name"))?;
+            let lt = skip_lws(b, end);
+            if b.get(lt) != Some(&b'<') {
+                return Err(bad("expected '<' after display name"));
+            }
+            return NameAddr::bracketed(s, lt, Some(display));
+        }
+        if let Some(lt) = s.find('<') {
+            let display = trim_lws(s.get(..lt).unwrap_or(""));
+            // display-name = *(token LWS); UTF-8 tolerated.
+            if !display
+                .bytes()
+                .all(|c| is_token_byte(c) || is_lws(c) || c >= 0x80)
+            {
+                return Err(bad("bad display name"));
+            }
+            let display = (!display.is_empty()).then(|| display.to_string());
+            return NameAddr::bracketed(s, lt, display);
+        }
+        // addr-spec: the URI ends at the first ';' (or LWS); what follows
+        // are header parameters. A URI with ',', '?' or ';' must use <>.
+        let end = s.find([';', ' ', '\t', '\r', '\n']).unwrap_or(s.len());
+        let uri_s = s.get(..end).unwrap_or("");
+        if uri_s.contains(['?', ',', '>', '"']) {
+            return Err(bad("addr-spec with reserved characters needs <>"));
+        }
+        let uri = Uri::parse(uri_s).map_err(|e| ParseError::BadHeader(e.to_string()))?;
+        let params = parse_header_params(s, end)?;
+        Ok(NameAddr {
+            display: None,
+            uri,
+            params,
+        })
+    }
+
+    /// `<uri>` at `s[lt]`, then header params.
+    fn bracketed(s: &str, lt: usize, display: Option<String>) -> Result<NameAddr, ParseError> {
+        let inner_start = lt + 1;
+        let rest = s.get(inner_start..).ok_or_else(|| bad("missing '>'"))?;
+        let gt = rest.find('>').ok_or_else(|| bad("missing '>'"))? + inner_start;
+        let uri_s = s.get(inner_start..gt).unwrap_or("");
+        let uri = Uri::parse(uri_s).map_err(|e| ParseError::BadHeader(e.to_string()))?;
+        let params = parse_header_params(s, gt + 1)?;
+        Ok(NameAddr {
+            display,
+            uri,
+            params,
+        })
+    }
+
+    /// A name-addr with no display name and no params.
+    pub fn from_uri(uri: Uri) -> NameAddr {
+        NameAddr {
+            display: None,
+            uri,
+            params: Params::default(),
+        }
     }
     pub fn tag(&self) -> Option<&str> {
         self.params.value("tag")
@@ -156,7 +420,31 @@ impl NameAddr {
 /// Always writes the name-addr form: `"Display" <uri>;params`.
 impl fmt::Display for NameAddr {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        todo!("{:?}", f.width())
+        if let Some(d) = &self.display {
+            write_quoted(f, d)?;
+            f.write_str(" ")?;
+        }
+        write!(f, "<{}>{}", self.uri, self.params)
+    }
+}
+
+impl Contact {
+    /// `*` or a name-addr / addr-spec with params.
+    pub fn parse(value: &str) -> Result<Contact, ParseError> {
+        if trim_lws(value) == "*" {
+            Ok(Contact::Star)
+        } else {
+            NameAddr::parse(value).map(Contact::Addr)
+        }
+    }
+}
+
+impl fmt::Display for Contact {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Contact::Star => f.write_str("*"),
+            Contact::Addr(a) => a.fmt(f),
+        }
     }
 }
 
@@ -179,23 +467,110 @@ pub struct Via {
 
 impl Via {
     pub fn parse(value: &str) -> Result<Via, ParseError> {
-        todo!("{value}")
+        let s = trim_lws(value);
+        let b = s.as_bytes();
+        let token_at = |i: usize| {
+            let mut e = i;
+            while b.get(e).is_some_and(|&c| is_token_byte(c)) {
+                e += 1;
+            }
+            (s.get(i..e).unwrap_or(""), e)
+        };
+        // sent-protocol = protocol-name SLASH protocol-version SLASH transport
+        let (proto, i) = token_at(0);
+        if !proto.eq_ignore_ascii_case("SIP") {
+            return Err(bad("Via: protocol is not SIP"));
+        }
+        let i = skip_lws(b, i);
+        if b.get(i) != Some(&b'/') {
+            return Err(bad("Via: expected '/'"));
+        }
+        let (version, i) = token_at(skip_lws(b, i + 1));
+        if version != "2.0" {
+            return Err(bad("Via: version is not 2.0"));
+        }
+        let i = skip_lws(b, i);
+        if b.get(i) != Some(&b'/') {
+            return Err(bad("Via: expected '/'"));
+        }
+        let (transport, i) = token_at(skip_lws(b, i + 1));
+        if transport.is_empty() {
+            return Err(bad("Via: missing transport"));
+        }
+        if !b.get(i).is_some_and(|&c| is_lws(c)) {
+            return Err(bad("Via: expected LWS before sent-by"));
+        }
+        let hs = skip_lws(b, i);
+        let he = if b.get(hs) == Some(&b'[') {
+            s.get(hs..).and_then(|r| r.find(']')).map(|e| hs + e + 1)
+        } else {
+            let mut e = hs;
+            while b
+                .get(e)
+                .is_some_and(|&c| !is_lws(c) && !matches!(c, b':' | b';' | b',' | b'['))
+            {
+                e += 1;
+            }
+            Some(e)
+        }
+        .ok_or_else(|| bad("Via: bad host"))?;
+        let host = s
+            .get(hs..he)
+            .and_then(Host::parse)
+            .ok_or_else(|| bad("Via: bad host"))?;
+        let mut i = skip_lws(b, he);
+        let mut port = None;
+        if b.get(i) == Some(&b':') {
+            let ps = skip_lws(b, i + 1);
+            let mut pe = ps;
+            while b.get(pe).is_some_and(u8::is_ascii_digit) {
+                pe += 1;
+            }
+            let p = s
+                .get(ps..pe)
+                .and_then(parse_u32)
+                .and_then(|p| u16::try_from(p).ok())
+                .ok_or_else(|| bad("Via: bad port"))?;
+            port = Some(p);
+            i = pe;
+        } else {
+            i = he;
+        }
+        let params = parse_header_params(s, i)?;
+        Ok(Via {
+            transport: transport.to_ascii_uppercase(),
+            host,
+            port,
+            params,
+        })
     }
     pub fn branch(&self) -> Option<&str> {
         self.params.value("branch")
     }
+    /// The `received` parameter as an address (IPv6 with or without `[]`).
     pub fn received(&self) -> Option<IpAddr> {
-        todo!()
+        let v = self.params.value("received")?;
+        let v = v
+            .strip_prefix('[')
+            .and_then(|v| v.strip_suffix(']'))
+            .unwrap_or(v);
+        v.parse().ok()
     }
     /// `None`: no rport; `Some(None)`: `;rport` without value; `Some(Some(p))`.
+    /// A value that is not a port number counts as no value.
     pub fn rport(&self) -> Option<Option<u16>> {
-        todo!()
+        let v = self.params.get("rport")?;
+        Some(v.and_then(parse_u32).and_then(|p| u16::try_from(p).ok()))
     }
 }
 
 impl fmt::Display for Via {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        todo!("{:?}", f.width())
+        write!(f, "SIP/2.0/{} {}", self.transport, self.host)?;
+        if let Some(p) = self.port {
+            write!(f, ":{p}")?;
+        }
+        write!(f, "{}", self.params)
     }
 }
 
@@ -207,7 +582,268 @@ pub struct CSeq {
 }
 
 impl CSeq {
+    /// `1*DIGIT LWS Method`; the number must fit in 32 bits.
     pub fn parse(value: &str) -> Result<CSeq, ParseError> {
-        todo!("{value}")
+        let s = trim_lws(value);
+        let ws = s.find([' ', '\t', '\r', '\n']).ok_or_else(|| bad("CSeq"))?;
+        let seq = s
+            .get(..ws)
+            .and_then(parse_u32)
+            .ok_or_else(|| bad("CSeq: bad number"))?;
+        let method = trim_lws(s.get(ws..).unwrap_or(""));
+        if !is_token(method) {
+            return Err(bad("CSeq: bad method"));
+        }
+        Ok(CSeq {
+            seq,
+            method: Method::from_token(method),
+        })
+    }
+}
+
+impl fmt::Display for CSeq {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} {}", self.seq, self.method)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::Ipv6Addr;
+
+    #[test]
+    fn names_case_and_compact() {
+        assert_eq!(HeaderName::parse("call-id"), HeaderName::CallId);
+        assert_eq!(HeaderName::parse("CALL-ID"), HeaderName::CallId);
+        assert_eq!(HeaderName::parse("cSeQ"), HeaderName::CSeq);
+        assert_eq!(
+            HeaderName::parse("www-authenticate"),
+            HeaderName::WwwAuthenticate
+        );
+        let compact = [
+            ("i", HeaderName::CallId),
+            ("m", HeaderName::Contact),
+            ("f", HeaderName::From),
+            ("t", HeaderName::To),
+            ("v", HeaderName::Via),
+            ("l", HeaderName::ContentLength),
+            ("c", HeaderName::ContentType),
+            ("k", HeaderName::Supported),
+            ("s", HeaderName::Subject),
+            ("e", HeaderName::ContentEncoding),
+            ("o", HeaderName::Event),
+            ("u", HeaderName::AllowEvents),
+            ("r", HeaderName::ReferTo),
+            ("b", HeaderName::ReferredBy),
+            ("x", HeaderName::SessionExpires),
+        ];
+        for (c, h) in compact {
+            assert_eq!(HeaderName::parse(c), h);
+            assert_eq!(HeaderName::parse(&c.to_uppercase()), h);
+        }
+        assert_eq!(
+            HeaderName::parse("X-Custom"),
+            HeaderName::Other("x-custom".into())
+        );
+        assert_eq!(HeaderName::parse("a"), HeaderName::Other("a".into()));
+        assert_eq!(HeaderName::parse("X-Custom").as_str(), "x-custom");
+    }
+
+    #[test]
+    fn canonical_names_round_trip() {
+        for n in [
+            "Call-ID",
+            "CSeq",
+            "WWW-Authenticate",
+            "MIME-Version",
+            "Min-SE",
+            "RAck",
+            "RSeq",
+            "P-Asserted-Identity",
+            "Record-Route",
+            "Content-Length",
+            "Subscription-State",
+        ] {
+            assert_eq!(HeaderName::parse(n).as_str(), n);
+            assert_eq!(HeaderName::parse(&n.to_lowercase()).as_str(), n);
+        }
+    }
+
+    #[test]
+    fn split() {
+        assert_eq!(
+            split_list(r#""Doe, John" <sip:a@b>;x="1,2", <sip:c@d>  ,,"#),
+            vec![r#""Doe, John" <sip:a@b>;x="1,2""#, "<sip:c@d>"]
+        );
+        assert!(split_list("").is_empty());
+    }
+
+    #[test]
+    fn params() {
+        let mut p = Params::default();
+        p.set("tag", Some("abc"));
+        p.set("lr", None);
+        p.set("TAG", Some("def"));
+        assert_eq!(p.value("tag"), Some("def"));
+        assert_eq!(p.get("LR"), Some(None));
+        assert!(!p.has("x"));
+        p.set("x", Some("a b"));
+        p.set("e", Some(""));
+        p.set("received", Some("2001:db8::1"));
+        assert_eq!(
+            p.to_string(),
+            r#";tag=def;lr;x="a b";e="";received=2001:db8::1"#
+        );
+        p.remove("Tag");
+        assert!(!p.has("tag"));
+        p.set("q", Some("say \"hi\" \\"));
+        assert!(p.to_string().ends_with(r#";q="say \"hi\" \\""#));
+    }
+
+    #[test]
+    fn name_addr_forms() {
+        let a =
+            NameAddr::parse(r#" "Doe, \"J\"" <sip:j@example.com;lr>;tag=1 ; x = "a;b" "#).unwrap();
+        assert_eq!(a.display.as_deref(), Some(r#"Doe, "J""#));
+        assert_eq!(a.uri.host, Host::Name("example.com".into()));
+        assert!(a.uri.params.has("lr"));
+        assert_eq!(a.tag(), Some("1"));
+        assert_eq!(a.params.value("x"), Some("a;b"));
+        assert_eq!(
+            a.to_string(),
+            r#""Doe, \"J\"" <sip:j@example.com;lr>;tag=1;x="a;b""#
+        );
+        assert_eq!(NameAddr::parse(&a.to_string()).unwrap(), a);
+
+        // addr-spec: params belong to the header
+        let b = NameAddr::parse("sip:alice@example.com;tag=88sja8x").unwrap();
+        assert_eq!(b.tag(), Some("88sja8x"));
+        assert!(b.uri.params.0.is_empty());
+        assert_eq!(b.to_string(), "<sip:alice@example.com>;tag=88sja8x");
+
+        let c = NameAddr::parse("Bob Smith<sip:bob@[2001:db8::1]:5062>").unwrap();
+        assert_eq!(c.display.as_deref(), Some("Bob Smith"));
+        assert_eq!(c.uri.host, Host::V6("2001:db8::1".parse().unwrap()));
+        assert_eq!(c.uri.port, Some(5062));
+
+        let d = NameAddr::parse("<tel:+1-201-555-0123>").unwrap();
+        assert_eq!(d.uri.user.as_deref(), Some("+1-201-555-0123"));
+
+        for bad in [
+            "",
+            "\"unterminated <sip:a@b>",
+            "Bell, Alexander <sip:a@b>",
+            "<sip:a@b",
+            "< sip:a@b >",
+            "<sip:a@b>;;tag=1",
+            "<sip:a@b> junk",
+            "sip:a@b?x=y",
+            "<http://example.com>",
+            "\"x\" sip:a@b",
+            "sip:a@b, sip:c@d",
+        ] {
+            assert!(NameAddr::parse(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn contact() {
+        assert_eq!(Contact::parse(" * ").unwrap(), Contact::Star);
+        let c = Contact::parse("<sip:a@b>;expires=60;q=0.5").unwrap();
+        match c {
+            Contact::Addr(a) => assert_eq!(a.params.value("expires"), Some("60")),
+            Contact::Star => panic!(),
+        }
+    }
+
+    #[test]
+    fn via_forms() {
+        let v =
+            Via::parse("SIP/2.0/udp host.example.com:5060;branch=z9hG4bK1;rport;received=10.0.0.1")
+                .unwrap();
+        assert_eq!(v.transport, "UDP");
+        assert_eq!(v.host, Host::Name("host.example.com".into()));
+        assert_eq!(v.port, Some(5060));
+        assert_eq!(v.branch(), Some("z9hG4bK1"));
+        assert_eq!(v.rport(), Some(None));
+        assert_eq!(v.received(), Some("10.0.0.1".parse().unwrap()));
+        assert_eq!(
+            v.to_string(),
+            "SIP/2.0/UDP host.example.com:5060;branch=z9hG4bK1;rport;received=10.0.0.1"
+        );
+        assert_eq!(Via::parse(&v.to_string()).unwrap(), v);
+
+        let v = Via::parse("SIP  /  2.0 /\r\n TCP   [2001:db8::9:1] : 5070 ; branch = z9hG4bKx ; rport=5070 ; received=2001:db8::9:255").unwrap();
+        assert_eq!(v.transport, "TCP");
+        assert_eq!(
+            v.host,
+            Host::V6("2001:db8::9:1".parse::<Ipv6Addr>().unwrap())
+        );
+        assert_eq!(v.port, Some(5070));
+        assert_eq!(v.rport(), Some(Some(5070)));
+        assert_eq!(v.received(), Some("2001:db8::9:255".parse().unwrap()));
+        assert_eq!(
+            v.to_string(),
+            "SIP/2.0/TCP [2001:db8::9:1]:5070;branch=z9hG4bKx;rport=5070;received=2001:db8::9:255"
+        );
+
+        let v = Via::parse("SIP/2.0/WSS 192.0.2.1;received=[2001:db8::1]").unwrap();
+        assert_eq!(v.host, Host::V4("192.0.2.1".parse().unwrap()));
+        assert_eq!(v.port, None);
+        assert_eq!(v.received(), Some("2001:db8::1".parse().unwrap()));
+
+        for bad in [
+            "",
+            "SIP/2.0/UDP",
+            "SIP/2.0/UDP ",
+            "SIP/3.0/UDP host",
+            "HTTP/2.0/UDP host",
+            "SIP/2.0 host",
+            "SIP/2.0/UDPhost",
+            "SIP/2.0/UDP host:99999",
+            "SIP/2.0/UDP host:",
+            "SIP/2.0/UDP [::1",
+            "SIP/2.0/UDP host;;branch=1",
+            "SIP/2.0/UDP host junk",
+            "SIP/2.0/UDP ho st",
+        ] {
+            assert!(Via::parse(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn cseq() {
+        let c = CSeq::parse(" 4711  INVITE ").unwrap();
+        assert_eq!(c.seq, 4711);
+        assert_eq!(c.method, Method::Invite);
+        assert_eq!(c.to_string(), "4711 INVITE");
+        assert_eq!(
+            CSeq::parse("1 FOO").unwrap().method,
+            Method::Other("FOO".into())
+        );
+        assert_eq!(CSeq::parse("4294967295 ACK").unwrap().seq, u32::MAX);
+        for bad in [
+            "",
+            "1",
+            "INVITE",
+            "1INVITE",
+            "-1 INVITE",
+            "x INVITE",
+            "4294967296 INVITE",
+            "36893488147419103232 INVITE",
+            "1 INVITE x",
+            "1 IN:VITE",
+        ] {
+            assert!(CSeq::parse(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn u32_digits() {
+        assert_eq!(parse_u32("70"), Some(70));
+        assert_eq!(parse_u32("+70"), None);
+        assert_eq!(parse_u32(""), None);
+        assert_eq!(parse_u32("99999999999"), None);
     }
 }
