@@ -100,10 +100,20 @@ pub struct Response {
 
 impl Response {
     pub fn ok(result: Reply) -> Response {
-        Response { v: VERSION, ok: true, error: None, result: Some(result) }
+        Response {
+            v: VERSION,
+            ok: true,
+            error: None,
+            result: Some(result),
+        }
     }
     pub fn error(msg: impl Into<String>) -> Response {
-        Response { v: VERSION, ok: false, error: Some(msg.into()), result: None }
+        Response {
+            v: VERSION,
+            ok: false,
+            error: Some(msg.into()),
+            result: None,
+        }
     }
     /// The reply, or the server's error as `Err`.
     pub fn into_result(self) -> Result<Reply, String> {
@@ -126,7 +136,9 @@ pub fn parse_request(line: &str) -> Result<Request, String> {
         .and_then(|v| v.as_u64())
         .ok_or_else(|| "malformed request: missing protocol version \"v\"".to_string())?;
     if v != u64::from(VERSION) {
-        return Err(format!("unsupported protocol version {v} (this sipd speaks {VERSION})"));
+        return Err(format!(
+            "unsupported protocol version {v} (this sipd speaks {VERSION})"
+        ));
     }
     match value.get("cmd").and_then(|c| c.as_str()) {
         None => return Err("malformed request: missing \"cmd\"".into()),
@@ -158,7 +170,11 @@ impl std::fmt::Display for ClientError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             ClientError::NotRunning(p, e) => {
-                write!(f, "no sipd is running with control socket {} ({e})", p.display())
+                write!(
+                    f,
+                    "no sipd is running with control socket {} ({e})",
+                    p.display()
+                )
             }
             ClientError::Io(e) => write!(f, "control socket: {e}"),
             ClientError::Protocol(e) => write!(f, "control protocol: {e}"),
@@ -176,25 +192,34 @@ pub struct Client {
 
 impl Client {
     pub fn connect(path: &Path) -> Result<Client, ClientError> {
-        let stream =
-            UnixStream::connect(path).map_err(|e| ClientError::NotRunning(path.to_path_buf(), e))?;
+        let stream = UnixStream::connect(path)
+            .map_err(|e| ClientError::NotRunning(path.to_path_buf(), e))?;
         // A reload of a huge sip.conf takes well under this; a wedged daemon
         // must not hang scripts forever.
-        stream.set_read_timeout(Some(Duration::from_secs(60))).map_err(ClientError::Io)?;
+        stream
+            .set_read_timeout(Some(Duration::from_secs(60)))
+            .map_err(ClientError::Io)?;
         let writer = stream.try_clone().map_err(ClientError::Io)?;
-        Ok(Client { reader: BufReader::new(stream), writer })
+        Ok(Client {
+            reader: BufReader::new(stream),
+            writer,
+        })
     }
 
     /// Send one command and wait for its response.
     pub fn call(&mut self, cmd: Command) -> Result<Response, ClientError> {
-        self.writer.write_all(to_line(&Request::new(cmd)).as_bytes()).map_err(ClientError::Io)?;
+        self.writer
+            .write_all(to_line(&Request::new(cmd)).as_bytes())
+            .map_err(ClientError::Io)?;
         let mut line = String::new();
         let n = (&mut self.reader)
             .take(MAX_LINE as u64)
             .read_line(&mut line)
             .map_err(ClientError::Io)?;
         if n == 0 {
-            return Err(ClientError::Protocol("sipd closed the connection without a reply".into()));
+            return Err(ClientError::Protocol(
+                "sipd closed the connection without a reply".into(),
+            ));
         }
         let resp: Response = serde_json::from_str(line.trim_end())
             .map_err(|e| ClientError::Protocol(format!("bad response: {e}")))?;
@@ -223,7 +248,12 @@ pub fn format_unix_ms(ms: u64) -> String {
     let d = doy - (153 * mp + 2) / 5 + 1;
     let m = if mp < 10 { mp + 3 } else { mp - 9 };
     let y = yoe + era * 400 + i64::from(m <= 2);
-    format!("{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02}", rem / 3600, rem / 60 % 60, rem % 60)
+    format!(
+        "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02}",
+        rem / 3600,
+        rem / 60 % 60,
+        rem % 60
+    )
 }
 
 #[cfg(test)]
@@ -242,7 +272,9 @@ mod tests {
     fn request_wire_format() {
         let r = Request::new(Command::Fwd {
             who: "1001".into(),
-            action: Some(FwdAction::Always { number: "4991234567".into() }),
+            action: Some(FwdAction::Always {
+                number: "4991234567".into(),
+            }),
         });
         let line = to_line(&r);
         assert_eq!(
@@ -250,13 +282,18 @@ mod tests {
             "{\"v\":1,\"cmd\":\"fwd\",\"who\":\"1001\",\"action\":{\"kind\":\"always\",\"number\":\"4991234567\"}}\n"
         );
         assert_eq!(parse_request(line.trim_end()).unwrap(), r);
-        assert_eq!(to_line(&Request::new(Command::Status)), "{\"v\":1,\"cmd\":\"status\"}\n");
+        assert_eq!(
+            to_line(&Request::new(Command::Status)),
+            "{\"v\":1,\"cmd\":\"status\"}\n"
+        );
         assert_eq!(
             parse_request("{\"v\":1,\"cmd\":\"regs\"}").unwrap().cmd,
             Command::Regs { name: None }
         );
         assert_eq!(
-            parse_request("{\"v\":1,\"cmd\":\"cdr\",\"last\":5}").unwrap().cmd,
+            parse_request("{\"v\":1,\"cmd\":\"cdr\",\"last\":5}")
+                .unwrap()
+                .cmd,
             Command::Cdr { last: Some(5) }
         );
     }
@@ -268,12 +305,24 @@ mod tests {
             ("not json", "malformed request"),
             ("[]", "missing protocol version"),
             ("{\"cmd\":\"status\"}", "missing protocol version"),
-            ("{\"v\":2,\"cmd\":\"status\"}", "unsupported protocol version 2"),
-            ("{\"v\":\"1\",\"cmd\":\"status\"}", "missing protocol version"),
+            (
+                "{\"v\":2,\"cmd\":\"status\"}",
+                "unsupported protocol version 2",
+            ),
+            (
+                "{\"v\":\"1\",\"cmd\":\"status\"}",
+                "missing protocol version",
+            ),
             ("{\"v\":1}", "missing \"cmd\""),
-            ("{\"v\":1,\"cmd\":\"shutdown\"}", "unknown command 'shutdown'"),
+            (
+                "{\"v\":1,\"cmd\":\"shutdown\"}",
+                "unknown command 'shutdown'",
+            ),
             ("{\"v\":1,\"cmd\":\"fwd\"}", "malformed request"),
-            ("{\"v\":1,\"cmd\":\"fwd\",\"who\":\"a\",\"action\":{\"kind\":\"sometimes\"}}", "malformed request"),
+            (
+                "{\"v\":1,\"cmd\":\"fwd\",\"who\":\"a\",\"action\":{\"kind\":\"sometimes\"}}",
+                "malformed request",
+            ),
             ("{\"v\":1,\"cmd\":\"cdr\",\"last\":-1}", "malformed request"),
         ];
         for (line, want) in cases {
@@ -286,7 +335,10 @@ mod tests {
     fn response_round_trip() {
         let r = Response::error("sip.conf:3: unknown key 'permt'");
         let back: Response = serde_json::from_str(to_line(&r).trim_end()).unwrap();
-        assert_eq!(back.into_result().unwrap_err(), "sip.conf:3: unknown key 'permt'");
+        assert_eq!(
+            back.into_result().unwrap_err(),
+            "sip.conf:3: unknown key 'permt'"
+        );
         let ok = Response::ok(Reply::Reload(ReloadReport {
             added: vec!["a".into()],
             removed: vec![],
@@ -301,7 +353,8 @@ mod tests {
 
     #[test]
     fn client_reports_missing_daemon() {
-        let path = std::env::temp_dir().join(format!("sipd-proto-test-{}.sock", std::process::id()));
+        let path =
+            std::env::temp_dir().join(format!("sipd-proto-test-{}.sock", std::process::id()));
         let _ = std::fs::remove_file(&path);
         match Client::connect(&path) {
             Err(e @ ClientError::NotRunning(..)) => {

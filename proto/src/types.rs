@@ -56,7 +56,13 @@ pub struct ReloadReport {
 /// What `sipctl reload` and `sipd -r` print.
 impl std::fmt::Display for ReloadReport {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let list = |v: &[String]| if v.is_empty() { "-".to_string() } else { v.join(", ") };
+        let list = |v: &[String]| {
+            if v.is_empty() {
+                "-".to_string()
+            } else {
+                v.join(", ")
+            }
+        };
         writeln!(f, "reloaded: {} clients", self.clients)?;
         writeln!(f, "added: {}", list(&self.added))?;
         writeln!(f, "removed: {}", list(&self.removed))?;

@@ -14,7 +14,13 @@ use tabled::{Table, Tabled};
 #[command(name = "sipctl", version, about = "Admin CLI for a running sipd")]
 struct Cli {
     /// sipd's working directory (where sipd.sock lives)
-    #[arg(short = 's', long = "dir", value_name = "DIR", default_value = ".", global = true)]
+    #[arg(
+        short = 's',
+        long = "dir",
+        value_name = "DIR",
+        default_value = ".",
+        global = true
+    )]
     dir: PathBuf,
     /// Control socket path (overrides -s)
     #[arg(long = "ctl", value_name = "PATH", global = true)]
@@ -73,12 +79,19 @@ fn run(cli: &Cli) -> Result<String, String> {
         Cmd::Regs { name } => Command::Regs { name: name.clone() },
         Cmd::Calls => Command::Calls,
         Cmd::Cdr { last } => Command::Cdr { last: Some(*last) },
-        Cmd::Fwd { who, action, number } => Command::Fwd {
+        Cmd::Fwd {
+            who,
+            action,
+            number,
+        } => Command::Fwd {
             who: who.clone(),
             action: fwd_action(action.as_deref(), number.as_deref())?,
         },
     };
-    let path = cli.ctl.clone().unwrap_or_else(|| proto::socket_path(&cli.dir));
+    let path = cli
+        .ctl
+        .clone()
+        .unwrap_or_else(|| proto::socket_path(&cli.dir));
     let mut client = Client::connect(&path).map_err(|e| e.to_string())?;
     let reply = client.call(cmd).map_err(|e| e.to_string())?.into_result()?;
     if cli.json {
@@ -102,7 +115,9 @@ fn fwd_action(action: Option<&str>, number: Option<&str>) -> Result<Option<FwdAc
                 FwdAction::Unavail { number }
             }))
         }
-        (Some(kind), None) => Err(format!("'{kind}' needs a number: sipctl fwd WHO {kind} NUMBER")),
+        (Some(kind), None) => Err(format!(
+            "'{kind}' needs a number: sipctl fwd WHO {kind} NUMBER"
+        )),
         (None, Some(_)) => unreachable!("clap fills action before number"),
     }
 }
@@ -120,7 +135,10 @@ struct KeyValue {
 }
 
 fn kv(key: &str, value: impl ToString) -> KeyValue {
-    KeyValue { key: key.to_string(), value: value.to_string() }
+    KeyValue {
+        key: key.to_string(),
+        value: value.to_string(),
+    }
 }
 
 fn render(reply: &Reply) -> String {
@@ -164,7 +182,11 @@ fn render(reply: &Reply) -> String {
                 expires: b.expires,
                 user_agent: &b.user_agent,
             });
-            format!("{}{n} registration{}\n", table(rows), if n == 1 { "" } else { "s" })
+            format!(
+                "{}{n} registration{}\n",
+                table(rows),
+                if n == 1 { "" } else { "s" }
+            )
         }
         Reply::Calls(c) => {
             #[derive(Tabled)]
@@ -214,7 +236,11 @@ fn render(reply: &Reply) -> String {
                 billsec: r.billsec,
                 call_id: &r.call_id,
             });
-            format!("{}{n} record{}\n", table(rows), if n == 1 { "" } else { "s" })
+            format!(
+                "{}{n} record{}\n",
+                table(rows),
+                if n == 1 { "" } else { "s" }
+            )
         }
         Reply::Fwd(f) => {
             #[derive(Tabled)]
@@ -257,12 +283,19 @@ mod tests {
     #[test]
     fn fwd_arguments() {
         assert_eq!(fwd_action(None, None).unwrap(), None);
-        assert_eq!(fwd_action(Some("clear"), None).unwrap(), Some(FwdAction::Clear));
+        assert_eq!(
+            fwd_action(Some("clear"), None).unwrap(),
+            Some(FwdAction::Clear)
+        );
         assert!(fwd_action(Some("clear"), Some("1")).is_err());
-        assert!(fwd_action(Some("always"), None).unwrap_err().contains("needs a number"));
+        assert!(fwd_action(Some("always"), None)
+            .unwrap_err()
+            .contains("needs a number"));
         assert_eq!(
             fwd_action(Some("unavail"), Some("1002")).unwrap(),
-            Some(FwdAction::Unavail { number: "1002".into() })
+            Some(FwdAction::Unavail {
+                number: "1002".into()
+            })
         );
     }
 

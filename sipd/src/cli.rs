@@ -19,7 +19,12 @@ pub struct Flags {
     #[arg(short = 'a', long = "about")]
     pub about: bool,
     /// Listen address for SIP over UDP and TCP, IP:port (IPv6 as [::1]:5060); repeatable
-    #[arg(short = 'b', long = "listen", value_name = "ADDR", default_value = "127.0.0.1:5060")]
+    #[arg(
+        short = 'b',
+        long = "listen",
+        value_name = "ADDR",
+        default_value = "127.0.0.1:5060"
+    )]
     pub listen: Vec<SocketAddr>,
     /// Current country code
     #[arg(short = 'c', long = "country", value_name = "CODE", default_value = "7", value_parser = digits)]
@@ -62,11 +67,15 @@ impl Flags {
     }
 
     pub fn conf_path(&self) -> PathBuf {
-        self.conf.clone().unwrap_or_else(|| self.dir.join("sip.conf"))
+        self.conf
+            .clone()
+            .unwrap_or_else(|| self.dir.join("sip.conf"))
     }
 
     pub fn ctl_path(&self) -> PathBuf {
-        self.ctl.clone().unwrap_or_else(|| proto::socket_path(&self.dir))
+        self.ctl
+            .clone()
+            .unwrap_or_else(|| proto::socket_path(&self.dir))
     }
 
     pub fn store_path(&self) -> PathBuf {
@@ -122,7 +131,11 @@ pub fn about() -> String {
 }
 
 pub fn version_line() -> String {
-    format!("sipd {} (realm {})\n", env!("CARGO_PKG_VERSION"), hostname())
+    format!(
+        "sipd {} (realm {})\n",
+        env!("CARGO_PKG_VERSION"),
+        hostname()
+    )
 }
 
 #[cfg(test)]
@@ -130,13 +143,20 @@ mod tests {
     use super::*;
 
     fn parse(args: &[&str]) -> Result<Flags, clap::Error> {
-        Flags::parse_seed(std::iter::once("sipd").chain(args.iter().copied()).map(String::from))
+        Flags::parse_seed(
+            std::iter::once("sipd")
+                .chain(args.iter().copied())
+                .map(String::from),
+        )
     }
 
     #[test]
     fn defaults() {
         let f = parse(&[]).unwrap();
-        assert_eq!(f.listen, vec!["127.0.0.1:5060".parse::<SocketAddr>().unwrap()]);
+        assert_eq!(
+            f.listen,
+            vec!["127.0.0.1:5060".parse::<SocketAddr>().unwrap()]
+        );
         assert_eq!((f.country.as_str(), f.city.as_str()), ("7", "495"));
         assert_eq!(f.dir, PathBuf::from("."));
         assert!(!f.debug && !f.reload && !f.version && !f.about);
@@ -146,11 +166,24 @@ mod tests {
 
     #[test]
     fn seed_flags() {
-        let f = parse(&["-cc", "812", "-c", "7", "-b", "127.0.0.1:5099", "-s", "/tmp/x", "-d"])
-            .unwrap();
+        let f = parse(&[
+            "-cc",
+            "812",
+            "-c",
+            "7",
+            "-b",
+            "127.0.0.1:5099",
+            "-s",
+            "/tmp/x",
+            "-d",
+        ])
+        .unwrap();
         assert_eq!(f.city, "812");
         assert_eq!(f.country, "7");
-        assert_eq!(f.listen, vec!["127.0.0.1:5099".parse::<SocketAddr>().unwrap()]);
+        assert_eq!(
+            f.listen,
+            vec!["127.0.0.1:5099".parse::<SocketAddr>().unwrap()]
+        );
         assert_eq!(f.dir, PathBuf::from("/tmp/x"));
         assert!(f.debug);
         assert_eq!(parse(&["-cc=812"]).unwrap().city, "812");
@@ -161,8 +194,15 @@ mod tests {
 
     #[test]
     fn long_forms_and_ipv6() {
-        let f = parse(&["--city", "812", "--listen", "[::1]:5070", "--listen", "127.0.0.1:5070"])
-            .unwrap();
+        let f = parse(&[
+            "--city",
+            "812",
+            "--listen",
+            "[::1]:5070",
+            "--listen",
+            "127.0.0.1:5070",
+        ])
+        .unwrap();
         assert_eq!(f.city, "812");
         assert_eq!(f.listen.len(), 2);
         assert!(f.listen[0].is_ipv6());

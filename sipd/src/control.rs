@@ -23,7 +23,10 @@ pub fn bind(path: &Path) -> io::Result<UnixListener> {
         if std::os::unix::net::UnixStream::connect(path).is_ok() {
             return Err(io::Error::new(
                 io::ErrorKind::AddrInUse,
-                format!("another sipd is running with control socket {}", path.display()),
+                format!(
+                    "another sipd is running with control socket {}",
+                    path.display()
+                ),
             ));
         }
         std::fs::remove_file(path)?;
@@ -64,7 +67,10 @@ async fn connection<H: Handler>(stream: UnixStream, handler: Arc<H>) -> io::Resu
     let mut line = Vec::new();
     loop {
         line.clear();
-        let n = (&mut r).take(proto::MAX_LINE as u64 + 1).read_until(b'\n', &mut line).await?;
+        let n = (&mut r)
+            .take(proto::MAX_LINE as u64 + 1)
+            .read_until(b'\n', &mut line)
+            .await?;
         if n == 0 {
             return Ok(());
         }

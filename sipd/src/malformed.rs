@@ -36,7 +36,9 @@ pub fn bad_request(data: &[u8], err: &ParseError) -> Option<Vec<u8>> {
         if line.is_empty() {
             break;
         }
-        let Some((name, value)) = line.split_once(':') else { continue };
+        let Some((name, value)) = line.split_once(':') else {
+            continue;
+        };
         let value = value.trim();
         if value.len() > MAX_COPY || value.chars().any(|c| c.is_control() && c != '\t') {
             continue;
@@ -57,7 +59,12 @@ pub fn bad_request(data: &[u8], err: &ParseError) -> Option<Vec<u8>> {
     for v in &vias {
         out.push_str(&format!("Via: {v}\r\n"));
     }
-    for (name, value) in [("From", from), ("To", to), ("Call-ID", call_id), ("CSeq", cseq)] {
+    for (name, value) in [
+        ("From", from),
+        ("To", to),
+        ("Call-ID", call_id),
+        ("CSeq", cseq),
+    ] {
         if let Some(v) = value {
             out.push_str(&format!("{name}: {v}\r\n"));
         }

@@ -14,7 +14,9 @@ use crate::config::{self, Config};
 use crate::core::{Core, Local};
 use crate::malformed;
 use crate::sip::{Limits, Message};
-use crate::transport::{tcp::TcpLimits, DebugLog, Out, Peer, Sink, Tcp, Transport, Transports, Udp};
+use crate::transport::{
+    tcp::TcpLimits, DebugLog, Out, Peer, Sink, Tcp, Transport, Transports, Udp,
+};
 
 /// Interval of the core's timer tick.
 const TICK: Duration = Duration::from_millis(20);
@@ -62,12 +64,19 @@ async fn serve(flags: Flags) -> Result<(), String> {
     let config = match Config::load(&conf_path, &opts) {
         Ok(Some(c)) => c,
         Ok(None) => {
-            tracing::warn!("{} not found: starting with no clients", conf_path.display());
+            tracing::warn!(
+                "{} not found: starting with no clients",
+                conf_path.display()
+            );
             Config::empty(&opts)
         }
         Err(e) => return Err(e.to_string()),
     };
-    tracing::info!("{} clients loaded from {}", config.clients.len(), conf_path.display());
+    tracing::info!(
+        "{} clients loaded from {}",
+        config.clients.len(),
+        conf_path.display()
+    );
 
     let udp = Udp::bind(&flags.listen)
         .await
@@ -160,7 +169,11 @@ impl Sink for Daemon {
         };
         let mut out = Vec::new();
         match parsed {
-            Ok(msg) => self.core.lock().unwrap().on_message(msg, peer, Instant::now(), &mut out),
+            Ok(msg) => self
+                .core
+                .lock()
+                .unwrap()
+                .on_message(msg, peer, Instant::now(), &mut out),
             Err(e) => {
                 if malformed::is_noise(data) {
                     return;
@@ -168,7 +181,10 @@ impl Sink for Daemon {
                 self.core.lock().unwrap().counters.malformed += 1;
                 tracing::debug!("malformed message from {peer}: {e}");
                 if let Some(resp) = malformed::bad_request(data, &e) {
-                    out.push(Out { dest: peer, data: resp });
+                    out.push(Out {
+                        dest: peer,
+                        data: resp,
+                    });
                 }
             }
         }
@@ -214,7 +230,10 @@ impl Daemon {
             listen.push(format!("tcp:{a}"));
         }
         let c = &core.counters;
-        let counter = |name: &str, value: u64| proto::Counter { name: name.into(), value };
+        let counter = |name: &str, value: u64| proto::Counter {
+            name: name.into(),
+            value,
+        };
         proto::Status {
             name: "sipd".into(),
             version: env!("CARGO_PKG_VERSION").into(),
@@ -249,7 +268,12 @@ impl crate::control::Handler for Daemon {
                 let d = self.clone();
                 match tokio::task::spawn_blocking(move || d.reload()).await {
                     Ok(Ok(r)) => {
-                        tracing::info!("reloaded: added {:?}, removed {:?}, changed {:?}", r.added, r.removed, r.changed);
+                        tracing::info!(
+                            "reloaded: added {:?}, removed {:?}, changed {:?}",
+                            r.added,
+                            r.removed,
+                            r.changed
+                        );
                         Response::ok(Reply::Reload(r))
                     }
                     Ok(Err(e)) => {

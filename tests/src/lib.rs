@@ -91,11 +91,17 @@ impl Sipd {
     /// Start sipd with this sip.conf on a free loopback port and wait until
     /// its control socket answers.
     pub fn start(conf: &str) -> Sipd {
-        Sipd::start_with(Start { conf: Some(conf.to_string()), ..Start::default() })
+        Sipd::start_with(Start {
+            conf: Some(conf.to_string()),
+            ..Start::default()
+        })
     }
 
     pub fn start_with(opts: Start) -> Sipd {
-        let dir = tempfile::Builder::new().prefix("sipd-e2e-").tempdir().expect("temp dir");
+        let dir = tempfile::Builder::new()
+            .prefix("sipd-e2e-")
+            .tempdir()
+            .expect("temp dir");
         if let Some(conf) = &opts.conf {
             std::fs::write(dir.path().join("sip.conf"), conf).unwrap();
         }
@@ -118,9 +124,15 @@ impl Sipd {
 
     fn spawn(&mut self, args: &[String]) {
         let mut cmd = Command::new(sipd_bin());
-        cmd.arg("-b").arg(self.addr.to_string()).arg("-s").arg(self.dir.path());
+        cmd.arg("-b")
+            .arg(self.addr.to_string())
+            .arg("-s")
+            .arg(self.dir.path());
         cmd.args(args);
-        cmd.env("RUST_LOG", std::env::var("SIPD_TEST_LOG").unwrap_or_else(|_| "info".into()));
+        cmd.env(
+            "RUST_LOG",
+            std::env::var("SIPD_TEST_LOG").unwrap_or_else(|_| "info".into()),
+        );
         cmd.stdout(std::fs::File::create(&self.stdout_path).unwrap());
         cmd.stderr(std::fs::File::create(&self.stderr_path).unwrap());
         self.child = Some(cmd.spawn().expect("spawn sipd"));
@@ -137,7 +149,11 @@ impl Sipd {
             if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
                 panic!("sipd exited during start-up ({status}): {}", self.stderr());
             }
-            assert!(Instant::now() < deadline, "sipd did not start: {}", self.stderr());
+            assert!(
+                Instant::now() < deadline,
+                "sipd did not start: {}",
+                self.stderr()
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
     }
@@ -177,7 +193,10 @@ impl Sipd {
     /// Run sipctl with `-s DIR` and these arguments.
     pub fn sipctl(&self, args: &[&str]) -> Output {
         run_timeout(
-            Command::new(sipctl_bin()).arg("-s").arg(self.dir.path()).args(args),
+            Command::new(sipctl_bin())
+                .arg("-s")
+                .arg(self.dir.path())
+                .args(args),
             Duration::from_secs(30),
         )
     }
@@ -185,7 +204,10 @@ impl Sipd {
     /// Run `sipd -s DIR` with these extra arguments (e.g. `-r`).
     pub fn sipd_cmd(&self, args: &[&str]) -> Output {
         run_timeout(
-            Command::new(sipd_bin()).arg("-s").arg(self.dir.path()).args(args),
+            Command::new(sipd_bin())
+                .arg("-s")
+                .arg(self.dir.path())
+                .args(args),
             Duration::from_secs(30),
         )
     }
@@ -283,7 +305,11 @@ pub fn run_timeout(cmd: &mut Command, timeout: Duration) -> Output {
         }
         std::thread::sleep(Duration::from_millis(5));
     };
-    Output { status, stdout: out_t.join().unwrap(), stderr: err_t.join().unwrap() }
+    Output {
+        status,
+        stdout: out_t.join().unwrap(),
+        stderr: err_t.join().unwrap(),
+    }
 }
 
 /// Poll `f` until it returns Some or the timeout passes.

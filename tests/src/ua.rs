@@ -13,7 +13,11 @@ static COUNTER: AtomicU64 = AtomicU64::new(1);
 
 /// A unique token for branches, tags and Call-IDs.
 pub fn unique(prefix: &str) -> String {
-    format!("{prefix}{}x{}", std::process::id(), COUNTER.fetch_add(1, Ordering::Relaxed))
+    format!(
+        "{prefix}{}x{}",
+        std::process::id(),
+        COUNTER.fetch_add(1, Ordering::Relaxed)
+    )
 }
 
 enum Conn {
@@ -59,7 +63,10 @@ impl Req {
         self.set("Content-Type", content_type)
     }
     pub fn get(&self, name: &str) -> Option<&str> {
-        self.headers.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
     }
     pub fn to_bytes(&self) -> Vec<u8> {
         let mut s = format!("{} {} SIP/2.0\r\n", self.method, self.uri);
@@ -76,17 +83,33 @@ impl Req {
 impl Ua {
     /// A UDP user agent on 127.0.0.1 (or ::1 for an IPv6 server).
     pub fn udp(server: SocketAddr, user: &str) -> Ua {
-        let bind = if server.is_ipv6() { "[::1]:0" } else { "127.0.0.1:0" };
+        let bind = if server.is_ipv6() {
+            "[::1]:0"
+        } else {
+            "127.0.0.1:0"
+        };
         let sock = UdpSocket::bind(bind).expect("bind ua");
         let local = sock.local_addr().unwrap();
-        Ua { conn: Conn::Udp(sock), local, server, user: user.into(), tag: unique("t") }
+        Ua {
+            conn: Conn::Udp(sock),
+            local,
+            server,
+            user: user.into(),
+            tag: unique("t"),
+        }
     }
 
     /// A UDP user agent bound to this exact address (e.g. a static `host=`).
     pub fn udp_at(bind: SocketAddr, server: SocketAddr, user: &str) -> Ua {
         let sock = UdpSocket::bind(bind).expect("bind ua");
         let local = sock.local_addr().unwrap();
-        Ua { conn: Conn::Udp(sock), local, server, user: user.into(), tag: unique("t") }
+        Ua {
+            conn: Conn::Udp(sock),
+            local,
+            server,
+            user: user.into(),
+            tag: unique("t"),
+        }
     }
 
     /// A TCP user agent connected to the server.
@@ -95,7 +118,10 @@ impl Ua {
         stream.set_nodelay(true).unwrap();
         let local = stream.local_addr().unwrap();
         Ua {
-            conn: Conn::Tcp { stream, buf: Vec::new() },
+            conn: Conn::Tcp {
+                stream,
+                buf: Vec::new(),
+            },
             local,
             server,
             user: user.into(),
@@ -128,13 +154,30 @@ impl Ua {
             method: method.into(),
             uri: uri.into(),
             headers: vec![
-                ("Via".into(), format!("SIP/2.0/{} {me};branch={};rport", self.transport(), unique("z9hG4bK"))),
+                (
+                    "Via".into(),
+                    format!(
+                        "SIP/2.0/{} {me};branch={};rport",
+                        self.transport(),
+                        unique("z9hG4bK")
+                    ),
+                ),
                 ("Max-Forwards".into(), "70".into()),
-                ("From".into(), format!("<sip:{}@{server}>;tag={}", self.user, self.tag)),
+                (
+                    "From".into(),
+                    format!("<sip:{}@{server}>;tag={}", self.user, self.tag),
+                ),
                 ("To".into(), to),
                 ("Call-ID".into(), unique("call-")),
                 ("CSeq".into(), format!("1 {method}")),
-                ("Contact".into(), format!("<sip:{}@{me};transport={}>", self.user, self.transport().to_lowercase())),
+                (
+                    "Contact".into(),
+                    format!(
+                        "<sip:{}@{me};transport={}>",
+                        self.user,
+                        self.transport().to_lowercase()
+                    ),
+                ),
             ],
             body: Vec::new(),
         }
@@ -170,19 +213,16 @@ impl Ua {
         match &mut self.conn {
             Conn::Udp(s) => {
                 let mut buf = vec![0u8; 65_536];
-                loop {
-                    let left = deadline.checked_duration_since(Instant::now())?;
-                    s.set_read_timeout(Some(left.max(Duration::from_millis(1)))).unwrap();
-                    match s.recv_from(&mut buf) {
-                        Ok((n, from)) => match Message::parse(&buf[..n], &limits) {
-                            Ok(m) => return Some((m, from)),
-                            Err(e) => panic!(
-                                "ua got an unparseable message ({e}):\n{}",
-                                String::from_utf8_lossy(&buf[..n])
-                            ),
-                        },
-                        Err(_) => return None,
-                    }
+                let left = deadline.checked_duration_since(Instant::now())?;
+                s.set_read_timeout(Some(left.max(Duration::from_millis(1))))
+                    .unwrap();
+                let (n, from) = s.recv_from(&mut buf).ok()?;
+                match Message::parse(&buf[..n], &limits) {
+                    Ok(m) => Some((m, from)),
+                    Err(e) => panic!(
+                        "ua got an unparseable message ({e}):\n{}",
+                        String::from_utf8_lossy(&buf[..n])
+                    ),
                 }
             }
             Conn::Tcp { stream, buf } => loop {
@@ -198,7 +238,9 @@ impl Ua {
                     }
                     StreamFrame::Incomplete => {
                         let left = deadline.checked_duration_since(Instant::now())?;
-                        stream.set_read_timeout(Some(left.max(Duration::from_millis(1)))).unwrap();
+                        stream
+                            .set_read_timeout(Some(left.max(Duration::from_millis(1))))
+                            .unwrap();
                         let mut chunk = [0u8; 16384];
                         match stream.read(&mut chunk) {
                             Ok(0) => return None,
@@ -208,6 +250,34 @@ impl Ua {
                     }
                 }
             },
+        }
+    }
+
+    /// The next message's raw bytes (UDP: one datagram; TCP: whatever
+    /// arrives), without parsing: for answers that may be malformed.
+    pub fn recv_bytes(&mut self, timeout: Duration) -> Option<Vec<u8>> {
+        let mut buf = vec![0u8; 65_536];
+        match &mut self.conn {
+            Conn::Udp(s) => {
+                s.set_read_timeout(Some(timeout.max(Duration::from_millis(1))))
+                    .unwrap();
+                s.recv_from(&mut buf).ok().map(|(n, _)| buf[..n].to_vec())
+            }
+            Conn::Tcp {
+                stream,
+                buf: pending,
+            } => {
+                if !pending.is_empty() {
+                    return Some(std::mem::take(pending));
+                }
+                stream
+                    .set_read_timeout(Some(timeout.max(Duration::from_millis(1))))
+                    .unwrap();
+                match stream.read(&mut buf) {
+                    Ok(n) if n > 0 => Some(buf[..n].to_vec()),
+                    _ => None,
+                }
+            }
         }
     }
 
@@ -248,7 +318,10 @@ impl Ua {
     /// Nothing arrives within `timeout`.
     pub fn expect_silence(&mut self, timeout: Duration) {
         if let Some(m) = self.recv(timeout) {
-            panic!("expected silence, got:\n{}", String::from_utf8_lossy(m.raw()));
+            panic!(
+                "expected silence, got:\n{}",
+                String::from_utf8_lossy(m.raw())
+            );
         }
     }
 }

@@ -34,7 +34,10 @@ impl Local {
     pub fn is_me(&self, host: &Host, port: Option<u16>) -> bool {
         let port = port.unwrap_or(5060);
         match host.ip() {
-            Some(ip) => self.addrs.iter().any(|a| a.port() == port && ip_matches(a.ip(), ip)),
+            Some(ip) => self
+                .addrs
+                .iter()
+                .any(|a| a.port() == port && ip_matches(a.ip(), ip)),
             None => {
                 let Host::Name(name) = host else { return false };
                 self.addrs.iter().any(|a| a.port() == port)
@@ -76,7 +79,10 @@ mod tests {
     #[test]
     fn addr_for_picks_family() {
         let l = Local::new(
-            vec!["127.0.0.1:5060".parse().unwrap(), "[::1]:5062".parse().unwrap()],
+            vec![
+                "127.0.0.1:5060".parse().unwrap(),
+                "[::1]:5062".parse().unwrap(),
+            ],
             vec![],
         );
         assert_eq!(l.addr_for(&"[::1]:7000".parse().unwrap()).port(), 5062);

@@ -40,7 +40,12 @@ pub struct Core {
 
 impl Core {
     pub fn new(config: Arc<Config>, local: Local) -> Core {
-        Core { config, local, rng: Rng::new(), counters: Counters::default() }
+        Core {
+            config,
+            local,
+            rng: Rng::new(),
+            counters: Counters::default(),
+        }
     }
 
     pub fn config(&self) -> &Arc<Config> {
@@ -65,16 +70,25 @@ impl Core {
             return;
         }
         self.counters.requests_in += 1;
-        let Some(method) = msg.method().cloned() else { return };
+        let Some(method) = msg.method().cloned() else {
+            return;
+        };
         match method {
             // ACK is never answered.
             Method::Ack => {}
             Method::Options if self.is_for_me(&msg) => {
-                self.reply(&msg, peer, 200, "OK", &[
-                    (HeaderName::Allow, ALLOW),
-                    (HeaderName::Supported, SUPPORTED),
-                    (HeaderName::Accept, "application/sdp"),
-                ], out);
+                self.reply(
+                    &msg,
+                    peer,
+                    200,
+                    "OK",
+                    &[
+                        (HeaderName::Allow, ALLOW),
+                        (HeaderName::Supported, SUPPORTED),
+                        (HeaderName::Accept, "application/sdp"),
+                    ],
+                    out,
+                );
             }
             _ if msg.max_forwards() == Some(0) => {
                 self.reply(&msg, peer, 483, "Too Many Hops", &[], out);
@@ -83,7 +97,14 @@ impl Core {
                 self.reply(&msg, peer, 481, "Call/Transaction Does Not Exist", &[], out);
             }
             Method::Other(_) => {
-                self.reply(&msg, peer, 501, "Not Implemented", &[(HeaderName::Allow, ALLOW)], out);
+                self.reply(
+                    &msg,
+                    peer,
+                    501,
+                    "Not Implemented",
+                    &[(HeaderName::Allow, ALLOW)],
+                    out,
+                );
             }
             _ => {
                 self.reply(&msg, peer, 404, "Not Found", &[], out);
@@ -102,7 +123,10 @@ impl Core {
         if msg.max_forwards() == Some(0) {
             return true;
         }
-        let Some(uri) = msg.request_uri().and_then(|u| crate::sip::Uri::parse(u).ok()) else {
+        let Some(uri) = msg
+            .request_uri()
+            .and_then(|u| crate::sip::Uri::parse(u).ok())
+        else {
             return false;
         };
         uri.user.is_none() && self.local.is_me(&uri.host, uri.port)
@@ -141,7 +165,7 @@ impl Rng {
         Rng(u64::from_le_bytes(seed) | 1)
     }
 
-    pub fn next(&mut self) -> u64 {
+    pub fn next_u64(&mut self) -> u64 {
         let mut x = self.0;
         x ^= x >> 12;
         x ^= x << 25;
@@ -152,7 +176,7 @@ impl Rng {
 
     /// 16 hex digits.
     pub fn token(&mut self) -> String {
-        format!("{:016x}", self.next())
+        format!("{:016x}", self.next_u64())
     }
 }
 

@@ -34,7 +34,11 @@ pub fn response_dest(via: &Via, peer: &Peer) -> Peer {
             } else {
                 via.port.unwrap_or(5060)
             };
-            Peer { transport: Transport::Udp, addr: SocketAddr::new(peer.addr.ip(), port), flow: None }
+            Peer {
+                transport: Transport::Udp,
+                addr: SocketAddr::new(peer.addr.ip(), port),
+                flow: None,
+            }
         }
     }
 }
@@ -52,9 +56,15 @@ pub fn build(
     let mut b = ResponseBuilder::new(req, code, reason)
         .top_via(&via_with_received(via, &peer))
         .to_tag(to_tag)
-        .header(HeaderName::Server, concat!("sipd/", env!("CARGO_PKG_VERSION")));
+        .header(
+            HeaderName::Server,
+            concat!("sipd/", env!("CARGO_PKG_VERSION")),
+        );
     for (name, value) in headers {
         b = b.header(name.clone(), value);
     }
-    Out { dest: response_dest(via, &peer), data: b.build() }
+    Out {
+        dest: response_dest(via, &peer),
+        data: b.build(),
+    }
 }

@@ -57,7 +57,10 @@ impl ClientTx {
         now: Instant,
         out: &mut Vec<Out>,
     ) -> (ClientTx, Timers) {
-        out.push(Out { dest, data: data.clone() });
+        out.push(Out {
+            dest,
+            data: data.clone(),
+        });
         let invite = *method == Method::Invite;
         let mut timers = Vec::new();
         if !reliable(dest.transport) {
@@ -74,7 +77,11 @@ impl ClientTx {
             method: method.clone(),
             dest,
             data,
-            state: if invite { ClientState::Calling } else { ClientState::Trying },
+            state: if invite {
+                ClientState::Calling
+            } else {
+                ClientState::Trying
+            },
             interval: T1,
             gen: 0,
             c_gen: 0,
@@ -110,8 +117,14 @@ impl ClientTx {
     /// Call-ID, From, To, Route and CSeq number.
     pub fn build_cancel(&self) -> Option<Vec<u8>> {
         let req = Message::parse(&self.data, &Limits::default()).ok()?;
-        let mut b = RequestBuilder::new(&Method::Cancel, req.request_uri()?)
-            .header(HeaderName::Via, req.headers(&HeaderName::Via).next()?.split(',').next()?.trim());
+        let mut b = RequestBuilder::new(&Method::Cancel, req.request_uri()?).header(
+            HeaderName::Via,
+            req.headers(&HeaderName::Via)
+                .next()?
+                .split(',')
+                .next()?
+                .trim(),
+        );
         for r in req.headers(&HeaderName::Route) {
             b = b.header(HeaderName::Route, r);
         }
@@ -127,8 +140,14 @@ impl ClientTx {
     /// ACK for a non-2xx final response (RFC 3261 §17.1.1.3).
     fn build_ack(&self, resp: &Message) -> Option<Vec<u8>> {
         let req = Message::parse(&self.data, &Limits::default()).ok()?;
-        let mut b = RequestBuilder::new(&Method::Ack, req.request_uri()?)
-            .header(HeaderName::Via, req.headers(&HeaderName::Via).next()?.split(',').next()?.trim());
+        let mut b = RequestBuilder::new(&Method::Ack, req.request_uri()?).header(
+            HeaderName::Via,
+            req.headers(&HeaderName::Via)
+                .next()?
+                .split(',')
+                .next()?
+                .trim(),
+        );
         for r in req.headers(&HeaderName::Route) {
             b = b.header(HeaderName::Route, r);
         }
@@ -184,9 +203,16 @@ impl ClientTx {
                         self.state = ClientState::Completed;
                         self.ack = self.build_ack(&msg);
                         if let Some(ack) = &self.ack {
-                            out.push(Out { dest: self.dest, data: ack.clone() });
+                            out.push(Out {
+                                dest: self.dest,
+                                data: ack.clone(),
+                            });
                         }
-                        let d = if reliable { now } else { now + Duration::from_secs(32) };
+                        let d = if reliable {
+                            now
+                        } else {
+                            now + Duration::from_secs(32)
+                        };
                         timers.push((d, TimerKind::Terminate, self.gen));
                     }
                     (Some(TxEvent::Final { owner, tx, msg }), timers)
@@ -196,7 +222,10 @@ impl ClientTx {
                 }
                 ClientState::Completed if code >= 300 => {
                     if let Some(ack) = &self.ack {
-                        out.push(Out { dest: self.dest, data: ack.clone() });
+                        out.push(Out {
+                            dest: self.dest,
+                            data: ack.clone(),
+                        });
                     }
                     (None, timers)
                 }
@@ -228,14 +257,31 @@ impl ClientTx {
             if gen == self.c_gen && self.state == ClientState::Proceeding {
                 if self.c_fired {
                     // The CANCEL sent on timer C got no final either: give up.
-                    return (TimerOutcome::Terminate, Some(TxEvent::Timeout { owner, tx, provisional: true }));
+                    return (
+                        TimerOutcome::Terminate,
+                        Some(TxEvent::Timeout {
+                            owner,
+                            tx,
+                            provisional: true,
+                        }),
+                    );
                 }
                 self.c_fired = true;
-                return (TimerOutcome::Again(now + T64, gen), Some(TxEvent::TimerC { owner, tx }));
+                return (
+                    TimerOutcome::Again(now + T64, gen),
+                    Some(TxEvent::TimerC { owner, tx }),
+                );
             }
             if gen == self.c_gen && self.state == ClientState::Calling {
                 // Cannot happen before timer B, but be safe.
-                return (TimerOutcome::Terminate, Some(TxEvent::Timeout { owner, tx, provisional: false }));
+                return (
+                    TimerOutcome::Terminate,
+                    Some(TxEvent::Timeout {
+                        owner,
+                        tx,
+                        provisional: false,
+                    }),
+                );
             }
             return (TimerOutcome::Nothing, None);
         }
@@ -244,18 +290,36 @@ impl ClientTx {
         }
         match (kind, self.state) {
             (TimerKind::Retransmit, ClientState::Calling) => {
-                out.push(Out { dest: self.dest, data: self.data.clone() });
+                out.push(Out {
+                    dest: self.dest,
+                    data: self.data.clone(),
+                });
                 self.interval *= 2;
                 (TimerOutcome::Again(now + self.interval, gen), None)
             }
-            (TimerKind::Retransmit, ClientState::Trying | ClientState::Proceeding) if !self.invite() => {
-                out.push(Out { dest: self.dest, data: self.data.clone() });
+            (TimerKind::Retransmit, ClientState::Trying | ClientState::Proceeding)
+                if !self.invite() =>
+            {
+                out.push(Out {
+                    dest: self.dest,
+                    data: self.data.clone(),
+                });
                 self.interval = (self.interval * 2).min(T2);
                 (TimerOutcome::Again(now + self.interval, gen), None)
             }
-            (TimerKind::Timeout, ClientState::Calling | ClientState::Trying | ClientState::Proceeding) => {
+            (
+                TimerKind::Timeout,
+                ClientState::Calling | ClientState::Trying | ClientState::Proceeding,
+            ) => {
                 let provisional = self.provisional;
-                (TimerOutcome::Terminate, Some(TxEvent::Timeout { owner, tx, provisional }))
+                (
+                    TimerOutcome::Terminate,
+                    Some(TxEvent::Timeout {
+                        owner,
+                        tx,
+                        provisional,
+                    }),
+                )
             }
             (TimerKind::Terminate, _) => (TimerOutcome::Terminate, None),
             _ => (TimerOutcome::Nothing, None),

@@ -46,7 +46,10 @@ pub struct TxLimits {
 
 impl Default for TxLimits {
     fn default() -> Self {
-        TxLimits { max_server: 200_000, max_client: 200_000 }
+        TxLimits {
+            max_server: 200_000,
+            max_client: 200_000,
+        }
     }
 }
 
@@ -54,11 +57,23 @@ impl Default for TxLimits {
 #[derive(Debug)]
 pub enum TxEvent {
     /// A 1xx (100 included) arrived.
-    Provisional { owner: Owner, tx: TxId, msg: Message },
+    Provisional {
+        owner: Owner,
+        tx: TxId,
+        msg: Message,
+    },
     /// A final response to pass upstream: the first one, or a 2xx retransmission.
-    Final { owner: Owner, tx: TxId, msg: Message },
+    Final {
+        owner: Owner,
+        tx: TxId,
+        msg: Message,
+    },
     /// Timer B/F (no final response at all) or a transport failure.
-    Timeout { owner: Owner, tx: TxId, provisional: bool },
+    Timeout {
+        owner: Owner,
+        tx: TxId,
+        provisional: bool,
+    },
     /// Timer C fired: the INVITE has been ringing too long.
     TimerC { owner: Owner, tx: TxId },
 }
@@ -103,17 +118,20 @@ impl ServerKey {
             None => via.host.to_string(),
         };
         match via.branch() {
-            Some(b) if b.starts_with("z9hG4bK") => {
-                ServerKey { branch: b.into(), sent_by: sent_by.into(), method }
-            }
+            Some(b) if b.starts_with("z9hG4bK") => ServerKey {
+                branch: b.into(),
+                sent_by: sent_by.into(),
+                method,
+            },
             other => {
                 // RFC 2543: Request-URI, From tag, Call-ID, CSeq number, top Via.
-                let ruri = if matches!(method, KeyMethod::Invite) && msg.method() == Some(&Method::Ack) {
-                    // An ACK's Request-URI may differ; match on the rest.
-                    String::new()
-                } else {
-                    msg.request_uri().unwrap_or("").to_string()
-                };
+                let ruri =
+                    if matches!(method, KeyMethod::Invite) && msg.method() == Some(&Method::Ack) {
+                        // An ACK's Request-URI may differ; match on the rest.
+                        String::new()
+                    } else {
+                        msg.request_uri().unwrap_or("").to_string()
+                    };
                 let branch = format!(
                     "2543|{}|{}|{}|{}|{}",
                     ruri,
@@ -122,7 +140,11 @@ impl ServerKey {
                     msg.cseq().seq,
                     other.unwrap_or("")
                 );
-                ServerKey { branch: branch.into(), sent_by: sent_by.into(), method }
+                ServerKey {
+                    branch: branch.into(),
+                    sent_by: sent_by.into(),
+                    method,
+                }
             }
         }
     }
@@ -213,12 +235,23 @@ impl Transactions {
     }
 
     fn schedule(&mut self, at: Instant, side: Side, id: TxId, kind: TimerKind, gen: u32) {
-        self.timers.push(Reverse(TimerEntry { at, side, id, kind, gen }));
+        self.timers.push(Reverse(TimerEntry {
+            at,
+            side,
+            id,
+            kind,
+            gen,
+        }));
     }
 
     /// Match a received request against the server transactions. For a
     /// retransmission the last response is sent again.
-    pub fn match_request(&mut self, msg: &Message, now: Instant, out: &mut Vec<Out>) -> RequestMatch {
+    pub fn match_request(
+        &mut self,
+        msg: &Message,
+        now: Instant,
+        out: &mut Vec<Out>,
+    ) -> RequestMatch {
         let key = ServerKey::of(msg);
         if msg.method() == Some(&Method::Ack) {
             if let Some(&id) = self.server_keys.get(&key) {
@@ -234,7 +267,11 @@ impl Transactions {
             }
             return RequestMatch::New;
         }
-        match self.server_keys.get(&key).and_then(|id| self.servers.get(id)) {
+        match self
+            .server_keys
+            .get(&key)
+            .and_then(|id| self.servers.get(id))
+        {
             Some(tx) => {
                 tx.retransmit_last(out);
                 RequestMatch::Retransmission
@@ -280,8 +317,17 @@ impl Transactions {
     }
 
     /// Send a response (already built) through server transaction `id`.
-    pub fn respond(&mut self, id: TxId, code: u16, data: Vec<u8>, now: Instant, out: &mut Vec<Out>) {
-        let Some(tx) = self.servers.get_mut(&id) else { return };
+    pub fn respond(
+        &mut self,
+        id: TxId,
+        code: u16,
+        data: Vec<u8>,
+        now: Instant,
+        out: &mut Vec<Out>,
+    ) {
+        let Some(tx) = self.servers.get_mut(&id) else {
+            return;
+        };
         let timers = tx.send_response(code, data, now, out);
         for (at, kind, gen) in timers {
             self.schedule(at, Side::Server, id, kind, gen);
@@ -298,7 +344,9 @@ impl Transactions {
         now: Instant,
         out: &mut Vec<Out>,
     ) {
-        let Some(tx) = self.servers.get(&id) else { return };
+        let Some(tx) = self.servers.get(&id) else {
+            return;
+        };
         let data = tx.build_response(code, reason, headers, None);
         self.respond(id, code, data, now, out);
     }
@@ -336,7 +384,12 @@ impl Transactions {
 
     /// Match a response to its client transaction and run the state machine.
     /// `None` for a stray or absorbed response.
-    pub fn on_response(&mut self, msg: Message, now: Instant, out: &mut Vec<Out>) -> Option<TxEvent> {
+    pub fn on_response(
+        &mut self,
+        msg: Message,
+        now: Instant,
+        out: &mut Vec<Out>,
+    ) -> Option<TxEvent> {
         let branch = msg.top_via().branch()?;
         let cancel = msg.cseq().method == Method::Cancel;
         let id = *self.client_keys.get(&(Box::from(branch), cancel))?;
@@ -351,7 +404,8 @@ impl Transactions {
     /// Stop retransmitting a client transaction and forget it (owner gone).
     pub fn drop_client(&mut self, id: TxId) {
         if let Some(tx) = self.clients.remove(&id) {
-            self.client_keys.remove(&(tx.branch.as_str().into(), tx.is_cancel()));
+            self.client_keys
+                .remove(&(tx.branch.as_str().into(), tx.is_cancel()));
         }
     }
 
@@ -372,7 +426,9 @@ impl Transactions {
             self.timers.pop();
             match t.side {
                 Side::Server => {
-                    let Some(tx) = self.servers.get_mut(&t.id) else { continue };
+                    let Some(tx) = self.servers.get_mut(&t.id) else {
+                        continue;
+                    };
                     match tx.on_timer(t.kind, t.gen, now, out) {
                         server::TimerOutcome::Nothing => {}
                         server::TimerOutcome::Again(at, gen) => {
@@ -382,7 +438,9 @@ impl Transactions {
                     }
                 }
                 Side::Client => {
-                    let Some(tx) = self.clients.get_mut(&t.id) else { continue };
+                    let Some(tx) = self.clients.get_mut(&t.id) else {
+                        continue;
+                    };
                     let (outcome, ev) = tx.on_timer(t.kind, t.gen, now, out);
                     if let Some(ev) = ev {
                         events.push(ev);

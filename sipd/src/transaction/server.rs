@@ -73,7 +73,11 @@ impl ServerTx {
             resp_via,
             to_tag,
             invite,
-            state: if invite { ServerState::Proceeding } else { ServerState::Trying },
+            state: if invite {
+                ServerState::Proceeding
+            } else {
+                ServerState::Trying
+            },
             last: None,
             last_code: 0,
             g_interval: T1,
@@ -105,7 +109,10 @@ impl ServerTx {
     ) -> Vec<u8> {
         let mut b = ResponseBuilder::new(&self.req, code, reason)
             .top_via(&self.resp_via)
-            .header(HeaderName::Server, concat!("sipd/", env!("CARGO_PKG_VERSION")));
+            .header(
+                HeaderName::Server,
+                concat!("sipd/", env!("CARGO_PKG_VERSION")),
+            );
         if code > 100 {
             b = b.to_tag(&self.to_tag);
         }
@@ -125,7 +132,10 @@ impl ServerTx {
             return;
         }
         if let Some(last) = &self.last {
-            out.push(Out { dest: self.resp_dest, data: last.clone() });
+            out.push(Out {
+                dest: self.resp_dest,
+                data: last.clone(),
+            });
         }
     }
 
@@ -142,12 +152,18 @@ impl ServerTx {
             ServerState::Trying | ServerState::Proceeding => {}
             // 2xx retransmissions from the UAS pass through (RFC 6026).
             ServerState::Accepted if (200..300).contains(&code) => {
-                out.push(Out { dest: self.resp_dest, data });
+                out.push(Out {
+                    dest: self.resp_dest,
+                    data,
+                });
                 return timers;
             }
             _ => return timers,
         }
-        out.push(Out { dest: self.resp_dest, data: data.clone() });
+        out.push(Out {
+            dest: self.resp_dest,
+            data: data.clone(),
+        });
         self.last_code = code;
         let reliable = reliable(self.resp_dest.transport);
         self.gen += 1;
@@ -182,20 +198,33 @@ impl ServerTx {
         if self.invite && self.state == ServerState::Completed {
             self.state = ServerState::Confirmed;
             self.gen += 1;
-            let i = if reliable(self.resp_dest.transport) { now } else { now + T4 };
+            let i = if reliable(self.resp_dest.transport) {
+                now
+            } else {
+                now + T4
+            };
             return Some((i, self.gen));
         }
         None
     }
 
-    pub(crate) fn on_timer(&mut self, kind: TimerKind, gen: u32, now: Instant, out: &mut Vec<Out>) -> TimerOutcome {
+    pub(crate) fn on_timer(
+        &mut self,
+        kind: TimerKind,
+        gen: u32,
+        now: Instant,
+        out: &mut Vec<Out>,
+    ) -> TimerOutcome {
         if gen != self.gen {
             return TimerOutcome::Nothing;
         }
         match kind {
             TimerKind::Retransmit if self.state == ServerState::Completed => {
                 if let Some(last) = &self.last {
-                    out.push(Out { dest: self.resp_dest, data: last.clone() });
+                    out.push(Out {
+                        dest: self.resp_dest,
+                        data: last.clone(),
+                    });
                 }
                 self.g_interval = (self.g_interval * 2).min(T2);
                 TimerOutcome::Again(now + self.g_interval, gen)

@@ -117,7 +117,9 @@ pub struct DebugLog {
 
 impl DebugLog {
     pub fn new() -> DebugLog {
-        DebugLog { out: std::sync::Mutex::new(std::io::stdout()) }
+        DebugLog {
+            out: std::sync::Mutex::new(std::io::stdout()),
+        }
     }
 
     pub fn log(&self, incoming: bool, peer: &Peer, data: &[u8]) {

@@ -126,7 +126,11 @@ impl Tcp {
     }
 
     /// Register a connected stream and start its reader and writer.
-    fn adopt(self: Arc<Self>, stream: TcpStream, addr: SocketAddr) -> Option<(FlowId, mpsc::Sender<Vec<u8>>)> {
+    fn adopt(
+        self: Arc<Self>,
+        stream: TcpStream,
+        addr: SocketAddr,
+    ) -> Option<(FlowId, mpsc::Sender<Vec<u8>>)> {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = mpsc::channel::<Vec<u8>>(self.limits.max_queued);
         {
@@ -136,7 +140,13 @@ impl Tcp {
                 tracing::warn!("tcp: refusing {addr}: {} connections open", t.by_id.len());
                 return None;
             }
-            t.by_id.insert(id, Flow { addr, tx: tx.clone() });
+            t.by_id.insert(
+                id,
+                Flow {
+                    addr,
+                    tx: tx.clone(),
+                },
+            );
             t.by_addr.insert(addr, id);
         }
         let _ = stream.set_nodelay(true);
@@ -166,7 +176,11 @@ impl Tcp {
         mut rx: mpsc::Receiver<Vec<u8>>,
     ) {
         let limits = Limits::default();
-        let peer = Peer { transport: Transport::Tcp, addr, flow: Some(id) };
+        let peer = Peer {
+            transport: Transport::Tcp,
+            addr,
+            flow: Some(id),
+        };
         let mut buf: Vec<u8> = Vec::with_capacity(4096);
         let mut chunk = vec![0u8; 16 * 1024];
         let mut seen_message = false;

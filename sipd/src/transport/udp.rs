@@ -28,11 +28,17 @@ impl Udp {
             let sock = socket2_bind(addr)?;
             sockets.push(Arc::new(UdpSocket::from_std(sock)?));
         }
-        Ok(Udp { sockets, send_errors: AtomicU64::new(0) })
+        Ok(Udp {
+            sockets,
+            send_errors: AtomicU64::new(0),
+        })
     }
 
     pub fn local_addrs(&self) -> Vec<SocketAddr> {
-        self.sockets.iter().filter_map(|s| s.local_addr().ok()).collect()
+        self.sockets
+            .iter()
+            .filter_map(|s| s.local_addr().ok())
+            .collect()
     }
 
     /// Start `per_socket` receive loops on each socket.
@@ -51,7 +57,11 @@ impl Udp {
                                     addr: canonical(from),
                                     flow: None,
                                 };
-                                sink.on_message(&buf[..n.min(MAX_DATAGRAM)], peer, n > MAX_DATAGRAM);
+                                sink.on_message(
+                                    &buf[..n.min(MAX_DATAGRAM)],
+                                    peer,
+                                    n > MAX_DATAGRAM,
+                                );
                             }
                             // ICMP port unreachable from an earlier send shows
                             // up here on Linux: not an error of this socket.
@@ -68,7 +78,11 @@ impl Udp {
         let sock = self
             .sockets
             .iter()
-            .find(|s| s.local_addr().map(|l| l.is_ipv4() == to.is_ipv4()).unwrap_or(false))
+            .find(|s| {
+                s.local_addr()
+                    .map(|l| l.is_ipv4() == to.is_ipv4())
+                    .unwrap_or(false)
+            })
             .or_else(|| self.sockets.first());
         let Some(sock) = sock else { return };
         let to = match (sock.local_addr(), to) {
