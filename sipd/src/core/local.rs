@@ -19,6 +19,10 @@ impl Local {
         Local { addrs, names }
     }
 
+    pub fn set_names(&mut self, names: Vec<String>) {
+        self.names = names.into_iter().map(|n| n.to_ascii_lowercase()).collect();
+    }
+
     /// The address to put in Via and Record-Route for messages sent to `to`:
     /// our listen address of the same family.
     pub fn addr_for(&self, to: &SocketAddr) -> SocketAddr {

@@ -1,0 +1,237 @@
+//! Calls (spec §4.6): every INVITE dialog from the first INVITE to its end,
+//! for `sipctl calls`, in-dialog routing (both ends' transport addresses)
+//! and the callerid rewrites of calls through gateways; a CDR when a call ends.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use crate::store::CdrRow;
+use crate::transport::Peer;
+
+/// Calls with no BYE are ended after this long.
+pub const MAX_CALL: Duration = Duration::from_secs(12 * 3600);
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum State {
+    Trying,
+    Ringing,
+    Answered,
+}
+
+impl State {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            State::Trying => "trying",
+            State::Ringing => "ringing",
+            State::Answered => "answered",
+        }
+    }
+}
+
+/// How a call ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Disposition {
+    Answered,
+    Busy,
+    NoAnswer,
+    Failed,
+    Cancelled,
+}
+
+impl Disposition {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Disposition::Answered => "ANSWERED",
+            Disposition::Busy => "BUSY",
+            Disposition::NoAnswer => "NO ANSWER",
+            Disposition::Failed => "FAILED",
+            Disposition::Cancelled => "CANCELLED",
+        }
+    }
+
+    /// The disposition of an unanswered call from the final response the caller got.
+    pub fn of_failure(code: u16, cancelled: bool) -> Disposition {
+        match code {
+            _ if cancelled => Disposition::Cancelled,
+            486 | 600 => Disposition::Busy,
+            408 | 480 | 487 => Disposition::NoAnswer,
+            _ => Disposition::Failed,
+        }
+    }
+}
+
+/// One call.
+#[derive(Clone, Debug)]
+pub struct Call {
+    pub call_id: String,
+    /// The caller's From tag.
+    pub caller_tag: String,
+    /// The answering side's To tag (once answered).
+    pub callee_tag: Option<String>,
+    pub caller: String,
+    pub callerid: String,
+    pub accountcode: String,
+    pub dialed: String,
+    /// Client (or gateway) being rung / that answered.
+    pub target: String,
+    pub state: State,
+    /// Where the caller is reached (source of its INVITE).
+    pub caller_peer: Peer,
+    /// Where the callee is reached (destination of the answered branch).
+    pub callee_peer: Option<Peer>,
+    /// The caller's From header value as it sent it, and as presented to
+    /// the callee when sipd rewrote it (calls through gateways).
+    pub from_original: String,
+    pub from_presented: Option<String>,
+    /// The caller's INVITE declared `Supported: replaces`.
+    pub caller_replaces: bool,
+    /// Proxy context handling the INVITE (while not answered).
+    pub ctx: Option<u64>,
+    pub started: Instant,
+    pub start_ms: u64,
+    pub answer_ms: Option<u64>,
+}
+
+pub fn unix_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+}
+
+impl Call {
+    /// The CDR of this call ending now.
+    pub fn cdr(&self, disposition: Disposition, code: u16, end_ms: u64) -> CdrRow {
+        let duration = end_ms.saturating_sub(self.start_ms) / 1000;
+        let billsec = self.answer_ms.map(|a| end_ms.saturating_sub(a) / 1000).unwrap_or(0);
+        CdrRow {
+            call_id: self.call_id.clone(),
+            caller: self.caller.clone(),
+            callerid: self.callerid.clone(),
+            accountcode: self.accountcode.clone(),
+            dialed: self.dialed.clone(),
+            target: self.target.clone(),
+            disposition: disposition.as_str().to_string(),
+            code,
+            start: self.start_ms,
+            answer: self.answer_ms,
+            end: end_ms,
+            duration,
+            billsec,
+        }
+    }
+}
+
+/// All calls in progress, by Call-ID. Bounded.
+pub struct Calls {
+    by_id: HashMap<String, Call>,
+    pub max: usize,
+}
+
+impl Calls {
+    pub fn new(max: usize) -> Calls {
+        Calls { by_id: HashMap::new(), max }
+    }
+
+    pub fn len(&self) -> usize {
+        self.by_id.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.by_id.is_empty()
+    }
+
+    pub fn is_full(&self) -> bool {
+        self.by_id.len() >= self.max
+    }
+
+    pub fn insert(&mut self, call: Call) {
+        self.by_id.insert(call.call_id.clone(), call);
+    }
+
+    pub fn get(&self, call_id: &str) -> Option<&Call> {
+        self.by_id.get(call_id)
+    }
+
+    pub fn get_mut(&mut self, call_id: &str) -> Option<&mut Call> {
+        self.by_id.get_mut(call_id)
+    }
+
+    pub fn remove(&mut self, call_id: &str) -> Option<Call> {
+        self.by_id.remove(call_id)
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &Call> {
+        self.by_id.values()
+    }
+
+    /// Calls older than [`MAX_CALL`].
+    pub fn overdue(&self, now: Instant) -> Vec<String> {
+        self.by_id
+            .values()
+            .filter(|c| now.duration_since(c.started) >= MAX_CALL)
+            .map(|c| c.call_id.clone())
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn call() -> Call {
+        Call {
+            call_id: "c1".into(),
+            caller_tag: "t".into(),
+            callee_tag: None,
+            caller: "alice".into(),
+            callerid: "1001".into(),
+            accountcode: "HOME".into(),
+            dialed: "1002".into(),
+            target: "bob".into(),
+            state: State::Trying,
+            caller_peer: Peer {
+                transport: crate::transport::Transport::Udp,
+                addr: "127.0.0.1:5000".parse().unwrap(),
+                flow: None,
+            },
+            callee_peer: None,
+            from_original: "<sip:alice@x>;tag=t".into(),
+            from_presented: None,
+            caller_replaces: false,
+            ctx: None,
+            started: Instant::now(),
+            start_ms: 10_000,
+            answer_ms: None,
+        }
+    }
+
+    #[test]
+    fn cdr_durations() {
+        let mut c = call();
+        let r = c.cdr(Disposition::Cancelled, 487, 15_500);
+        assert_eq!((r.duration, r.billsec, r.answer), (5, 0, None));
+        assert_eq!(r.disposition, "CANCELLED");
+        c.answer_ms = Some(12_000);
+        let r = c.cdr(Disposition::Answered, 200, 42_999);
+        assert_eq!((r.duration, r.billsec), (32, 30));
+        assert_eq!(r.disposition, "ANSWERED");
+    }
+
+    #[test]
+    fn failure_dispositions() {
+        assert_eq!(Disposition::of_failure(486, false), Disposition::Busy);
+        assert_eq!(Disposition::of_failure(600, false), Disposition::Busy);
+        assert_eq!(Disposition::of_failure(480, false), Disposition::NoAnswer);
+        assert_eq!(Disposition::of_failure(408, false), Disposition::NoAnswer);
+        assert_eq!(Disposition::of_failure(487, true), Disposition::Cancelled);
+        assert_eq!(Disposition::of_failure(403, false), Disposition::Failed);
+        assert_eq!(Disposition::of_failure(503, false), Disposition::Failed);
+    }
+
+    #[test]
+    fn overdue_calls() {
+        let mut calls = Calls::new(10);
+        let mut c = call();
+        c.started = Instant::now() - MAX_CALL - Duration::from_secs(1);
+        calls.insert(c);
+        assert_eq!(calls.overdue(Instant::now()), vec!["c1".to_string()]);
+    }
+}

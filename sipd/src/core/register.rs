@@ -1,0 +1,70 @@
+//! REGISTER (spec §3): digest with 401, the To user names the client, one
+//! binding per client remembering the real source (NAT), persisted off the
+//! packet path.
+
+use std::time::Instant;
+
+use super::identify::Challenge;
+use super::Core;
+use crate::registrar::{self, Outcome};
+use crate::sip::{HeaderName, Message};
+use crate::transaction::TxId;
+use crate::transport::{Out, Peer};
+
+impl Core {
+    pub(super) fn on_register(&mut self, id: TxId, msg: &Message, peer: Peer, now: Instant, out: &mut Vec<Out>) {
+        let Some(user) = self.identify(id, msg, peer, Challenge::Www, false, now, out) else {
+            return;
+        };
+        // The authenticated user may only register itself.
+        if msg.to().uri.user.as_deref() != Some(user.as_str()) {
+            self.forbidden(id, now, out);
+            return;
+        }
+        let current = self.registrar.get(&user);
+        let outcome = registrar::process(
+            &self.config.general,
+            msg,
+            &user,
+            peer,
+            current,
+            now,
+            registrar::unix_now(),
+        );
+        match outcome {
+            Outcome::Bind(b) => {
+                self.counters.registrations += 1;
+                if let Some(s) = &self.store {
+                    s.put_binding(b.to_row());
+                }
+                let contact = format!("<{}>;expires={}", b.contact, b.remaining(now));
+                self.registrar.insert(b);
+                self.txns.reply(id, 200, "OK", &[(HeaderName::Contact, &contact)], now, out);
+            }
+            Outcome::Unbind => {
+                if self.registrar.remove(&user).is_some() {
+                    if let Some(s) = &self.store {
+                        s.delete_binding(&user);
+                    }
+                }
+                self.txns.reply(id, 200, "OK", &[], now, out);
+            }
+            Outcome::Query => {
+                let contact = self
+                    .registrar
+                    .get(&user)
+                    .map(|b| format!("<{}>;expires={}", b.contact, b.remaining(now)));
+                match contact {
+                    Some(c) => self.txns.reply(id, 200, "OK", &[(HeaderName::Contact, &c)], now, out),
+                    None => self.txns.reply(id, 200, "OK", &[], now, out),
+                }
+            }
+            Outcome::TooBrief(min) => {
+                let min = min.to_string();
+                self.txns.reply(id, 423, "Interval Too Brief", &[(HeaderName::MinExpires, &min)], now, out);
+            }
+            Outcome::Bad(reason) => self.txns.reply(id, 400, reason, &[], now, out),
+            Outcome::OutOfOrder => self.txns.reply(id, 500, "Out Of Order CSeq", &[], now, out),
+        }
+    }
+}
