@@ -50,6 +50,10 @@ pub struct Flags {
     /// Control socket path (default DIR/sipd.sock)
     #[arg(long = "ctl", value_name = "PATH")]
     pub ctl: Option<PathBuf>,
+    /// Lifetime of digest nonces in seconds (an older nonce gets stale=true)
+    #[arg(long = "nonce-expire", value_name = "SECS", default_value_t = 300,
+          value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    pub nonce_expire: u64,
 }
 
 fn digits(s: &str) -> Result<String, String> {

@@ -4,11 +4,16 @@
 //! (`main.rs`). See ARCHITECTURE.md for the layers.
 
 pub mod auth;
+pub mod calls;
 pub mod cli;
 pub mod config;
 pub mod control;
 pub mod core;
+pub mod features;
+pub mod forwards;
 pub mod malformed;
+pub mod registrar;
+pub mod router;
 pub mod server;
 pub mod sip;
 pub mod store;

@@ -11,7 +11,8 @@ use proto::{Command, Reply, Response};
 
 use crate::cli::Flags;
 use crate::config::{self, Config};
-use crate::core::{Core, Local};
+use crate::core::{Core, CoreOptions, Local, Pending};
+use crate::store::Store;
 use crate::malformed;
 use crate::sip::{Limits, Message};
 use crate::transport::{
@@ -32,6 +33,8 @@ pub struct Daemon {
     limits: Limits,
     /// One reload at a time (parsing happens outside the core lock).
     reload_lock: Mutex<()>,
+    store: Arc<Store>,
+    weak: std::sync::OnceLock<std::sync::Weak<Daemon>>,
 }
 
 /// Run sipd until SIGTERM/SIGINT. Errors are start-up errors, to be printed.
@@ -78,6 +81,10 @@ async fn serve(flags: Flags) -> Result<(), String> {
         conf_path.display()
     );
 
+    let (store, loaded) = Store::open(&flags.store_path(), crate::registrar::unix_now())
+        .map_err(|e| e.to_string())?;
+    let store = Arc::new(store);
+
     let udp = Udp::bind(&flags.listen)
         .await
         .map_err(|e| format!("cannot listen on udp {:?}: {e}", flags.listen))?;
@@ -100,7 +107,12 @@ async fn serve(flags: Flags) -> Result<(), String> {
         debug: flags.debug.then(|| Arc::new(DebugLog::new())),
     };
     let daemon = Arc::new(Daemon {
-        core: Mutex::new(Core::new(Arc::new(config), local)),
+        core: Mutex::new(Core::new(
+            Arc::new(config),
+            local,
+            Some((store.clone(), loaded)),
+            CoreOptions { nonce_lifetime: Duration::from_secs(flags.nonce_expire) },
+        )),
         transports: transports.clone(),
         opts,
         conf_path,
@@ -108,7 +120,10 @@ async fn serve(flags: Flags) -> Result<(), String> {
         started: Instant::now(),
         limits: Limits::default(),
         reload_lock: Mutex::new(()),
+        store: store.clone(),
+        weak: std::sync::OnceLock::new(),
     });
+    let _ = daemon.weak.set(Arc::downgrade(&daemon));
 
     let sink: Arc<dyn Sink> = daemon.clone();
     transports.udp.spawn_receivers(sink.clone(), 2);
@@ -122,8 +137,13 @@ async fn serve(flags: Flags) -> Result<(), String> {
             loop {
                 tick.tick().await;
                 let mut out = Vec::new();
-                d.core.lock().unwrap().on_tick(Instant::now(), &mut out);
+                let pending = {
+                    let mut core = d.core.lock().unwrap();
+                    core.on_tick(Instant::now(), &mut out);
+                    core.take_pending()
+                };
                 d.transports.send_all(out);
+                d.clone().wait_pending(pending);
             }
         });
     }
@@ -151,6 +171,7 @@ async fn serve(flags: Flags) -> Result<(), String> {
         }
     }
     tracing::info!("shutting down");
+    daemon.store.flush();
     Ok(())
 }
 
@@ -193,6 +214,24 @@ impl Sink for Daemon {
 }
 
 impl Daemon {
+    /// An `Arc` to ourselves for tasks spawned from `&self` callbacks.
+    fn me(&self) -> Option<Arc<Daemon>> {
+        self.weak.get().and_then(|w| w.upgrade())
+    }
+
+    /// Finish feature answers once the store has committed their writes.
+    fn wait_pending(self: Arc<Self>, pending: Vec<Pending>) {
+        for (rx, deferred) in pending {
+            let d = self.clone();
+            tokio::spawn(async move {
+                let result = rx.await.unwrap_or_else(|_| Err("store writer stopped".into()));
+                let mut out = Vec::new();
+                d.core.lock().unwrap().resume(deferred, result, Instant::now(), &mut out);
+                d.transports.send_all(out);
+            });
+        }
+    }
+
     /// Re-read sip.conf: validate first, keep the old config on any error,
     /// swap atomically on success.
     pub fn reload(&self) -> Result<proto::ReloadReport, String> {
@@ -246,14 +285,20 @@ impl Daemon {
             dir: self.dir.display().to_string(),
             config: self.conf_path.display().to_string(),
             clients: config.clients.len(),
-            registrations: 0,
-            calls: 0,
-            transactions: 0,
+            registrations: core.registrar().len(),
+            calls: core.calls().len(),
+            transactions: core.transaction_count(),
             counters: vec![
                 counter("requests in", c.requests_in),
                 counter("responses in", c.responses_in),
                 counter("malformed in", c.malformed),
+                counter("retransmissions absorbed", c.retransmissions),
                 counter("replies sent", c.replies_sent),
+                counter("auth failures", c.auth_failures),
+                counter("registrations accepted", c.registrations),
+                counter("calls started", c.calls_started),
+                counter("overload rejections", c.overload),
+                counter("store writes pending", self.store.pending() as u64),
                 counter("tcp connections", self.transports.tcp.connections() as u64),
             ],
         }
@@ -283,10 +328,157 @@ impl crate::control::Handler for Daemon {
                     Err(e) => Response::error(format!("reload failed: {e}")),
                 }
             }
-            other => Response::error(format!(
-                "command '{}' is not available yet",
-                proto::to_line(&proto::Request::new(other)).trim()
-            )),
+            Command::Regs { name } => Response::ok(Reply::Regs(self.regs(name.as_deref()))),
+            Command::Calls => Response::ok(Reply::Calls(self.calls())),
+            Command::Cdr { last } => {
+                let store = self.store.clone();
+                let n = last.unwrap_or(20).min(10_000) as usize;
+                match tokio::task::spawn_blocking(move || store.recent_cdrs(n)).await {
+                    Ok(Ok(rows)) => Response::ok(Reply::Cdr(proto::Cdrs {
+                        records: rows.into_iter().map(cdr_of_row).collect(),
+                    })),
+                    Ok(Err(e)) => Response::error(e.to_string()),
+                    Err(e) => Response::error(format!("cdr: {e}")),
+                }
+            }
+            Command::Fwd { who, action } => self.fwd(&who, action).await,
         }
+    }
+}
+
+fn cdr_of_row(r: crate::store::CdrRow) -> proto::Cdr {
+    proto::Cdr {
+        call_id: r.call_id,
+        caller: r.caller,
+        callerid: r.callerid,
+        accountcode: r.accountcode,
+        dialed: r.dialed,
+        target: r.target,
+        disposition: r.disposition,
+        code: r.code,
+        start: r.start,
+        answer: r.answer,
+        end: r.end,
+        duration: r.duration,
+        billsec: r.billsec,
+    }
+}
+
+impl Daemon {
+    fn regs(&self, name: Option<&str>) -> proto::Regs {
+        let core = self.core.lock().unwrap();
+        let now = Instant::now();
+        let mut bindings: Vec<proto::Binding> = core
+            .registrar()
+            .iter()
+            .filter(|b| name.is_none_or(|n| n == b.name))
+            .map(|b| proto::Binding {
+                name: b.name.clone(),
+                contact: b.contact.clone(),
+                source: b.source.to_string(),
+                expires: b.remaining(now),
+                user_agent: b.user_agent.clone(),
+            })
+            .collect();
+        bindings.sort_by(|a, b| a.name.cmp(&b.name));
+        proto::Regs { bindings }
+    }
+
+    fn calls(&self) -> proto::Calls {
+        let core = self.core.lock().unwrap();
+        let now = Instant::now();
+        let mut calls: Vec<_> = core.calls().iter().collect();
+        calls.sort_by_key(|c| c.started);
+        proto::Calls {
+            calls: calls
+                .into_iter()
+                .map(|c| proto::CallInfo {
+                    call_id: c.call_id.clone(),
+                    caller: c.caller.clone(),
+                    dialed: c.dialed.clone(),
+                    target: c.target.clone(),
+                    state: c.state.as_str().to_string(),
+                    duration_secs: now.duration_since(c.started).as_secs(),
+                })
+                .collect(),
+        }
+    }
+
+    /// `fwd WHO [action]`: WHO is a name or number; a change through a
+    /// number that names several clients is refused with the candidates.
+    async fn fwd(&self, who: &str, action: Option<proto::FwdAction>) -> Response {
+        use crate::forwards::{Forwarding, Override, SetBy};
+        let rx = {
+            let mut core = self.core.lock().unwrap();
+            let config = core.config().clone();
+            let matches = config.lookup(who);
+            if matches.is_empty() {
+                return Response::error(format!("no client named or numbered '{who}'"));
+            }
+            let Some(action) = action else {
+                return Response::ok(Reply::Fwd(fwd_report(&core, &matches)));
+            };
+            if matches.len() > 1 {
+                let names: Vec<&str> = matches.iter().map(|c| c.name.as_str()).collect();
+                return Response::error(format!(
+                    "'{who}' names several clients ({}): use a name",
+                    names.join(", ")
+                ));
+            }
+            let client = matches[0];
+            if client.role != crate::config::Role::User {
+                return Response::error(format!("{} is not a user client: no forwarding", client.name));
+            }
+            let forwarding = match &action {
+                proto::FwdAction::Always { number } | proto::FwdAction::Unavail { number } => {
+                    if let Err(e) = crate::features::validate_forward(&config, client, number) {
+                        return Response::error(e);
+                    }
+                    if matches!(action, proto::FwdAction::Always { .. }) {
+                        Forwarding::Always(number.clone())
+                    } else {
+                        Forwarding::Unavailable(number.clone())
+                    }
+                }
+                proto::FwdAction::Clear => Forwarding::None,
+            };
+            let ov = Override::new(forwarding, SetBy::Sipctl);
+            let row = ov.to_row(&client.name, crate::registrar::unix_now());
+            core.forwards_mut().set(&client.name, ov);
+            self.store.set_forward(row)
+        };
+        match rx.await {
+            Ok(Ok(())) => {
+                let core = self.core.lock().unwrap();
+                let config = core.config().clone();
+                Response::ok(Reply::Fwd(fwd_report(&core, &config.lookup(who))))
+            }
+            Ok(Err(e)) => Response::error(format!("forwarding not saved: {e}")),
+            Err(_) => Response::error("forwarding not saved: store writer stopped"),
+        }
+    }
+}
+
+fn fwd_report(core: &Core, clients: &[&crate::config::Client]) -> proto::FwdReport {
+    use crate::forwards::Forwarding;
+    proto::FwdReport {
+        clients: clients
+            .iter()
+            .map(|c| {
+                let (f, source) = core.forwards().effective(c);
+                let (kind, number) = match &f {
+                    Forwarding::None => ("none", None),
+                    Forwarding::Always(n) => ("always", Some(n.clone())),
+                    Forwarding::Unavailable(n) => ("unavail", Some(n.clone())),
+                };
+                proto::FwdState {
+                    name: c.name.clone(),
+                    kind: kind.into(),
+                    number,
+                    source: (kind != "none" || source != crate::forwards::Source::Config)
+                        .then(|| source.as_str().to_string()),
+                }
+            })
+            .collect(),
     }
 }

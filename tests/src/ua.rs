@@ -325,3 +325,68 @@ impl Ua {
         }
     }
 }
+
+/// Digest credentials answering a 401/407 challenge.
+pub fn credentials(
+    challenge: &Message,
+    req: &Req,
+    user: &str,
+    secret: &str,
+    algorithm: &str,
+    nc: u32,
+) -> (String, String) {
+    use sipd::auth::{client_response, Algorithm};
+    use sipd::sip::auth::AuthParams;
+    use sipd::sip::HeaderName;
+    let (name, header) = if challenge.status() == Some(401) {
+        (HeaderName::WwwAuthenticate, "Authorization")
+    } else {
+        (HeaderName::ProxyAuthenticate, "Proxy-Authorization")
+    };
+    let ch = challenge
+        .headers(&name)
+        .filter_map(AuthParams::parse)
+        .find(|c| c.get("algorithm").unwrap_or("MD5").eq_ignore_ascii_case(algorithm))
+        .unwrap_or_else(|| panic!("no {algorithm} challenge in\n{}", String::from_utf8_lossy(challenge.raw())));
+    let realm = ch.get("realm").unwrap().to_string();
+    let nonce = ch.get("nonce").unwrap().to_string();
+    let alg = Algorithm::parse(algorithm).unwrap();
+    let cnonce = unique("cn");
+    let response =
+        client_response(alg, user, &realm, secret, &req.method, &req.uri, &nonce, nc, &cnonce, Some("auth"));
+    (
+        header.to_string(),
+        format!(
+            "Digest username=\"{user}\", realm=\"{realm}\", nonce=\"{nonce}\", uri=\"{}\", \
+             response=\"{response}\", algorithm={algorithm}, qop=auth, nc={nc:08x}, cnonce=\"{cnonce}\"",
+            req.uri
+        ),
+    )
+}
+
+impl Ua {
+    /// Send `req`; when challenged, answer with digest credentials (MD5)
+    /// and return the final response to the authenticated request.
+    pub fn transact_auth(&mut self, req: &Req, secret: &str) -> Option<Message> {
+        let first = self.transact(req)?;
+        if !matches!(first.status(), Some(401) | Some(407)) {
+            return Some(first);
+        }
+        let (h, v) = credentials(&first, req, &self.user, secret, "MD5", 1);
+        let cseq = req.get("CSeq").unwrap();
+        let n: u32 = cseq.split_whitespace().next().unwrap().parse().unwrap();
+        let again = req
+            .clone()
+            .set(&h, &v)
+            .set("CSeq", &format!("{} {}", n + 1, req.method))
+            .set("Via", &format!("SIP/2.0/{} {};branch={};rport", self.transport(), self.local, unique("z9hG4bK")));
+        self.transact(&again)
+    }
+
+    /// REGISTER with digest; returns the final response.
+    pub fn register(&mut self, secret: &str, expires: u32) -> Message {
+        let server = self.server;
+        let req = self.request("REGISTER", &format!("sip:{server}")).set("Expires", &expires.to_string());
+        self.transact_auth(&req, secret).expect("no answer to REGISTER")
+    }
+}

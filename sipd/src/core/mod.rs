@@ -10,6 +10,7 @@
 
 mod identify;
 mod local;
+mod pbx;
 mod proxy;
 mod register;
 mod reply;
@@ -30,6 +31,7 @@ use crate::transaction::{RequestMatch, Transactions, TxLimits};
 use crate::transport::{Out, Peer};
 
 pub use local::Local;
+pub use pbx::{Deferred, Pending};
 pub use reply::{response_dest, via_with_received};
 
 /// Methods sipd knows (sent in `Allow`).
@@ -80,12 +82,31 @@ pub struct Core {
     ctx_timers: BinaryHeap<Reverse<(Instant, u64, usize, CtxTimer)>>,
     store: Option<Arc<Store>>,
     next_sweep: Instant,
+    pending: Vec<Pending>,
+}
+
+/// Tunables of the core.
+#[derive(Clone, Debug)]
+pub struct CoreOptions {
+    /// Lifetime of digest nonces.
+    pub nonce_lifetime: Duration,
+}
+
+impl Default for CoreOptions {
+    fn default() -> Self {
+        CoreOptions { nonce_lifetime: crate::auth::DEFAULT_NONCE_LIFETIME }
+    }
 }
 
 impl Core {
     /// A core with this configuration; `store` (with what it loaded) when
     /// persistence is wanted.
-    pub fn new(config: Arc<Config>, local: Local, store: Option<(Arc<Store>, Loaded)>) -> Core {
+    pub fn new(
+        config: Arc<Config>,
+        local: Local,
+        store: Option<(Arc<Store>, Loaded)>,
+        opts: CoreOptions,
+    ) -> Core {
         let now = Instant::now();
         let mut registrar = Registrar::new();
         let mut forwards = Forwards::default();
@@ -103,10 +124,7 @@ impl Core {
             rng: Rng::new(),
             counters: Counters::default(),
             txns: Transactions::new(TxLimits::default()),
-            auth: DigestAuth::with_random_key(
-                crate::auth::DEFAULT_NONCE_LIFETIME,
-                crate::auth::DEFAULT_CAPACITY,
-            ),
+            auth: DigestAuth::with_random_key(opts.nonce_lifetime, crate::auth::DEFAULT_CAPACITY),
             registrar,
             forwards,
             calls: Calls::new(100_000),
@@ -115,6 +133,7 @@ impl Core {
             ctx_timers: BinaryHeap::new(),
             store,
             next_sweep: now,
+            pending: Vec::new(),
         }
     }
 

@@ -1,0 +1,169 @@
+//! PBX features (spec §5): forwarding star codes with voice guidance, and
+//! call pickup `*11` (spec §5.1). Forwarding set by phone is written to the
+//! store before it is confirmed: the confirmation waits for the commit
+//! ([`Deferred`]), the packet path does not.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use tokio::sync::oneshot;
+
+use super::proxy::Hop;
+use super::Core;
+use crate::calls::State;
+use crate::features::{self, Announce, Feature, Outcome};
+use crate::router::Location;
+use crate::sip::{HeaderName, Message};
+use crate::transaction::TxId;
+use crate::transport::{Out, Peer};
+
+/// A feature answer waiting for the store to commit.
+pub struct Deferred {
+    id: TxId,
+    msg: Arc<Message>,
+    peer: Peer,
+    outcome: Outcome,
+}
+
+/// What the server must wait for before calling [`Core::resume`].
+pub type Pending = (oneshot::Receiver<Result<(), String>>, Deferred);
+
+impl Core {
+    pub(super) fn feature(
+        &mut self,
+        id: TxId,
+        msg: Arc<Message>,
+        peer: Peer,
+        caller: &str,
+        f: Feature,
+        now: Instant,
+        out: &mut Vec<Out>,
+    ) {
+        if f == Feature::Pickup {
+            // Picking up is not a call of its own.
+            self.calls.remove(msg.call_id());
+            self.pickup(id, msg, peer, caller, now, out);
+            return;
+        }
+        let config = self.config.clone();
+        let Some(client) = config.client(caller) else { return };
+        let (current, _) = self.forwards.effective(client);
+        let Some(outcome) = features::outcome(&f, &current) else { return };
+        if let Some(ov) = f.override_by_phone() {
+            let row = ov.to_row(caller, crate::registrar::unix_now());
+            self.forwards.set(caller, ov);
+            if let Some(store) = &self.store {
+                let rx = store.set_forward(row);
+                self.pending.push((rx, Deferred { id, msg, peer, outcome }));
+                return;
+            }
+        }
+        self.announce(id, msg, peer, outcome, now, out);
+    }
+
+    /// Writes the server must wait for (drained after each message).
+    pub fn take_pending(&mut self) -> Vec<Pending> {
+        std::mem::take(&mut self.pending)
+    }
+
+    /// The store committed (or failed) a write a feature answer waited for.
+    pub fn resume(&mut self, d: Deferred, result: Result<(), String>, now: Instant, out: &mut Vec<Out>) {
+        match result {
+            Ok(()) => self.announce(d.id, d.msg, d.peer, d.outcome, now, out),
+            Err(e) => {
+                tracing::error!("forwarding not saved: {e}");
+                self.txns.reply(d.id, 500, "Forwarding Not Saved", &[], now, out);
+            }
+        }
+    }
+
+    /// Voice guidance: the INVITE goes on to a mediagate with the outcome's
+    /// Request-URI user; without one, `480` with the outcome as reason.
+    fn announce(&mut self, id: TxId, msg: Arc<Message>, peer: Peer, outcome: Outcome, now: Instant, out: &mut Vec<Out>) {
+        let registrar = &self.registrar;
+        let locate = |name: &str| {
+            registrar.get(name).map(|b| Location { dest: b.source, uri: b.contact.clone() })
+        };
+        match features::announce(&self.config, &locate, &outcome) {
+            Announce::Reply { code, reason } => {
+                // Answered by sipd itself: not a call.
+                self.calls.remove(msg.call_id());
+                self.txns.reply(id, code, &reason, &[], now, out)
+            }
+            Announce::Mediagate { target, dest, ruri } => {
+                let hop = Hop::to(target, dest, ruri);
+                self.proxy_hops(id, msg, peer, vec![hop], true, now, out);
+            }
+        }
+    }
+
+    /// `*11`: the oldest call ringing at another member of the picker's group.
+    fn pickup(&mut self, id: TxId, msg: Arc<Message>, peer: Peer, picker: &str, now: Instant, out: &mut Vec<Out>) {
+        let config = self.config.clone();
+        let group = config.client(picker).and_then(|c| c.accountcode.clone());
+        let ringing = group.and_then(|g| {
+            self.calls
+                .iter()
+                .filter(|c| c.state == State::Ringing && c.ctx.is_some() && c.target != picker)
+                .filter(|c| {
+                    config.client(&c.target).is_some_and(|t| t.accountcode.as_deref() == Some(g.as_str()))
+                })
+                .min_by_key(|c| c.started)
+                .map(|c| c.call_id.clone())
+        });
+        let Some(call_id) = ringing else {
+            self.txns.reply(id, 404, "Nothing To Pick Up", &[], now, out);
+            return;
+        };
+        let call = self.calls.get(&call_id).cloned().expect("listed above");
+        if call.caller_replaces {
+            // RFC 3891 / RFC 5359 §2.16: the caller replaces its early
+            // dialog with B by a dialog with the picker.
+            let Some(ctx) = call.ctx.and_then(|c| self.ctx_request(c)) else {
+                self.txns.reply(id, 404, "Nothing To Pick Up", &[], now, out);
+                return;
+            };
+            let contact = ctx
+                .contacts()
+                .ok()
+                .and_then(|c| c.into_iter().next())
+                .and_then(|c| match c {
+                    crate::sip::Contact::Addr(a) => Some(a.uri.to_string()),
+                    crate::sip::Contact::Star => None,
+                });
+            let Some(contact) = contact else {
+                self.txns.reply(id, 404, "Nothing To Pick Up", &[], now, out);
+                return;
+            };
+            let replaces = format!(
+                "{};to-tag={};from-tag={};early-only",
+                call.call_id,
+                call.callee_tag.clone().unwrap_or_default(),
+                call.caller_tag
+            );
+            let mut hop = Hop::to(call.caller.clone(), call.caller_peer, contact);
+            hop.req_add.push((HeaderName::Replaces, replaces));
+            self.proxy_hops(id, msg, peer, vec![hop], false, now, out);
+        } else {
+            // The caller cannot replace: move its ringing call to the picker
+            // ourselves, with auto-answer hints.
+            let registrar = &self.registrar;
+            let locate = |name: &str| {
+                registrar.get(name).map(|b| Location { dest: b.source, uri: b.contact.clone() })
+            };
+            let reach = config.client(picker).and_then(|c| crate::router::reach(c, picker, &locate));
+            let Some(loc) = reach else {
+                self.txns.reply(id, 480, "Temporarily Unavailable", &[], now, out);
+                return;
+            };
+            let local = self.local.addr_for(&loc.dest.addr);
+            let mut hop = Hop::to(picker.to_string(), loc.dest, loc.uri);
+            hop.req_add.push((HeaderName::AnswerMode, "Auto".into()));
+            hop.req_add.push((HeaderName::CallInfo, format!("<sip:{local}>;answer-after=0")));
+            if let Some(cid) = call.ctx {
+                self.redirect_ctx(cid, hop, now, out);
+            }
+            self.txns.reply(id, 480, "Picked Up", &[], now, out);
+        }
+    }
+}
