@@ -8,6 +8,7 @@ pub mod cli;
 pub mod config;
 pub mod control;
 pub mod core;
+pub mod forwards;
 pub mod malformed;
 pub mod server;
 pub mod sip;
