@@ -5,7 +5,7 @@
 //! `exten` is the default; an [`Override`] set by phone (`*72F`, `*71F`,
 //! `*73`) or by `sipctl fwd` wins over it until it is removed, across
 //! reloads and restarts (the store keeps it as a
-//! [`ForwardRow`](crate::store::ForwardRow)).
+//! [`ForwardRow`]).
 //!
 //! Decisions where the spec is open:
 //! - `*73` and `sipctl fwd NAME clear` both set an override "off"
