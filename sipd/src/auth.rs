@@ -251,12 +251,30 @@ impl DigestAuth {
     /// first, then MD5, each `Digest realm="…", nonce="…", qop="auth",
     /// algorithm=…` plus `, stale=true` when `stale`.
     pub fn challenges(&mut self, realm: &str, stale: bool, now: SystemTime) -> [String; 2] {
+        let v = self.challenges_for(&[Algorithm::Sha256, Algorithm::Md5], realm, stale, now);
+        [v[0].clone(), v[1].clone()]
+    }
+
+    /// Challenge header values offering `algorithms` in this order, all
+    /// with one fresh nonce.
+    pub fn challenges_for(
+        &mut self,
+        algorithms: &[Algorithm],
+        realm: &str,
+        stale: bool,
+        now: SystemTime,
+    ) -> Vec<String> {
         let nonce = self.issue_nonce(realm, now);
         let realm = quote(realm);
         let stale = if stale { ", stale=true" } else { "" };
-        [Algorithm::Sha256, Algorithm::Md5].map(|alg| {
-            format!("Digest realm={realm}, nonce=\"{nonce}\", qop=\"auth\", algorithm={alg}{stale}")
-        })
+        algorithms
+            .iter()
+            .map(|alg| {
+                format!(
+                    "Digest realm={realm}, nonce=\"{nonce}\", qop=\"auth\", algorithm={alg}{stale}"
+                )
+            })
+            .collect()
     }
 
     /// Verifies Digest credentials (an `Authorization` or

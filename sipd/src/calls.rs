@@ -93,14 +93,20 @@ pub struct Call {
 }
 
 pub fn unix_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
 }
 
 impl Call {
     /// The CDR of this call ending now.
     pub fn cdr(&self, disposition: Disposition, code: u16, end_ms: u64) -> CdrRow {
         let duration = end_ms.saturating_sub(self.start_ms) / 1000;
-        let billsec = self.answer_ms.map(|a| end_ms.saturating_sub(a) / 1000).unwrap_or(0);
+        let billsec = self
+            .answer_ms
+            .map(|a| end_ms.saturating_sub(a) / 1000)
+            .unwrap_or(0);
         CdrRow {
             call_id: self.call_id.clone(),
             caller: self.caller.clone(),
@@ -127,7 +133,10 @@ pub struct Calls {
 
 impl Calls {
     pub fn new(max: usize) -> Calls {
-        Calls { by_id: HashMap::new(), max }
+        Calls {
+            by_id: HashMap::new(),
+            max,
+        }
     }
 
     pub fn len(&self) -> usize {

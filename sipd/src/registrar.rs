@@ -71,7 +71,10 @@ pub enum Outcome {
 
 /// Seconds since the epoch now.
 pub fn unix_now() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
 }
 
 /// Decide what an authenticated REGISTER for client `name` from `peer` does.
@@ -97,7 +100,7 @@ pub fn process(
         }
     }
     let header_expires = msg.expires();
-    if contacts.iter().any(|c| *c == Contact::Star) {
+    if contacts.contains(&Contact::Star) {
         // RFC 3261 §10.3 step 6: `*` only alone and with Expires: 0.
         if contacts.len() != 1 || header_expires != Some(0) {
             return Outcome::Bad("Contact * Needs Expires 0");
@@ -105,7 +108,9 @@ pub fn process(
         return Outcome::Unbind;
     }
     // One binding per client: the first contact counts.
-    let Contact::Addr(first) = &contacts[0] else { return Outcome::Bad("Bad Contact") };
+    let Contact::Addr(first) = &contacts[0] else {
+        return Outcome::Bad("Bad Contact");
+    };
     let expires = match first.params.get("expires") {
         Some(Some(v)) => match v.trim().parse::<u64>() {
             Ok(n) => n.min(u64::from(u32::MAX)) as u32,
@@ -174,8 +179,12 @@ impl Registrar {
 
     /// Remove expired bindings; returns their names.
     pub fn sweep(&mut self, now: Instant) -> Vec<String> {
-        let gone: Vec<String> =
-            self.bindings.values().filter(|b| b.expires_at <= now).map(|b| b.name.clone()).collect();
+        let gone: Vec<String> = self
+            .bindings
+            .values()
+            .filter(|b| b.expires_at <= now)
+            .map(|b| b.name.clone())
+            .collect();
         for n in &gone {
             self.bindings.remove(n);
         }
@@ -199,18 +208,31 @@ impl Registrar {
 
     /// Restore stored bindings with their remaining lifetime (expired and
     /// unknown clients skipped). Returns how many were restored.
-    pub fn restore(&mut self, rows: &[BindingRow], config: &Config, now: Instant, now_unix: u64) -> usize {
+    pub fn restore(
+        &mut self,
+        rows: &[BindingRow],
+        config: &Config,
+        now: Instant,
+        now_unix: u64,
+    ) -> usize {
         let mut n = 0;
         for r in rows {
-            if r.expires_at <= now_unix || config.client(&r.name).is_none_or(|c| c.secret.is_none()) {
+            if r.expires_at <= now_unix || config.client(&r.name).is_none_or(|c| c.secret.is_none())
+            {
                 continue;
             }
-            let Some(transport) = Transport::parse(&r.transport) else { continue };
+            let Some(transport) = Transport::parse(&r.transport) else {
+                continue;
+            };
             let left = Duration::from_secs(r.expires_at - now_unix);
             self.insert(Binding {
                 name: r.name.clone(),
                 contact: r.contact.clone(),
-                source: Peer { transport, addr: r.source, flow: None },
+                source: Peer {
+                    transport,
+                    addr: r.source,
+                    flow: None,
+                },
                 expires_at: now + left,
                 expires_unix: r.expires_at,
                 user_agent: r.user_agent.clone(),

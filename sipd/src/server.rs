@@ -12,9 +12,9 @@ use proto::{Command, Reply, Response};
 use crate::cli::Flags;
 use crate::config::{self, Config};
 use crate::core::{Core, CoreOptions, Local, Pending};
-use crate::store::Store;
 use crate::malformed;
 use crate::sip::{Limits, Message};
+use crate::store::Store;
 use crate::transport::{
     tcp::TcpLimits, DebugLog, Out, Peer, Sink, Tcp, Transport, Transports, Udp,
 };
@@ -111,7 +111,9 @@ async fn serve(flags: Flags) -> Result<(), String> {
             Arc::new(config),
             local,
             Some((store.clone(), loaded)),
-            CoreOptions { nonce_lifetime: Duration::from_secs(flags.nonce_expire) },
+            CoreOptions {
+                nonce_lifetime: Duration::from_secs(flags.nonce_expire),
+            },
         )),
         transports: transports.clone(),
         opts,
@@ -190,11 +192,20 @@ impl Sink for Daemon {
         };
         let mut out = Vec::new();
         match parsed {
-            Ok(msg) => self
-                .core
-                .lock()
-                .unwrap()
-                .on_message(msg, peer, Instant::now(), &mut out),
+            Ok(msg) => {
+                let pending = {
+                    let mut core = self.core.lock().unwrap();
+                    core.on_message(msg, peer, Instant::now(), &mut out);
+                    core.take_pending()
+                };
+                self.transports.send_all(out);
+                if !pending.is_empty() {
+                    if let Some(me) = self.me() {
+                        me.wait_pending(pending);
+                    }
+                }
+                return;
+            }
             Err(e) => {
                 if malformed::is_noise(data) {
                     return;
@@ -224,9 +235,14 @@ impl Daemon {
         for (rx, deferred) in pending {
             let d = self.clone();
             tokio::spawn(async move {
-                let result = rx.await.unwrap_or_else(|_| Err("store writer stopped".into()));
+                let result = rx
+                    .await
+                    .unwrap_or_else(|_| Err("store writer stopped".into()));
                 let mut out = Vec::new();
-                d.core.lock().unwrap().resume(deferred, result, Instant::now(), &mut out);
+                d.core
+                    .lock()
+                    .unwrap()
+                    .resume(deferred, result, Instant::now(), &mut out);
                 d.transports.send_all(out);
             });
         }
@@ -427,7 +443,10 @@ impl Daemon {
             }
             let client = matches[0];
             if client.role != crate::config::Role::User {
-                return Response::error(format!("{} is not a user client: no forwarding", client.name));
+                return Response::error(format!(
+                    "{} is not a user client: no forwarding",
+                    client.name
+                ));
             }
             let forwarding = match &action {
                 proto::FwdAction::Always { number } | proto::FwdAction::Unavail { number } => {

@@ -346,14 +346,33 @@ pub fn credentials(
     let ch = challenge
         .headers(&name)
         .filter_map(AuthParams::parse)
-        .find(|c| c.get("algorithm").unwrap_or("MD5").eq_ignore_ascii_case(algorithm))
-        .unwrap_or_else(|| panic!("no {algorithm} challenge in\n{}", String::from_utf8_lossy(challenge.raw())));
+        .find(|c| {
+            c.get("algorithm")
+                .unwrap_or("MD5")
+                .eq_ignore_ascii_case(algorithm)
+        })
+        .unwrap_or_else(|| {
+            panic!(
+                "no {algorithm} challenge in\n{}",
+                String::from_utf8_lossy(challenge.raw())
+            )
+        });
     let realm = ch.get("realm").unwrap().to_string();
     let nonce = ch.get("nonce").unwrap().to_string();
     let alg = Algorithm::parse(algorithm).unwrap();
     let cnonce = unique("cn");
-    let response =
-        client_response(alg, user, &realm, secret, &req.method, &req.uri, &nonce, nc, &cnonce, Some("auth"));
+    let response = client_response(
+        alg,
+        user,
+        &realm,
+        secret,
+        &req.method,
+        &req.uri,
+        &nonce,
+        nc,
+        &cnonce,
+        Some("auth"),
+    );
     (
         header.to_string(),
         format!(
@@ -365,6 +384,36 @@ pub fn credentials(
 }
 
 impl Ua {
+    /// `req` again as a new transaction: fresh Via branch, CSeq + 1.
+    pub fn renew(&self, req: &Req) -> Req {
+        let cseq = req.get("CSeq").unwrap();
+        let n: u32 = cseq.split_whitespace().next().unwrap().parse().unwrap();
+        req.clone()
+            .set("CSeq", &format!("{} {}", n + 1, req.method))
+            .set(
+                "Via",
+                &format!(
+                    "SIP/2.0/{} {};branch={};rport",
+                    self.transport(),
+                    self.local,
+                    unique("z9hG4bK")
+                ),
+            )
+    }
+
+    /// `req` renewed with credentials answering `challenge`.
+    pub fn authorized(
+        &self,
+        req: &Req,
+        challenge: &Message,
+        secret: &str,
+        algorithm: &str,
+        nc: u32,
+    ) -> Req {
+        let (h, v) = credentials(challenge, req, &self.user, secret, algorithm, nc);
+        self.renew(req).set(&h, &v)
+    }
+
     /// Send `req`; when challenged, answer with digest credentials (MD5)
     /// and return the final response to the authenticated request.
     pub fn transact_auth(&mut self, req: &Req, secret: &str) -> Option<Message> {
@@ -372,21 +421,17 @@ impl Ua {
         if !matches!(first.status(), Some(401) | Some(407)) {
             return Some(first);
         }
-        let (h, v) = credentials(&first, req, &self.user, secret, "MD5", 1);
-        let cseq = req.get("CSeq").unwrap();
-        let n: u32 = cseq.split_whitespace().next().unwrap().parse().unwrap();
-        let again = req
-            .clone()
-            .set(&h, &v)
-            .set("CSeq", &format!("{} {}", n + 1, req.method))
-            .set("Via", &format!("SIP/2.0/{} {};branch={};rport", self.transport(), self.local, unique("z9hG4bK")));
+        let again = self.authorized(req, &first, secret, "MD5", 1);
         self.transact(&again)
     }
 
     /// REGISTER with digest; returns the final response.
     pub fn register(&mut self, secret: &str, expires: u32) -> Message {
         let server = self.server;
-        let req = self.request("REGISTER", &format!("sip:{server}")).set("Expires", &expires.to_string());
-        self.transact_auth(&req, secret).expect("no answer to REGISTER")
+        let req = self
+            .request("REGISTER", &format!("sip:{server}"))
+            .set("Expires", &expires.to_string());
+        self.transact_auth(&req, secret)
+            .expect("no answer to REGISTER")
     }
 }

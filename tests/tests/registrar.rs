@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use sipd::sip::HeaderName;
-use sipd_tests::ua::{credentials, unique};
+use sipd_tests::ua::unique;
 use sipd_tests::{text, wait_for, Sipd, Ua};
 
 const CONF: &str = "\
@@ -32,7 +32,11 @@ host=127.0.0.1:5999
 const SECOND: Duration = Duration::from_secs(1);
 
 fn regs(sipd: &Sipd) -> Vec<proto::Binding> {
-    match sipd.ctl(proto::Command::Regs { name: None }).into_result().unwrap() {
+    match sipd
+        .ctl(proto::Command::Regs { name: None })
+        .into_result()
+        .unwrap()
+    {
         proto::Reply::Regs(r) => r.bindings,
         other => panic!("{other:?}"),
     }
@@ -42,20 +46,29 @@ fn regs(sipd: &Sipd) -> Vec<proto::Binding> {
 fn challenge_then_success_with_md5_and_sha256() {
     let sipd = Sipd::start(CONF);
     let mut ua = Ua::udp(sipd.addr, "alice");
-    let req = ua.request("REGISTER", &format!("sip:{}", sipd.addr)).set("Expires", "60");
+    let req = ua
+        .request("REGISTER", &format!("sip:{}", sipd.addr))
+        .set("Expires", "60");
     let ch = ua.transact(&req).unwrap();
     assert_eq!(ch.status(), Some(401));
     let www: Vec<&str> = ch.headers(&HeaderName::WwwAuthenticate).collect();
     assert_eq!(www.len(), 2, "{www:?}");
-    assert!(www[0].contains("algorithm=SHA-256") && www[1].contains("algorithm=MD5"), "{www:?}");
+    assert!(
+        www[0].contains("algorithm=SHA-256") && www[1].contains("algorithm=MD5"),
+        "{www:?}"
+    );
     assert!(www.iter().all(|w| w.contains("qop=\"auth\"")));
-    for alg in ["MD5", "SHA-256"] {
-        let (h, v) = credentials(&ch, &req, "alice", "wonderland", alg, 1);
-        let again = req.clone().set(&h, &v).set("CSeq", if alg == "MD5" { "2 REGISTER" } else { "3 REGISTER" });
+    let mut cur = req.clone();
+    for (nc, alg) in [(1, "MD5"), (2, "SHA-256")] {
+        let again = ua.authorized(&cur, &ch, "wonderland", alg, nc);
+        cur = again.clone();
         let ok = ua.transact(&again).unwrap();
         assert_eq!(ok.status(), Some(200), "{alg}: {}", text(ok.raw()));
         let contact = ok.header(&HeaderName::Contact).unwrap();
-        assert!(contact.contains(&format!("sip:alice@{}", ua.local)), "{contact}");
+        assert!(
+            contact.contains(&format!("sip:alice@{}", ua.local)),
+            "{contact}"
+        );
         let exp: u64 = contact.rsplit("expires=").next().unwrap().parse().unwrap();
         assert!((58..=60).contains(&exp), "{contact}");
     }
@@ -69,13 +82,22 @@ fn challenge_then_success_with_md5_and_sha256() {
 fn wrong_password_unknown_user_and_outside_permit_get_the_same_403() {
     let sipd = Sipd::start(CONF);
     let mut answers = Vec::new();
-    for (user, secret) in [("alice", "nope"), ("mallory", "x"), ("fenced", "fence"), ("static", "")] {
+    for (user, secret) in [
+        ("alice", "nope"),
+        ("mallory", "x"),
+        ("fenced", "fence"),
+        ("static", ""),
+    ] {
         let mut ua = Ua::udp(sipd.addr, user);
         let r = ua.register(secret, 60);
         answers.push((r.status(), r.reason().map(str::to_string)));
     }
     for a in &answers {
-        assert_eq!(a, &(Some(403), Some("Forbidden".to_string())), "{answers:?}");
+        assert_eq!(
+            a,
+            &(Some(403), Some("Forbidden".to_string())),
+            "{answers:?}"
+        );
     }
     assert!(regs(&sipd).is_empty());
 }
@@ -84,10 +106,11 @@ fn wrong_password_unknown_user_and_outside_permit_get_the_same_403() {
 fn replayed_register_is_not_accepted() {
     let sipd = Sipd::start(CONF);
     let mut ua = Ua::udp(sipd.addr, "alice");
-    let req = ua.request("REGISTER", &format!("sip:{}", sipd.addr)).set("Expires", "60");
+    let req = ua
+        .request("REGISTER", &format!("sip:{}", sipd.addr))
+        .set("Expires", "60");
     let ch = ua.transact(&req).unwrap();
-    let (h, v) = credentials(&ch, &req, "alice", "wonderland", "MD5", 1);
-    let authed = req.clone().set(&h, &v).set("CSeq", "2 REGISTER");
+    let authed = ua.authorized(&req, &ch, "wonderland", "MD5", 1);
     let ok = ua.transact(&authed).unwrap();
     assert_eq!(ok.status(), Some(200));
     // Byte-for-byte replay from another socket (an attacker), new branch not even needed:
@@ -98,7 +121,11 @@ fn replayed_register_is_not_accepted() {
     attacker.send_raw(bytes.as_bytes());
     let r = attacker.final_response(5 * SECOND).unwrap();
     assert_ne!(r.status(), Some(200), "replay accepted:\n{}", text(r.raw()));
-    assert!(matches!(r.status(), Some(401) | Some(403)), "{}", text(r.raw()));
+    assert!(
+        matches!(r.status(), Some(401) | Some(403)),
+        "{}",
+        text(r.raw())
+    );
     // The binding still points at the real client.
     assert_eq!(regs(&sipd)[0].source, format!("udp:{}", ua.local));
 }
@@ -126,11 +153,23 @@ fn contact_star_removes_and_needs_expires_zero() {
     let mut ua = Ua::udp(sipd.addr, "alice");
     assert_eq!(ua.register("wonderland", 60).status(), Some(200));
     let server = sipd.addr;
-    let star = ua.request("REGISTER", &format!("sip:{server}")).set("Contact", "*").set("Expires", "60");
-    assert_eq!(ua.transact_auth(&star, "wonderland").unwrap().status(), Some(400));
+    let star = ua
+        .request("REGISTER", &format!("sip:{server}"))
+        .set("Contact", "*")
+        .set("Expires", "60");
+    assert_eq!(
+        ua.transact_auth(&star, "wonderland").unwrap().status(),
+        Some(400)
+    );
     assert_eq!(regs(&sipd).len(), 1);
-    let star = ua.request("REGISTER", &format!("sip:{server}")).set("Contact", "*").set("Expires", "0");
-    assert_eq!(ua.transact_auth(&star, "wonderland").unwrap().status(), Some(200));
+    let star = ua
+        .request("REGISTER", &format!("sip:{server}"))
+        .set("Contact", "*")
+        .set("Expires", "0");
+    assert_eq!(
+        ua.transact_auth(&star, "wonderland").unwrap().status(),
+        Some(200)
+    );
     assert!(regs(&sipd).is_empty());
 }
 
@@ -154,7 +193,12 @@ fn tcp_binding_records_the_connection() {
     // sipctl regs NAME, table and JSON.
     let out = sipd.sipctl(&["regs", "bob"]);
     let t = text(&out.stdout);
-    assert!(t.contains("bob") && t.contains(&format!("tcp:{}", ua.local)) && t.contains("1 registration"), "{t}");
+    assert!(
+        t.contains("bob")
+            && t.contains(&format!("tcp:{}", ua.local))
+            && t.contains("1 registration"),
+        "{t}"
+    );
     let out = sipd.sipctl(&["regs", "--json"]);
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["bindings"][0]["name"], "bob");
@@ -170,11 +214,20 @@ fn nat_binding_uses_the_real_source_and_requests_go_there() {
         .request("REGISTER", &format!("sip:{server}"))
         .set("Expires", "60")
         .set("Contact", "<sip:alice@10.0.0.5:5060>")
-        .set("Via", &format!("SIP/2.0/UDP 10.0.0.5:5060;branch={};rport", unique("z9hG4bK")));
+        .set(
+            "Via",
+            &format!(
+                "SIP/2.0/UDP 10.0.0.5:5060;branch={};rport",
+                unique("z9hG4bK")
+            ),
+        );
     let ok = alice.transact_auth(&req, "wonderland").unwrap();
     assert_eq!(ok.status(), Some(200), "{}", text(ok.raw()));
     // RFC 3581: the response says where it really came from.
-    assert_eq!(ok.top_via().received().map(|ip| ip.to_string()), Some("127.0.0.1".to_string()));
+    assert_eq!(
+        ok.top_via().received().map(|ip| ip.to_string()),
+        Some("127.0.0.1".to_string())
+    );
     assert_eq!(ok.top_via().rport(), Some(Some(alice.local.port())));
     let b = regs(&sipd);
     assert_eq!(b[0].contact, "sip:alice@10.0.0.5:5060");
@@ -188,9 +241,10 @@ fn nat_binding_uses_the_real_source_and_requests_go_there() {
     bob.send(&opt);
     let ch = bob.final_response(5 * SECOND).unwrap();
     assert_eq!(ch.status(), Some(407));
-    let (h, v) = credentials(&ch, &opt, "bob", "builder", "MD5", 1);
-    bob.send(&opt.clone().set(&h, &v).set("CSeq", "2 OPTIONS"));
-    let (got, from) = alice.recv_from(5 * SECOND).expect("OPTIONS did not reach alice's NAT address");
+    bob.send(&bob.authorized(&opt, &ch, "builder", "MD5", 1));
+    let (got, from) = alice
+        .recv_from(5 * SECOND)
+        .expect("OPTIONS did not reach alice's NAT address");
     assert_eq!(got.method().map(|m| m.as_str()), Some("OPTIONS"));
     assert_eq!(got.request_uri(), Some("sip:alice@10.0.0.5:5060"));
     assert_eq!(from, sipd.addr);
@@ -208,7 +262,11 @@ fn restart_restores_bindings_with_lower_expires() {
     sipd.restart(&[]);
     let after = regs(&sipd);
     assert_eq!(after.len(), 1, "binding lost over kill -9");
-    assert!(after[0].expires < before, "{} !< {before}", after[0].expires);
+    assert!(
+        after[0].expires < before,
+        "{} !< {before}",
+        after[0].expires
+    );
     assert_eq!(after[0].source, format!("udp:{}", ua.local));
 }
 
@@ -220,10 +278,14 @@ fn reload_keeps_bindings_of_existing_clients() {
     assert_eq!(alice.register("wonderland", 60).status(), Some(200));
     assert_eq!(bob.register("builder", 60).status(), Some(200));
     // bob removed, alice's secret changed: alice keeps her binding until it expires.
-    sipd.write_conf(&CONF.replace("secret=wonderland", "secret=looking-glass").replace(
-        "[bob]\naccountcode=office\nsecret=builder\nexten=1002\n",
-        "",
-    ));
+    sipd.write_conf(
+        &CONF
+            .replace("secret=wonderland", "secret=looking-glass")
+            .replace(
+                "[bob]\naccountcode=office\nsecret=builder\nexten=1002\n",
+                "",
+            ),
+    );
     let out = sipd.sipctl(&["reload"]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     let names: Vec<String> = regs(&sipd).into_iter().map(|b| b.name).collect();
@@ -238,14 +300,20 @@ fn nonce_from_another_process_is_challenged_again() {
     // A nonce from a previous sipd process is not ours: fresh challenge, not 403.
     let mut sipd = Sipd::start(CONF);
     let mut ua = Ua::udp(sipd.addr, "alice");
-    let req = ua.request("REGISTER", &format!("sip:{}", sipd.addr)).set("Expires", "60");
+    let req = ua
+        .request("REGISTER", &format!("sip:{}", sipd.addr))
+        .set("Expires", "60");
     let ch = ua.transact(&req).unwrap();
     sipd.stop();
     sipd.restart(&[]);
-    let (h, v) = credentials(&ch, &req, "alice", "wonderland", "MD5", 1);
-    let r = ua.transact(&req.clone().set(&h, &v).set("CSeq", "2 REGISTER")).unwrap();
+    let r = ua
+        .transact(&ua.authorized(&req, &ch, "wonderland", "MD5", 1))
+        .unwrap();
     assert_eq!(r.status(), Some(401), "{}", text(r.raw()));
-    assert!(!r.header(&HeaderName::WwwAuthenticate).unwrap().contains("stale"));
+    assert!(!r
+        .header(&HeaderName::WwwAuthenticate)
+        .unwrap()
+        .contains("stale"));
 }
 
 #[test]
@@ -256,15 +324,24 @@ fn expired_nonce_gets_stale_true() {
         ..Default::default()
     });
     let mut ua = Ua::udp(sipd.addr, "alice");
-    let req = ua.request("REGISTER", &format!("sip:{}", sipd.addr)).set("Expires", "60");
+    let req = ua
+        .request("REGISTER", &format!("sip:{}", sipd.addr))
+        .set("Expires", "60");
     let ch = ua.transact(&req).unwrap();
     std::thread::sleep(Duration::from_millis(2100));
-    let (h, v) = credentials(&ch, &req, "alice", "wonderland", "MD5", 1);
-    let r = ua.transact(&req.clone().set(&h, &v).set("CSeq", "2 REGISTER")).unwrap();
+    let r = ua
+        .transact(&ua.authorized(&req, &ch, "wonderland", "MD5", 1))
+        .unwrap();
     assert_eq!(r.status(), Some(401), "{}", text(r.raw()));
-    assert!(r.headers(&HeaderName::WwwAuthenticate).all(|w| w.contains("stale=true")), "{}", text(r.raw()));
+    assert!(
+        r.headers(&HeaderName::WwwAuthenticate)
+            .all(|w| w.contains("stale=true")),
+        "{}",
+        text(r.raw())
+    );
     // With the wrong password an expired nonce is just 403.
-    let (h, v) = credentials(&ch, &req, "alice", "wrong", "MD5", 2);
-    let r = ua.transact(&req.clone().set(&h, &v).set("CSeq", "3 REGISTER")).unwrap();
+    let r = ua
+        .transact(&ua.authorized(&req, &ch, "wrong", "MD5", 2))
+        .unwrap();
     assert_eq!(r.status(), Some(403), "{}", text(r.raw()));
 }

@@ -71,7 +71,7 @@ const CLIENT_KEYS: [&str; 8] = [
     "dialplan",
     "context",
 ];
-const GENERAL_KEYS: [&str; 4] = ["realm", "noanswer", "min_expires", "max_expires"];
+const GENERAL_KEYS: [&str; 5] = ["realm", "noanswer", "min_expires", "max_expires", "digest"];
 
 /// One `[section]` and its pairs, as lexed.
 struct Section<'a> {
@@ -294,7 +294,35 @@ fn parse_general(section: &Section, opts: &Options, errors: &mut Errors) -> Gene
     general.noanswer = noanswer;
     general.min_expires = min_expires;
     general.max_expires = max_expires;
+    if let Some(&(line, value)) = keys.get("digest") {
+        match parse_digest(value) {
+            Ok(algs) => general.digest = algs,
+            Err(e) => errors.add(line, e),
+        }
+    }
     general
+}
+
+/// `digest=sha-256,md5`: the algorithms to offer, in order, each once.
+fn parse_digest(value: &str) -> Result<Vec<crate::auth::Algorithm>, String> {
+    use crate::auth::Algorithm;
+    let mut algs = Vec::new();
+    for item in value.split(',').map(str::trim) {
+        let alg = match item.to_ascii_lowercase().as_str() {
+            "sha-256" => Algorithm::Sha256,
+            "md5" => Algorithm::Md5,
+            _ => {
+                return Err(format!(
+                    "bad digest '{value}': expected a list of sha-256 and md5 (e.g. 'sha-256,md5')"
+                ))
+            }
+        };
+        if algs.contains(&alg) {
+            return Err(format!("bad digest '{value}': {item} is listed twice"));
+        }
+        algs.push(alg);
+    }
+    Ok(algs)
 }
 
 fn parse_client(section: &Section, opts: &Options, errors: &mut Errors) -> Draft {

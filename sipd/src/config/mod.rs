@@ -55,6 +55,10 @@ pub struct General {
     pub noanswer: u32,
     pub min_expires: u32,
     pub max_expires: u32,
+    /// Digest algorithms offered in challenges, in order of preference
+    /// (`digest=sha-256,md5` by default; `digest=md5` for old clients that
+    /// stop at the first challenge they cannot answer).
+    pub digest: Vec<crate::auth::Algorithm>,
 }
 
 /// What a client is, from its accountcode.
@@ -417,6 +421,7 @@ impl General {
             noanswer: 20,
             min_expires: 60,
             max_expires: 3600,
+            digest: vec![crate::auth::Algorithm::Sha256, crate::auth::Algorithm::Md5],
         }
     }
 }

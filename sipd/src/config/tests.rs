@@ -555,6 +555,7 @@ fn general_values() {
             noanswer: 30,
             min_expires: 120,
             max_expires: 7200,
+            digest: vec![crate::auth::Algorithm::Sha256, crate::auth::Algorithm::Md5],
         }
     );
     assert!(c.clients.is_empty());
@@ -1851,4 +1852,24 @@ mod properties {
             }
         }
     }
+}
+
+#[test]
+fn general_digest_algorithms() {
+    use crate::auth::Algorithm;
+    assert_eq!(
+        ok("").general.digest,
+        vec![Algorithm::Sha256, Algorithm::Md5]
+    );
+    assert_eq!(
+        ok("[general]\ndigest=md5\n").general.digest,
+        vec![Algorithm::Md5]
+    );
+    assert_eq!(
+        ok("[general]\ndigest = MD5 , sha-256\n").general.digest,
+        vec![Algorithm::Md5, Algorithm::Sha256]
+    );
+    assert!(error("[general]\ndigest=sha-1\n").starts_with("sip.conf:2: bad digest 'sha-1'"));
+    assert!(error("[general]\ndigest=md5,md5\n").contains("listed twice"));
+    assert!(error("[general]\ndigest=md5,\n").starts_with("sip.conf:2: bad digest"));
 }

@@ -53,13 +53,18 @@ impl Core {
         let creds = msg
             .headers(&header)
             .filter_map(AuthParams::parse)
-            .find(|c| c.scheme.eq_ignore_ascii_case("digest") && c.get("realm") == Some(realm.as_str()))
+            .find(|c| {
+                c.scheme.eq_ignore_ascii_case("digest") && c.get("realm") == Some(realm.as_str())
+            })
             .or_else(|| msg.headers(&header).filter_map(AuthParams::parse).next());
         let Some(creds) = creds else {
             self.challenge(id, challenge, false, now, out);
             return None;
         };
-        let method = msg.method().map(|m| m.as_str().to_string()).unwrap_or_default();
+        let method = msg
+            .method()
+            .map(|m| m.as_str().to_string())
+            .unwrap_or_default();
         let config = self.config.clone();
         let verdict = self.auth.verify(
             &creds,
@@ -90,7 +95,8 @@ impl Core {
             }
             Verdict::Malformed => {
                 self.counters.auth_failures += 1;
-                self.txns.reply(id, 400, "Bad Authorization Header", &[], now, out);
+                self.txns
+                    .reply(id, 400, "Bad Authorization Header", &[], now, out);
                 None
             }
         }
@@ -101,13 +107,29 @@ impl Core {
         self.txns.reply(id, 403, "Forbidden", &[], now, out);
     }
 
-    fn challenge(&mut self, id: TxId, kind: Challenge, stale: bool, now: Instant, out: &mut Vec<Out>) {
+    fn challenge(
+        &mut self,
+        id: TxId,
+        kind: Challenge,
+        stale: bool,
+        now: Instant,
+        out: &mut Vec<Out>,
+    ) {
         let realm = self.config.general.realm.clone();
-        let [sha, md5] = self.auth.challenges(&realm, stale, SystemTime::now());
+        let algs = self.config.general.digest.clone();
+        let values = self
+            .auth
+            .challenges_for(&algs, &realm, stale, SystemTime::now());
         let (code, reason, name) = match kind {
             Challenge::Www => (401, "Unauthorized", HeaderName::WwwAuthenticate),
-            Challenge::Proxy => (407, "Proxy Authentication Required", HeaderName::ProxyAuthenticate),
+            Challenge::Proxy => (
+                407,
+                "Proxy Authentication Required",
+                HeaderName::ProxyAuthenticate,
+            ),
         };
-        self.txns.reply(id, code, reason, &[(name.clone(), &sha), (name, &md5)], now, out);
+        let headers: Vec<(HeaderName, &str)> =
+            values.iter().map(|v| (name.clone(), v.as_str())).collect();
+        self.txns.reply(id, code, reason, &headers, now, out);
     }
 }

@@ -94,7 +94,9 @@ pub struct CoreOptions {
 
 impl Default for CoreOptions {
     fn default() -> Self {
-        CoreOptions { nonce_lifetime: crate::auth::DEFAULT_NONCE_LIFETIME }
+        CoreOptions {
+            nonce_lifetime: crate::auth::DEFAULT_NONCE_LIFETIME,
+        }
     }
 }
 
@@ -178,7 +180,8 @@ impl Core {
             }
         }
         self.forwards.retain_clients(&config);
-        self.local.set_names(vec![config.general.realm.clone(), crate::cli::hostname()]);
+        self.local
+            .set_names(vec![config.general.realm.clone(), crate::cli::hostname()]);
         self.config = config;
     }
 
@@ -220,9 +223,19 @@ impl Core {
         let resp_dest = response_dest(msg.top_via(), &peer);
         let msg = Arc::new(msg);
         let tag = self.rng.token();
-        let Some(id) = self.txns.create_server(msg.clone(), peer, resp_dest, resp_via, tag) else {
+        let Some(id) = self
+            .txns
+            .create_server(msg.clone(), peer, resp_dest, resp_via, tag)
+        else {
             self.counters.overload += 1;
-            self.reply_stateless(&msg, peer, 503, "Service Unavailable", &[(HeaderName::RetryAfter, "5")], out);
+            self.reply_stateless(
+                &msg,
+                peer,
+                503,
+                "Service Unavailable",
+                &[(HeaderName::RetryAfter, "5")],
+                out,
+            );
             return;
         };
         if method == Method::Invite {
@@ -249,7 +262,14 @@ impl Core {
             }
             Method::Register => self.on_register(id, &msg, peer, now, out),
             Method::Other(_) => {
-                self.txns.reply(id, 501, "Not Implemented", &[(HeaderName::Allow, ALLOW)], now, out);
+                self.txns.reply(
+                    id,
+                    501,
+                    "Not Implemented",
+                    &[(HeaderName::Allow, ALLOW)],
+                    now,
+                    out,
+                );
             }
             _ => self.out_of_dialog(id, msg, peer, now, out),
         }

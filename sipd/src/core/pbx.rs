@@ -46,15 +46,27 @@ impl Core {
             return;
         }
         let config = self.config.clone();
-        let Some(client) = config.client(caller) else { return };
+        let Some(client) = config.client(caller) else {
+            return;
+        };
         let (current, _) = self.forwards.effective(client);
-        let Some(outcome) = features::outcome(&f, &current) else { return };
+        let Some(outcome) = features::outcome(&f, &current) else {
+            return;
+        };
         if let Some(ov) = f.override_by_phone() {
             let row = ov.to_row(caller, crate::registrar::unix_now());
             self.forwards.set(caller, ov);
             if let Some(store) = &self.store {
                 let rx = store.set_forward(row);
-                self.pending.push((rx, Deferred { id, msg, peer, outcome }));
+                self.pending.push((
+                    rx,
+                    Deferred {
+                        id,
+                        msg,
+                        peer,
+                        outcome,
+                    },
+                ));
                 return;
             }
         }
@@ -67,22 +79,40 @@ impl Core {
     }
 
     /// The store committed (or failed) a write a feature answer waited for.
-    pub fn resume(&mut self, d: Deferred, result: Result<(), String>, now: Instant, out: &mut Vec<Out>) {
+    pub fn resume(
+        &mut self,
+        d: Deferred,
+        result: Result<(), String>,
+        now: Instant,
+        out: &mut Vec<Out>,
+    ) {
         match result {
             Ok(()) => self.announce(d.id, d.msg, d.peer, d.outcome, now, out),
             Err(e) => {
                 tracing::error!("forwarding not saved: {e}");
-                self.txns.reply(d.id, 500, "Forwarding Not Saved", &[], now, out);
+                self.txns
+                    .reply(d.id, 500, "Forwarding Not Saved", &[], now, out);
             }
         }
     }
 
     /// Voice guidance: the INVITE goes on to a mediagate with the outcome's
     /// Request-URI user; without one, `480` with the outcome as reason.
-    fn announce(&mut self, id: TxId, msg: Arc<Message>, peer: Peer, outcome: Outcome, now: Instant, out: &mut Vec<Out>) {
+    fn announce(
+        &mut self,
+        id: TxId,
+        msg: Arc<Message>,
+        peer: Peer,
+        outcome: Outcome,
+        now: Instant,
+        out: &mut Vec<Out>,
+    ) {
         let registrar = &self.registrar;
         let locate = |name: &str| {
-            registrar.get(name).map(|b| Location { dest: b.source, uri: b.contact.clone() })
+            registrar.get(name).map(|b| Location {
+                dest: b.source,
+                uri: b.contact.clone(),
+            })
         };
         match features::announce(&self.config, &locate, &outcome) {
             Announce::Reply { code, reason } => {
@@ -98,7 +128,15 @@ impl Core {
     }
 
     /// `*11`: the oldest call ringing at another member of the picker's group.
-    fn pickup(&mut self, id: TxId, msg: Arc<Message>, peer: Peer, picker: &str, now: Instant, out: &mut Vec<Out>) {
+    fn pickup(
+        &mut self,
+        id: TxId,
+        msg: Arc<Message>,
+        peer: Peer,
+        picker: &str,
+        now: Instant,
+        out: &mut Vec<Out>,
+    ) {
         let config = self.config.clone();
         let group = config.client(picker).and_then(|c| c.accountcode.clone());
         let ringing = group.and_then(|g| {
@@ -106,13 +144,16 @@ impl Core {
                 .iter()
                 .filter(|c| c.state == State::Ringing && c.ctx.is_some() && c.target != picker)
                 .filter(|c| {
-                    config.client(&c.target).is_some_and(|t| t.accountcode.as_deref() == Some(g.as_str()))
+                    config
+                        .client(&c.target)
+                        .is_some_and(|t| t.accountcode.as_deref() == Some(g.as_str()))
                 })
                 .min_by_key(|c| c.started)
                 .map(|c| c.call_id.clone())
         });
         let Some(call_id) = ringing else {
-            self.txns.reply(id, 404, "Nothing To Pick Up", &[], now, out);
+            self.txns
+                .reply(id, 404, "Nothing To Pick Up", &[], now, out);
             return;
         };
         let call = self.calls.get(&call_id).cloned().expect("listed above");
@@ -120,7 +161,8 @@ impl Core {
             // RFC 3891 / RFC 5359 §2.16: the caller replaces its early
             // dialog with B by a dialog with the picker.
             let Some(ctx) = call.ctx.and_then(|c| self.ctx_request(c)) else {
-                self.txns.reply(id, 404, "Nothing To Pick Up", &[], now, out);
+                self.txns
+                    .reply(id, 404, "Nothing To Pick Up", &[], now, out);
                 return;
             };
             let contact = ctx
@@ -132,7 +174,8 @@ impl Core {
                     crate::sip::Contact::Star => None,
                 });
             let Some(contact) = contact else {
-                self.txns.reply(id, 404, "Nothing To Pick Up", &[], now, out);
+                self.txns
+                    .reply(id, 404, "Nothing To Pick Up", &[], now, out);
                 return;
             };
             let replaces = format!(
@@ -149,17 +192,26 @@ impl Core {
             // ourselves, with auto-answer hints.
             let registrar = &self.registrar;
             let locate = |name: &str| {
-                registrar.get(name).map(|b| Location { dest: b.source, uri: b.contact.clone() })
+                registrar.get(name).map(|b| Location {
+                    dest: b.source,
+                    uri: b.contact.clone(),
+                })
             };
-            let reach = config.client(picker).and_then(|c| crate::router::reach(c, picker, &locate));
+            let reach = config
+                .client(picker)
+                .and_then(|c| crate::router::reach(c, picker, &locate));
             let Some(loc) = reach else {
-                self.txns.reply(id, 480, "Temporarily Unavailable", &[], now, out);
+                self.txns
+                    .reply(id, 480, "Temporarily Unavailable", &[], now, out);
                 return;
             };
             let local = self.local.addr_for(&loc.dest.addr);
             let mut hop = Hop::to(picker.to_string(), loc.dest, loc.uri);
             hop.req_add.push((HeaderName::AnswerMode, "Auto".into()));
-            hop.req_add.push((HeaderName::CallInfo, format!("<sip:{local}>;answer-after=0")));
+            hop.req_add.push((
+                HeaderName::CallInfo,
+                format!("<sip:{local}>;answer-after=0"),
+            ));
             if let Some(cid) = call.ctx {
                 self.redirect_ctx(cid, hop, now, out);
             }

@@ -159,13 +159,24 @@ pub(super) fn uri_dest(uri: &Uri) -> Option<Peer> {
         IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(ip),
         v4 => v4,
     };
-    Some(Peer { transport, addr: SocketAddr::new(ip, uri.port.unwrap_or(5060)), flow: None })
+    Some(Peer {
+        transport,
+        addr: SocketAddr::new(ip, uri.port.unwrap_or(5060)),
+        flow: None,
+    })
 }
 
 impl Core {
     /// A new request outside a dialog (not REGISTER): identify the caller,
     /// route, proxy.
-    pub(super) fn out_of_dialog(&mut self, id: TxId, msg: Arc<Message>, peer: Peer, now: Instant, out: &mut Vec<Out>) {
+    pub(super) fn out_of_dialog(
+        &mut self,
+        id: TxId,
+        msg: Arc<Message>,
+        peer: Peer,
+        now: Instant,
+        out: &mut Vec<Out>,
+    ) {
         let Some(caller) = self.identify(id, &msg, peer, Challenge::Proxy, true, now, out) else {
             return;
         };
@@ -182,7 +193,8 @@ impl Core {
         // A preloaded Route naming us (outbound proxy) is ours to remove.
         let pop_routes = self.routes_to_me(&msg);
         let Some(uri) = msg.request_uri().and_then(|u| Uri::parse(u).ok()) else {
-            self.txns.reply(id, 416, "Unsupported URI Scheme", &[], now, out);
+            self.txns
+                .reply(id, 416, "Unsupported URI Scheme", &[], now, out);
             return;
         };
         let Some(dialed) = uri.user.clone() else {
@@ -196,7 +208,10 @@ impl Core {
         };
         let registrar = &self.registrar;
         let locate = |name: &str| {
-            registrar.get(name).map(|b| Location { dest: b.source, uri: b.contact.clone() })
+            registrar.get(name).map(|b| Location {
+                dest: b.source,
+                uri: b.contact.clone(),
+            })
         };
         let decision = router::route(&router::Call {
             config: &config,
@@ -215,7 +230,13 @@ impl Core {
             Decision::Reply { code, reason } => {
                 self.txns.reply(id, code, &reason, &[], now, out);
                 if invite {
-                    self.end_call(msg.call_id(), Disposition::of_failure(code, false), code, out, now);
+                    self.end_call(
+                        msg.call_id(),
+                        Disposition::of_failure(code, false),
+                        code,
+                        out,
+                        now,
+                    );
                 }
             }
             Decision::Feature(f) => {
@@ -239,7 +260,11 @@ impl Core {
                             next_on: Some(a.next_on),
                             noanswer: a.noanswer,
                             req_set: Vec::new(),
-                            req_add: a.diversion.iter().map(|d| (HeaderName::Diversion, d.clone())).collect(),
+                            req_add: a
+                                .diversion
+                                .iter()
+                                .map(|d| (HeaderName::Diversion, d.clone()))
+                                .collect(),
                             resp_set: Vec::new(),
                             presented_from: None,
                         };
@@ -312,7 +337,9 @@ impl Core {
     /// Send a ringing call elsewhere (pickup): the live branch is
     /// cancelled and `hop` becomes the only one left.
     pub(super) fn redirect_ctx(&mut self, cid: u64, hop: Hop, now: Instant, out: &mut Vec<Out>) {
-        let Some(mut ctx) = self.ctxs.remove(&cid) else { return };
+        let Some(mut ctx) = self.ctxs.remove(&cid) else {
+            return;
+        };
         if ctx.finished {
             self.ctxs.insert(cid, ctx);
             return;
@@ -329,12 +356,22 @@ impl Core {
     /// Leading Route entries that name this server.
     pub(super) fn routes_to_me(&self, msg: &Message) -> usize {
         match msg.routes() {
-            Ok(routes) => routes.iter().take_while(|r| self.local.is_me(&r.uri.host, r.uri.port)).count(),
+            Ok(routes) => routes
+                .iter()
+                .take_while(|r| self.local.is_me(&r.uri.host, r.uri.port))
+                .count(),
             Err(_) => 0,
         }
     }
 
-    fn new_call(&mut self, msg: &Message, peer: Peer, caller: &crate::config::Client, dialed: &str, now: Instant) {
+    fn new_call(
+        &mut self,
+        msg: &Message,
+        peer: Peer,
+        caller: &crate::config::Client,
+        dialed: &str,
+        now: Instant,
+    ) {
         if self.calls.is_full() {
             return;
         }
@@ -366,7 +403,14 @@ impl Core {
     }
 
     /// End a call: write its CDR and forget it.
-    pub(super) fn end_call(&mut self, call_id: &str, disp: Disposition, code: u16, _out: &mut [Out], _now: Instant) {
+    pub(super) fn end_call(
+        &mut self,
+        call_id: &str,
+        disp: Disposition,
+        code: u16,
+        _out: &mut [Out],
+        _now: Instant,
+    ) {
         if let Some(call) = self.calls.remove(call_id) {
             let cdr = call.cdr(disp, code, calls::unix_ms());
             if let Some(s) = &self.store {
@@ -392,7 +436,9 @@ impl Core {
 
     /// Start the next hop of a context, or answer the caller when none is left.
     fn try_next(&mut self, cid: u64, now: Instant, out: &mut Vec<Out>) {
-        let Some(mut ctx) = self.ctxs.remove(&cid) else { return };
+        let Some(mut ctx) = self.ctxs.remove(&cid) else {
+            return;
+        };
         loop {
             let Some(hop) = ctx.hops.pop_front() else {
                 // Nothing left: the last final response, else the plan's answer.
@@ -408,8 +454,14 @@ impl Core {
             let (branch_id, data) = self.build_forward(&ctx, &hop);
             let bno = ctx.branches.len();
             let method = ctx.req.method().cloned().unwrap_or(Method::Invite);
-            let owner = Owner { ctx: cid, branch: bno };
-            let Some(tx) = self.txns.create_client(owner, branch_id, &method, data, hop.dest, now, out) else {
+            let owner = Owner {
+                ctx: cid,
+                branch: bno,
+            };
+            let Some(tx) = self
+                .txns
+                .create_client(owner, branch_id, &method, data, hop.dest, now, out)
+            else {
                 self.counters.overload += 1;
                 continue;
             };
@@ -426,7 +478,13 @@ impl Core {
                     call.target = hop.target.clone();
                 }
             }
-            ctx.branches.push(Branch { tx, hop, provisional: false, cancel_pending: false, detached: false });
+            ctx.branches.push(Branch {
+                tx,
+                hop,
+                provisional: false,
+                cancel_pending: false,
+                detached: false,
+            });
             ctx.current = Some(bno);
             break;
         }
@@ -439,7 +497,11 @@ impl Core {
         let req = &ctx.req;
         let local = self.local.addr_for(&hop.dest.addr);
         let branch = format!("{BRANCH_PREFIX}{}{}", loop_tag(req), self.rng.token());
-        let via = format!("SIP/2.0/{} {};branch={branch}", hop.dest.transport.via_name(), hostport(local));
+        let via = format!(
+            "SIP/2.0/{} {};branch={branch}",
+            hop.dest.transport.via_name(),
+            hostport(local)
+        );
         let mut e = req
             .edit()
             .set_top_via(&via_with_received(req.top_via(), &ctx.peer))
@@ -498,7 +560,15 @@ impl Core {
     }
 
     /// Send a final response from a branch upstream and finish the context.
-    fn pass_final(&mut self, ctx: &mut Ctx, cid: u64, bno: Option<usize>, resp: &Message, now: Instant, out: &mut Vec<Out>) {
+    fn pass_final(
+        &mut self,
+        ctx: &mut Ctx,
+        cid: u64,
+        bno: Option<usize>,
+        resp: &Message,
+        now: Instant,
+        out: &mut Vec<Out>,
+    ) {
         let code = resp.status().unwrap_or(500);
         let hop = bno.and_then(|b| ctx.branches.get(b)).map(|b| b.hop.clone());
         let data = self.upstream_bytes(resp, hop.as_ref());
@@ -507,20 +577,39 @@ impl Core {
     }
 
     /// Answer the caller ourselves and finish the context.
-    fn finish_with(&mut self, ctx: &mut Ctx, cid: u64, code: u16, reason: &str, now: Instant, out: &mut Vec<Out>) {
+    fn finish_with(
+        &mut self,
+        ctx: &mut Ctx,
+        cid: u64,
+        code: u16,
+        reason: &str,
+        now: Instant,
+        out: &mut Vec<Out>,
+    ) {
         self.txns.reply(ctx.server, code, reason, &[], now, out);
         self.finished(ctx, cid, code, now, out);
     }
 
-    fn finished(&mut self, ctx: &mut Ctx, cid: u64, code: u16, now: Instant, out: &mut Vec<Out>) {
+    fn finished(&mut self, ctx: &mut Ctx, cid: u64, code: u16, now: Instant, out: &mut [Out]) {
         if ctx.finished {
             return;
         }
         ctx.finished = true;
-        self.ctx_timers.push(std::cmp::Reverse((now + T64 + Duration::from_secs(1), cid, 0, CtxTimer::Cleanup)));
+        self.ctx_timers.push(std::cmp::Reverse((
+            now + T64 + Duration::from_secs(1),
+            cid,
+            0,
+            CtxTimer::Cleanup,
+        )));
         if code >= 300 {
             if let Some(call_id) = ctx.call_id.clone() {
-                self.end_call(&call_id, Disposition::of_failure(code, ctx.cancelled), code, out, now);
+                self.end_call(
+                    &call_id,
+                    Disposition::of_failure(code, ctx.cancelled),
+                    code,
+                    out,
+                    now,
+                );
             }
         }
     }
@@ -537,9 +626,13 @@ impl Core {
             return;
         }
         let cid = owner.ctx;
-        let Some(mut ctx) = self.ctxs.remove(&cid) else { return };
+        let Some(mut ctx) = self.ctxs.remove(&cid) else {
+            return;
+        };
         let bno = owner.branch;
-        let live = !ctx.finished && ctx.current == Some(bno) && ctx.branches.get(bno).is_some_and(|b| !b.detached);
+        let live = !ctx.finished
+            && ctx.current == Some(bno)
+            && ctx.branches.get(bno).is_some_and(|b| !b.detached);
         match (ev, kind) {
             (TxEvent::Provisional { msg, .. }, _) => {
                 let code = msg.status().unwrap_or(100);
@@ -627,7 +720,9 @@ impl Core {
 
     /// The call is answered on branch `bno`.
     fn answered(&mut self, ctx: &Ctx, bno: usize, msg: &Message) {
-        let Some(call) = ctx.call_id.as_ref().and_then(|c| self.calls.get_mut(c)) else { return };
+        let Some(call) = ctx.call_id.as_ref().and_then(|c| self.calls.get_mut(c)) else {
+            return;
+        };
         let hop = &ctx.branches[bno].hop;
         call.state = State::Answered;
         call.answer_ms = Some(calls::unix_ms());
@@ -640,8 +735,17 @@ impl Core {
 
     /// Stop ringing a branch: CANCEL it (now, or when it first answers
     /// provisionally) and ignore its final response.
-    fn abandon_branch(&mut self, ctx: &mut Ctx, cid: u64, bno: usize, now: Instant, out: &mut Vec<Out>) {
-        let Some(b) = ctx.branches.get_mut(bno) else { return };
+    fn abandon_branch(
+        &mut self,
+        ctx: &mut Ctx,
+        cid: u64,
+        bno: usize,
+        now: Instant,
+        out: &mut Vec<Out>,
+    ) {
+        let Some(b) = ctx.branches.get_mut(bno) else {
+            return;
+        };
         if b.detached {
             return;
         }
@@ -658,14 +762,29 @@ impl Core {
     }
 
     fn send_cancel(&mut self, cid: u64, tx: TxId, now: Instant, out: &mut Vec<Out>) {
-        let Some(c) = self.txns.client(tx) else { return };
-        let (Some(data), branch, dest) = (c.build_cancel(), c.branch.clone(), c.dest) else { return };
-        let owner = Owner { ctx: cid, branch: NO_BRANCH };
-        self.txns.create_client(owner, branch, &Method::Cancel, data, dest, now, out);
+        let Some(c) = self.txns.client(tx) else {
+            return;
+        };
+        let (Some(data), branch, dest) = (c.build_cancel(), c.branch.clone(), c.dest) else {
+            return;
+        };
+        let owner = Owner {
+            ctx: cid,
+            branch: NO_BRANCH,
+        };
+        self.txns
+            .create_client(owner, branch, &Method::Cancel, data, dest, now, out);
     }
 
     /// A 2xx from a branch we no longer want: ACK it and send BYE.
-    fn hang_up_stray(&mut self, ctx: &Ctx, hop: &Hop, resp: &Message, now: Instant, out: &mut Vec<Out>) {
+    fn hang_up_stray(
+        &mut self,
+        ctx: &Ctx,
+        hop: &Hop,
+        resp: &Message,
+        now: Instant,
+        out: &mut Vec<Out>,
+    ) {
         let contact = resp
             .contacts()
             .ok()
@@ -685,7 +804,13 @@ impl Core {
         for (method, cseq) in [(Method::Ack, seq), (Method::Bye, seq.saturating_add(1))] {
             let branch = format!("{BRANCH_PREFIX}{}", self.rng.token());
             let data = crate::sip::RequestBuilder::new(&method, &contact)
-                .header(HeaderName::Via, &format!("SIP/2.0/{} {local};branch={branch}", hop.dest.transport.via_name()))
+                .header(
+                    HeaderName::Via,
+                    &format!(
+                        "SIP/2.0/{} {local};branch={branch}",
+                        hop.dest.transport.via_name()
+                    ),
+                )
                 .header(HeaderName::MaxForwards, "70")
                 .header(HeaderName::From, &from)
                 .header(HeaderName::To, &to)
@@ -693,21 +818,37 @@ impl Core {
                 .header(HeaderName::CSeq, &format!("{cseq} {method}"))
                 .build();
             if method == Method::Ack {
-                out.push(Out { dest: hop.dest, data });
+                out.push(Out {
+                    dest: hop.dest,
+                    data,
+                });
             } else {
-                let owner = Owner { ctx: 0, branch: NO_BRANCH };
-                self.txns.create_client(owner, branch, &method, data, hop.dest, now, out);
+                let owner = Owner {
+                    ctx: 0,
+                    branch: NO_BRANCH,
+                };
+                self.txns
+                    .create_client(owner, branch, &method, data, hop.dest, now, out);
             }
         }
     }
 
     /// Proxy-context timers.
-    pub(super) fn on_ctx_timer(&mut self, cid: u64, bno: usize, kind: CtxTimer, now: Instant, out: &mut Vec<Out>) {
+    pub(super) fn on_ctx_timer(
+        &mut self,
+        cid: u64,
+        bno: usize,
+        kind: CtxTimer,
+        now: Instant,
+        out: &mut Vec<Out>,
+    ) {
         if kind == CtxTimer::Cleanup {
             self.ctxs.remove(&cid);
             return;
         }
-        let Some(mut ctx) = self.ctxs.remove(&cid) else { return };
+        let Some(mut ctx) = self.ctxs.remove(&cid) else {
+            return;
+        };
         match kind {
             CtxTimer::NoAnswer => {
                 if !ctx.finished && ctx.current == Some(bno) {
@@ -735,12 +876,16 @@ impl Core {
         let resp_dest = super::response_dest(msg.top_via(), &peer);
         let msg = Arc::new(msg);
         let tag = self.rng.token();
-        let Some(id) = self.txns.create_server(msg.clone(), peer, resp_dest, resp_via, tag) else {
+        let Some(id) = self
+            .txns
+            .create_server(msg.clone(), peer, resp_dest, resp_via, tag)
+        else {
             self.reply_stateless(&msg, peer, 503, "Service Unavailable", &[], out);
             return;
         };
         let Some(inv) = invite.and_then(|i| self.txns.server(i)) else {
-            self.txns.reply(id, 481, "Call/Transaction Does Not Exist", &[], now, out);
+            self.txns
+                .reply(id, 481, "Call/Transaction Does Not Exist", &[], now, out);
             return;
         };
         let (inv_id, is_final, cid) = (inv.id, inv.is_final(), inv.ctx);
@@ -750,11 +895,14 @@ impl Core {
         }
         let Some(cid) = cid else {
             // Not proxied (e.g. a feature code in progress): answer it ourselves.
-            self.txns.reply(inv_id, 487, "Request Terminated", &[], now, out);
+            self.txns
+                .reply(inv_id, 487, "Request Terminated", &[], now, out);
             self.end_call(msg.call_id(), Disposition::Cancelled, 487, out, now);
             return;
         };
-        let Some(mut ctx) = self.ctxs.remove(&cid) else { return };
+        let Some(mut ctx) = self.ctxs.remove(&cid) else {
+            return;
+        };
         ctx.cancelled = true;
         ctx.hops.clear();
         match ctx.current {
@@ -766,7 +914,12 @@ impl Core {
                 } else {
                     b.cancel_pending = true;
                 }
-                self.ctx_timers.push(std::cmp::Reverse((now + T64, cid, bno, CtxTimer::CancelGuard)));
+                self.ctx_timers.push(std::cmp::Reverse((
+                    now + T64,
+                    cid,
+                    bno,
+                    CtxTimer::CancelGuard,
+                )));
             }
             None => self.finish_with(&mut ctx, cid, 487, "Request Terminated", now, out),
         }
@@ -782,7 +935,11 @@ impl Core {
         let routes = msg.routes().ok().unwrap_or_default();
         let mut hop = Hop {
             target: String::new(),
-            dest: Peer { transport: Transport::Udp, addr: SocketAddr::from(([0, 0, 0, 0], 0)), flow: None },
+            dest: Peer {
+                transport: Transport::Udp,
+                addr: SocketAddr::from(([0, 0, 0, 0], 0)),
+                flow: None,
+            },
             ruri: None,
             next_on: None,
             noanswer: None,
@@ -799,13 +956,15 @@ impl Core {
                 dest = dest.or(call.callee_peer);
                 if let Some(p) = &call.from_presented {
                     hop.req_set.push((HeaderName::From, p.clone()));
-                    hop.resp_set.push((HeaderName::From, call.from_original.clone()));
+                    hop.resp_set
+                        .push((HeaderName::From, call.from_original.clone()));
                 }
                 hop.target = call.target.clone();
             } else {
                 dest = dest.or(Some(call.caller_peer));
                 if let Some(p) = &call.from_presented {
-                    hop.req_set.push((HeaderName::To, call.from_original.clone()));
+                    hop.req_set
+                        .push((HeaderName::To, call.from_original.clone()));
                     hop.resp_set.push((HeaderName::To, p.clone()));
                 }
                 hop.target = call.caller.clone();
@@ -815,7 +974,10 @@ impl Core {
         if dest.is_none() {
             if let Some(u) = &ruri {
                 let addr = uri_dest(u).map(|p| p.addr);
-                dest = self.registrar.by_contact(&u.to_string(), addr).map(|b| b.source);
+                dest = self
+                    .registrar
+                    .by_contact(&u.to_string(), addr)
+                    .map(|b| b.source);
                 if dest.is_none() && !self.local.is_me(&u.host, u.port) {
                     dest = uri_dest(u);
                 }
@@ -826,7 +988,14 @@ impl Core {
     }
 
     /// A request inside a dialog (To tag present): loose routing.
-    pub(super) fn in_dialog(&mut self, id: TxId, msg: Arc<Message>, peer: Peer, now: Instant, out: &mut Vec<Out>) {
+    pub(super) fn in_dialog(
+        &mut self,
+        id: TxId,
+        msg: Arc<Message>,
+        peer: Peer,
+        now: Instant,
+        out: &mut Vec<Out>,
+    ) {
         let Some((pops, hop)) = self.dialog_hop(&msg) else {
             self.txns.reply(id, 404, "Not Found", &[], now, out);
             return;
@@ -845,16 +1014,27 @@ impl Core {
     }
 
     /// ACK for a 2xx: forwarded statelessly along the dialog's route.
-    pub(super) fn forward_ack(&mut self, msg: Message, peer: Peer, _now: Instant, out: &mut Vec<Out>) {
+    pub(super) fn forward_ack(
+        &mut self,
+        msg: Message,
+        peer: Peer,
+        _now: Instant,
+        out: &mut Vec<Out>,
+    ) {
         if msg.to().tag().is_none() {
             return;
         }
-        let Some((pops, hop)) = self.dialog_hop(&msg) else { return };
+        let Some((pops, hop)) = self.dialog_hop(&msg) else {
+            return;
+        };
         let msg = Arc::new(msg);
         let mut ctx = Ctx::new(0, msg, peer, Vec::new());
         ctx.pop_routes = pops;
         let (_, data) = self.build_forward(&ctx, &hop);
-        out.push(Out { dest: hop.dest, data });
+        out.push(Out {
+            dest: hop.dest,
+            data,
+        });
     }
 }
 

@@ -12,7 +12,14 @@ use crate::transaction::TxId;
 use crate::transport::{Out, Peer};
 
 impl Core {
-    pub(super) fn on_register(&mut self, id: TxId, msg: &Message, peer: Peer, now: Instant, out: &mut Vec<Out>) {
+    pub(super) fn on_register(
+        &mut self,
+        id: TxId,
+        msg: &Message,
+        peer: Peer,
+        now: Instant,
+        out: &mut Vec<Out>,
+    ) {
         let Some(user) = self.identify(id, msg, peer, Challenge::Www, false, now, out) else {
             return;
         };
@@ -39,7 +46,8 @@ impl Core {
                 }
                 let contact = format!("<{}>;expires={}", b.contact, b.remaining(now));
                 self.registrar.insert(b);
-                self.txns.reply(id, 200, "OK", &[(HeaderName::Contact, &contact)], now, out);
+                self.txns
+                    .reply(id, 200, "OK", &[(HeaderName::Contact, &contact)], now, out);
             }
             Outcome::Unbind => {
                 if self.registrar.remove(&user).is_some() {
@@ -55,13 +63,23 @@ impl Core {
                     .get(&user)
                     .map(|b| format!("<{}>;expires={}", b.contact, b.remaining(now)));
                 match contact {
-                    Some(c) => self.txns.reply(id, 200, "OK", &[(HeaderName::Contact, &c)], now, out),
+                    Some(c) => {
+                        self.txns
+                            .reply(id, 200, "OK", &[(HeaderName::Contact, &c)], now, out)
+                    }
                     None => self.txns.reply(id, 200, "OK", &[], now, out),
                 }
             }
             Outcome::TooBrief(min) => {
                 let min = min.to_string();
-                self.txns.reply(id, 423, "Interval Too Brief", &[(HeaderName::MinExpires, &min)], now, out);
+                self.txns.reply(
+                    id,
+                    423,
+                    "Interval Too Brief",
+                    &[(HeaderName::MinExpires, &min)],
+                    now,
+                    out,
+                );
             }
             Outcome::Bad(reason) => self.txns.reply(id, 400, reason, &[], now, out),
             Outcome::OutOfOrder => self.txns.reply(id, 500, "Out Of Order CSeq", &[], now, out),
