@@ -435,3 +435,221 @@ impl Ua {
             .expect("no answer to REGISTER")
     }
 }
+
+/// One side's view of a dialog, enough to send in-dialog requests.
+#[derive(Clone, Debug)]
+pub struct Dialog {
+    pub call_id: String,
+    /// Our From value (with our tag) for requests we send.
+    pub local: String,
+    /// The peer's value (with its tag) for our To.
+    pub remote: String,
+    /// Request-URI of our requests (the peer's Contact).
+    pub target: String,
+    /// Route headers of our requests, in order.
+    pub routes: Vec<String>,
+    pub cseq: u32,
+    /// CSeq of the INVITE (for the ACK).
+    pub invite_cseq: u32,
+}
+
+fn first_contact(m: &Message) -> String {
+    match m.contacts().ok().and_then(|c| c.into_iter().next()) {
+        Some(sipd::sip::Contact::Addr(a)) => a.uri.to_string(),
+        _ => panic!("no Contact in\n{}", String::from_utf8_lossy(m.raw())),
+    }
+}
+
+impl Dialog {
+    /// The caller's dialog from its INVITE and the 2xx (route set = the
+    /// Record-Route of the 2xx, reversed).
+    pub fn uac(invite: &Req, ok: &Message) -> Dialog {
+        let mut routes: Vec<String> = ok
+            .header_values(&sipd::sip::HeaderName::RecordRoute)
+            .into_iter()
+            .map(str::to_string)
+            .collect();
+        routes.reverse();
+        let n: u32 = invite
+            .get("CSeq")
+            .unwrap()
+            .split_whitespace()
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap();
+        Dialog {
+            call_id: invite.get("Call-ID").unwrap().to_string(),
+            local: invite.get("From").unwrap().to_string(),
+            remote: ok.header(&sipd::sip::HeaderName::To).unwrap().to_string(),
+            target: first_contact(ok),
+            routes,
+            cseq: n,
+            invite_cseq: n,
+        }
+    }
+
+    /// The callee's dialog from the INVITE it received and its To tag.
+    pub fn uas(invite: &Message, tag: &str) -> Dialog {
+        use sipd::sip::HeaderName;
+        let routes = invite
+            .header_values(&HeaderName::RecordRoute)
+            .into_iter()
+            .map(str::to_string)
+            .collect();
+        Dialog {
+            call_id: invite.call_id().to_string(),
+            local: format!("{};tag={tag}", invite.header(&HeaderName::To).unwrap()),
+            remote: invite.header(&HeaderName::From).unwrap().to_string(),
+            target: first_contact(invite),
+            routes,
+            cseq: 100,
+            invite_cseq: invite.cseq().seq,
+        }
+    }
+}
+
+impl Ua {
+    /// An in-dialog request (ACK uses the INVITE's CSeq number).
+    pub fn in_dialog(&self, d: &mut Dialog, method: &str) -> Req {
+        let seq = if method == "ACK" {
+            d.invite_cseq
+        } else {
+            d.cseq += 1;
+            d.cseq
+        };
+        let me = self.local.to_string();
+        let mut headers = vec![
+            (
+                "Via".to_string(),
+                format!(
+                    "SIP/2.0/{} {me};branch={};rport",
+                    self.transport(),
+                    unique("z9hG4bK")
+                ),
+            ),
+            ("Max-Forwards".into(), "70".into()),
+        ];
+        for r in &d.routes {
+            headers.push(("Route".into(), r.clone()));
+        }
+        headers.extend([
+            ("From".to_string(), d.local.clone()),
+            ("To".into(), d.remote.clone()),
+            ("Call-ID".into(), d.call_id.clone()),
+            ("CSeq".into(), format!("{seq} {method}")),
+            (
+                "Contact".into(),
+                format!(
+                    "<sip:{}@{me};transport={}>",
+                    self.user,
+                    self.transport().to_lowercase()
+                ),
+            ),
+        ]);
+        Req {
+            method: method.into(),
+            uri: d.target.clone(),
+            headers,
+            body: Vec::new(),
+        }
+    }
+
+    /// A response to a received request, with our To tag (not for 100) and Contact.
+    pub fn response(&self, req: &Message, code: u16, reason: &str, tag: &str) -> Vec<u8> {
+        use sipd::sip::{HeaderName, ResponseBuilder};
+        let mut b = ResponseBuilder::new(req, code, reason);
+        if code > 100 {
+            b = b.to_tag(tag);
+        }
+        for rr in req.headers(&HeaderName::RecordRoute) {
+            b = b.header(HeaderName::RecordRoute, rr);
+        }
+        let contact = format!(
+            "<sip:{}@{};transport={}>",
+            self.user,
+            self.local,
+            self.transport().to_lowercase()
+        );
+        b.header(HeaderName::Contact, &contact).build()
+    }
+
+    /// Answer a received request.
+    pub fn respond(&mut self, req: &Message, code: u16, reason: &str, tag: &str) {
+        let data = self.response(req, code, reason, tag);
+        self.send_raw(&data);
+    }
+
+    /// Wait for a request with this method (other messages are dropped).
+    pub fn expect_request(&mut self, method: &str, timeout: Duration) -> Message {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let left = deadline
+                .checked_duration_since(Instant::now())
+                .unwrap_or_default();
+            let m = self
+                .recv(left)
+                .unwrap_or_else(|| panic!("{}: no {method} within {timeout:?}", self.user));
+            if m.method().map(|x| x.as_str()) == Some(method) {
+                return m;
+            }
+        }
+    }
+
+    /// Wait for a response with this status (others skipped).
+    pub fn expect_status(&mut self, code: u16, timeout: Duration) -> Message {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let left = deadline
+                .checked_duration_since(Instant::now())
+                .unwrap_or_default();
+            let m = self
+                .recv(left)
+                .unwrap_or_else(|| panic!("{}: no {code} within {timeout:?}", self.user));
+            if m.status() == Some(code) {
+                return m;
+            }
+            if m.status().is_some_and(|s| s >= 200) {
+                panic!(
+                    "{}: expected {code}, got\n{}",
+                    self.user,
+                    String::from_utf8_lossy(m.raw())
+                );
+            }
+        }
+    }
+
+    /// Send an INVITE to `uri`, answering the 407 challenge; returns the
+    /// request actually sent with credentials (for building the dialog).
+    pub fn invite(&mut self, uri: &str, secret: &str) -> Req {
+        let req = self.request("INVITE", uri).body("application/sdp", b"v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 4000 RTP/AVP 0\r\n");
+        self.send(&req);
+        let ch = self
+            .final_response(Duration::from_secs(5))
+            .expect("no answer to INVITE");
+        assert_eq!(
+            ch.status(),
+            Some(407),
+            "{}",
+            String::from_utf8_lossy(ch.raw())
+        );
+        // ACK the 407 (same branch, hop by hop).
+        let mut ack = req.clone();
+        ack.method = "ACK".into();
+        ack = ack
+            .set(
+                "CSeq",
+                &format!(
+                    "{} ACK",
+                    req.get("CSeq").unwrap().split_whitespace().next().unwrap()
+                ),
+            )
+            .set("To", ch.header(&sipd::sip::HeaderName::To).unwrap());
+        ack.body.clear();
+        let ack = ack.remove("Content-Type");
+        self.send(&ack);
+        let authed = self.authorized(&req, &ch, secret, "MD5", 1);
+        self.send(&authed);
+        authed
+    }
+}

@@ -61,6 +61,8 @@ pub struct Counters {
 enum CtxTimer {
     /// The ringing branch did not answer within `noanswer`.
     NoAnswer,
+    /// An INVITE branch got no response at all (not even 100) in time.
+    NoResponse,
     /// A CANCEL got no final response from downstream: answer 487 ourselves.
     CancelGuard,
     /// Forget the context.

@@ -18,6 +18,12 @@ use crate::sip::{HeaderName, Message, Method, Uri};
 use crate::transaction::{Owner, TxEvent, TxId, T64};
 use crate::transport::{Out, Peer, Transport};
 
+/// An INVITE branch that has not answered at all (not even `100 Trying`)
+/// within this time is given up (the next gateway or hunting member is
+/// tried; the caller gets `408` when none is left), instead of waiting for
+/// timer B (32 s).
+pub const NO_RESPONSE: Duration = Duration::from_secs(5);
+
 /// Branch number used for CANCELs and our own ACK/BYE: their responses are ignored.
 const NO_BRANCH: usize = usize::MAX;
 
@@ -466,6 +472,12 @@ impl Core {
                 continue;
             };
             if ctx.invite {
+                self.ctx_timers.push(std::cmp::Reverse((
+                    now + NO_RESPONSE,
+                    cid,
+                    bno,
+                    CtxTimer::NoResponse,
+                )));
                 if let (Some(secs), false) = (hop.noanswer, ctx.hops.is_empty()) {
                     self.ctx_timers.push(std::cmp::Reverse((
                         now + Duration::from_secs(u64::from(secs)),
@@ -856,6 +868,19 @@ impl Core {
                     self.ctxs.insert(cid, ctx);
                     self.try_next(cid, now, out);
                     return;
+                }
+            }
+            CtxTimer::NoResponse => {
+                let silent = ctx.branches.get(bno).is_some_and(|b| !b.provisional);
+                if !ctx.finished && ctx.current == Some(bno) && silent {
+                    self.abandon_branch(&mut ctx, cid, bno, now, out);
+                    if ctx.cancelled {
+                        self.finish_with(&mut ctx, cid, 487, "Request Terminated", now, out);
+                    } else {
+                        self.ctxs.insert(cid, ctx);
+                        self.try_next(cid, now, out);
+                        return;
+                    }
                 }
             }
             CtxTimer::CancelGuard => {

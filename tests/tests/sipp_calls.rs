@@ -1,0 +1,143 @@
+//! SIPp as independent peers: a UAS registers with digest, then a UAC
+//! places 1,000 calls to it through sipd with proxy authentication
+//! (INVITE/407/ACK, INVITE/100/180/200/ACK, 1 s hold, BYE/200). Every call
+//! succeeds and leaves an ANSWERED CDR with the right durations.
+
+use std::time::Duration;
+
+use sipd_tests::{free_port, sipp, text, wait_for, Sipd};
+
+fn args(list: &[&str]) -> Vec<String> {
+    list.iter().map(|s| s.to_string()).collect()
+}
+
+#[test]
+fn sipp_1000_calls_through_the_proxy() {
+    if !sipp::available("sipp_1000_calls_through_the_proxy") {
+        return;
+    }
+    let sipd = Sipd::start(
+        "[general]\ndigest=md5\n\n[caller]\nsecret=caller-pw\n\n[uas]\nsecret=uas-pw\n",
+    );
+    let work = tempfile::tempdir().unwrap();
+    let dir = work.path();
+    std::fs::write(
+        dir.join("uasreg.csv"),
+        "SEQUENTIAL\nuas;[authentication username=uas password=uas-pw]\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("uac.csv"),
+        "SEQUENTIAL\nuas;caller;[authentication username=caller password=caller-pw]\n",
+    )
+    .unwrap();
+    let server = sipd.addr.to_string();
+    let uas_port = free_port().to_string();
+    // The UAS registers from the port it will answer on (sipd calls the
+    // registration's source address).
+    let reg = sipp::run(
+        dir,
+        &args(&[
+            &server,
+            "-sf",
+            sipp::scenario("register.xml").to_str().unwrap(),
+            "-inf",
+            "uasreg.csv",
+            "-m",
+            "1",
+            "-i",
+            "127.0.0.1",
+            "-p",
+            &uas_port,
+            "-timeout",
+            "10",
+        ]),
+        Duration::from_secs(20),
+    );
+    assert_eq!(
+        reg.success, 1,
+        "UAS registration: {}\n{}",
+        reg.stdout, reg.errors
+    );
+    let _uas = sipp::Background::start(
+        dir,
+        &args(&[
+            "-sf",
+            sipp::scenario("uas.xml").to_str().unwrap(),
+            "-i",
+            "127.0.0.1",
+            "-p",
+            &uas_port,
+        ]),
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    let uac = sipp::run(
+        dir,
+        &args(&[
+            &server,
+            "-sf",
+            sipp::scenario("uac_auth.xml").to_str().unwrap(),
+            "-inf",
+            "uac.csv",
+            "-m",
+            "1000",
+            "-r",
+            "100",
+            "-l",
+            "300",
+            "-d",
+            "1000",
+            "-i",
+            "127.0.0.1",
+            "-p",
+            "0",
+            "-timeout",
+            "120",
+        ]),
+        Duration::from_secs(150),
+    );
+    assert_eq!(
+        uac.failed, 0,
+        "failed calls:\n{}\n{}",
+        uac.stdout, uac.errors
+    );
+    assert_eq!(uac.success, 1000, "{}\n{}", uac.stdout, uac.stderr);
+    // Every call leaves an ANSWERED CDR with about 1 s of talk.
+    let records = wait_for(Duration::from_secs(10), || {
+        let out = sipd.sipctl(&["cdr", "--json", "--last", "5000"]);
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
+        let r = v["records"].as_array()?.clone();
+        (r.len() >= 1000).then_some(r)
+    })
+    .expect("1,000 CDRs");
+    assert_eq!(records.len(), 1000);
+    for r in &records {
+        assert_eq!(r["disposition"], "ANSWERED", "{r}");
+        assert_eq!(r["caller"], "caller");
+        assert_eq!(r["target"], "uas");
+        let (billsec, duration) = (
+            r["billsec"].as_u64().unwrap(),
+            r["duration"].as_u64().unwrap(),
+        );
+        let (start, answer, end) = (
+            r["start"].as_u64().unwrap(),
+            r["answer"].as_u64().unwrap(),
+            r["end"].as_u64().unwrap(),
+        );
+        assert!(start <= answer && answer <= end, "{r}");
+        assert!(
+            (950..3000).contains(&(end - answer)),
+            "talk time {} ms: {r}",
+            end - answer
+        );
+        assert!(billsec <= duration && (0..=3).contains(&billsec), "{r}");
+    }
+    let out = sipd.sipctl(&["calls", "--json"]);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        v["calls"].as_array().unwrap().len(),
+        0,
+        "{}",
+        text(&out.stdout)
+    );
+}
