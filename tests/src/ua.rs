@@ -622,7 +622,13 @@ impl Ua {
     /// Send an INVITE to `uri`, answering the 407 challenge; returns the
     /// request actually sent with credentials (for building the dialog).
     pub fn invite(&mut self, uri: &str, secret: &str) -> Req {
+        self.invite_with(uri, secret, |r| r)
+    }
+
+    /// [`Ua::invite`] with the request adjusted by `f` first (extra headers).
+    pub fn invite_with(&mut self, uri: &str, secret: &str, f: impl FnOnce(Req) -> Req) -> Req {
         let req = self.request("INVITE", uri).body("application/sdp", b"v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 4000 RTP/AVP 0\r\n");
+        let req = f(req);
         self.send(&req);
         let ch = self
             .final_response(Duration::from_secs(5))
