@@ -54,6 +54,10 @@ pub struct Flags {
     #[arg(long = "nonce-expire", value_name = "SECS", default_value_t = 300,
           value_parser = clap::value_parser!(u64).range(1..=86_400))]
     pub nonce_expire: u64,
+    /// Threads reading each UDP socket
+    #[arg(long = "udp-threads", value_name = "N", default_value_t = 1,
+          value_parser = clap::value_parser!(u64).range(1..=64))]
+    pub udp_threads: u64,
 }
 
 fn digits(s: &str) -> Result<String, String> {

@@ -4,6 +4,12 @@ use std::process::ExitCode;
 
 use sipd::cli::{self, Flags};
 
+/// mimalloc instead of glibc malloc: a third of sipd's CPU time under load
+/// went to glibc's malloc/free (measured with perf, see bench/README.md).
+#[cfg(feature = "mimalloc")]
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let flags = match Flags::parse_seed(std::env::args()) {
         Ok(f) => f,

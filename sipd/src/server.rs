@@ -22,6 +22,20 @@ use crate::transport::{
 /// Interval of the core's timer tick.
 const TICK: Duration = Duration::from_millis(20);
 
+/// How often freed heap memory is handed back to the system.
+const TRIM_EVERY: Duration = Duration::from_secs(10);
+
+/// After a burst (a REGISTER flood, a benchmark) glibc keeps the freed
+/// memory of the transaction tables; give it back so that the resident
+/// size follows the real state.
+fn trim_heap() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only releases free memory of the allocator.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
 /// Everything the tasks share.
 pub struct Daemon {
     core: Mutex<Core>,
@@ -35,6 +49,7 @@ pub struct Daemon {
     reload_lock: Mutex<()>,
     store: Arc<Store>,
     weak: std::sync::OnceLock<std::sync::Weak<Daemon>>,
+    runtime: tokio::runtime::Handle,
 }
 
 /// Run sipd until SIGTERM/SIGINT. Errors are start-up errors, to be printed.
@@ -124,11 +139,14 @@ async fn serve(flags: Flags) -> Result<(), String> {
         reload_lock: Mutex::new(()),
         store: store.clone(),
         weak: std::sync::OnceLock::new(),
+        runtime: tokio::runtime::Handle::current(),
     });
     let _ = daemon.weak.set(Arc::downgrade(&daemon));
 
     let sink: Arc<dyn Sink> = daemon.clone();
-    transports.udp.spawn_receivers(sink.clone(), 2);
+    transports
+        .udp
+        .spawn_receivers(sink.clone(), flags.udp_threads as usize);
     transports.tcp.start(sink);
     tokio::spawn(crate::control::serve(ctl, daemon.clone()));
     {
@@ -136,11 +154,16 @@ async fn serve(flags: Flags) -> Result<(), String> {
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(TICK);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            let mut next_trim = Instant::now() + TRIM_EVERY;
             loop {
                 tick.tick().await;
+                if Instant::now() >= next_trim {
+                    next_trim = Instant::now() + TRIM_EVERY;
+                    trim_heap();
+                }
                 let mut out = Vec::new();
                 let pending = {
-                    let mut core = d.core.lock().unwrap();
+                    let mut core = d.core.lock().unwrap_or_else(|e| e.into_inner());
                     core.on_tick(Instant::now(), &mut out);
                     core.take_pending()
                 };
@@ -179,48 +202,71 @@ async fn serve(flags: Flags) -> Result<(), String> {
 
 impl Sink for Daemon {
     fn on_message(&self, data: &[u8], peer: Peer, oversized: bool) {
-        if let Some(d) = &self.transports.debug {
-            d.log(true, &peer, data);
-        }
-        let parsed = if oversized {
-            Err(crate::sip::ParseError::TooLarge)
-        } else {
-            match peer.transport {
-                Transport::Udp => Message::parse(data, &self.limits),
-                Transport::Tcp => Message::parse_stream(data, &self.limits),
-            }
-        };
+        self.handle_batch(&[(data, peer, oversized)]);
+    }
+
+    fn on_datagrams(&self, batch: &[crate::transport::udp::Datagram<'_>]) {
+        let items: Vec<(&[u8], Peer, bool)> = batch
+            .iter()
+            .map(|d| (d.data, d.peer, d.oversized))
+            .collect();
+        self.handle_batch(&items);
+    }
+}
+
+impl Daemon {
+    /// Parse a batch of received messages outside the lock, run them
+    /// through the core under one lock, then send what it produced.
+    fn handle_batch(&self, items: &[(&[u8], Peer, bool)]) {
         let mut out = Vec::new();
-        match parsed {
-            Ok(msg) => {
-                let pending = {
-                    let mut core = self.core.lock().unwrap();
-                    core.on_message(msg, peer, Instant::now(), &mut out);
-                    core.take_pending()
-                };
-                self.transports.send_all(out);
-                if !pending.is_empty() {
-                    if let Some(me) = self.me() {
-                        me.wait_pending(pending);
+        let mut parsed = Vec::with_capacity(items.len());
+        let mut malformed = 0;
+        for &(data, peer, oversized) in items {
+            if let Some(d) = &self.transports.debug {
+                d.log(true, &peer, data);
+            }
+            let result = if oversized {
+                Err(crate::sip::ParseError::TooLarge)
+            } else {
+                match peer.transport {
+                    Transport::Udp => Message::parse(data, &self.limits),
+                    Transport::Tcp => Message::parse_stream(data, &self.limits),
+                }
+            };
+            match result {
+                Ok(msg) => parsed.push((msg, peer)),
+                Err(e) => {
+                    if malformed::is_noise(data) {
+                        continue;
+                    }
+                    malformed += 1;
+                    tracing::debug!("malformed message from {peer}: {e}");
+                    if let Some(resp) = malformed::bad_request(data, &e) {
+                        out.push(Out {
+                            dest: peer,
+                            data: resp,
+                        });
                     }
                 }
-                return;
-            }
-            Err(e) => {
-                if malformed::is_noise(data) {
-                    return;
-                }
-                self.core.lock().unwrap().counters.malformed += 1;
-                tracing::debug!("malformed message from {peer}: {e}");
-                if let Some(resp) = malformed::bad_request(data, &e) {
-                    out.push(Out {
-                        dest: peer,
-                        data: resp,
-                    });
-                }
             }
         }
-        self.transports.send_all(out);
+        let pending = {
+            let mut core = self.core.lock().unwrap_or_else(|e| e.into_inner());
+            core.counters.malformed += malformed;
+            let now = Instant::now();
+            for (msg, peer) in parsed {
+                core.on_message(msg, peer, now, &mut out);
+            }
+            core.take_pending()
+        };
+        if !out.is_empty() {
+            self.transports.send_all(out);
+        }
+        if !pending.is_empty() {
+            if let Some(me) = self.me() {
+                me.wait_pending(pending);
+            }
+        }
     }
 }
 
@@ -234,7 +280,8 @@ impl Daemon {
     fn wait_pending(self: Arc<Self>, pending: Vec<Pending>) {
         for (rx, deferred) in pending {
             let d = self.clone();
-            tokio::spawn(async move {
+            // Called from UDP threads too: spawn on the runtime by handle.
+            self.runtime.spawn(async move {
                 let result = rx
                     .await
                     .unwrap_or_else(|_| Err("store writer stopped".into()));
@@ -263,7 +310,7 @@ impl Daemon {
             Err(e) => return Err(e.to_string()),
         };
         let clients = new.clients.len();
-        let mut core = self.core.lock().unwrap();
+        let mut core = self.core.lock().unwrap_or_else(|e| e.into_inner());
         let diff = core.config().diff(&new);
         core.set_config(Arc::new(new));
         Ok(proto::ReloadReport {
@@ -275,7 +322,7 @@ impl Daemon {
     }
 
     fn status(&self) -> proto::Status {
-        let core = self.core.lock().unwrap();
+        let core = self.core.lock().unwrap_or_else(|e| e.into_inner());
         let config = core.config();
         let mut listen = Vec::new();
         for a in self.transports.udp.local_addrs() {
@@ -382,7 +429,7 @@ fn cdr_of_row(r: crate::store::CdrRow) -> proto::Cdr {
 
 impl Daemon {
     fn regs(&self, name: Option<&str>) -> proto::Regs {
-        let core = self.core.lock().unwrap();
+        let core = self.core.lock().unwrap_or_else(|e| e.into_inner());
         let now = Instant::now();
         let mut bindings: Vec<proto::Binding> = core
             .registrar()
@@ -401,7 +448,7 @@ impl Daemon {
     }
 
     fn calls(&self) -> proto::Calls {
-        let core = self.core.lock().unwrap();
+        let core = self.core.lock().unwrap_or_else(|e| e.into_inner());
         let now = Instant::now();
         let mut calls: Vec<_> = core.calls().iter().collect();
         calls.sort_by_key(|c| c.started);
@@ -425,7 +472,7 @@ impl Daemon {
     async fn fwd(&self, who: &str, action: Option<proto::FwdAction>) -> Response {
         use crate::forwards::{Forwarding, Override, SetBy};
         let rx = {
-            let mut core = self.core.lock().unwrap();
+            let mut core = self.core.lock().unwrap_or_else(|e| e.into_inner());
             let config = core.config().clone();
             let matches = config.lookup(who);
             if matches.is_empty() {
@@ -468,7 +515,7 @@ impl Daemon {
         };
         match rx.await {
             Ok(Ok(())) => {
-                let core = self.core.lock().unwrap();
+                let core = self.core.lock().unwrap_or_else(|e| e.into_inner());
                 let config = core.config().clone();
                 Response::ok(Reply::Fwd(fwd_report(&core, &config.lookup(who))))
             }

@@ -623,6 +623,12 @@ fn load_forwards(conn: &Connection) -> rusqlite::Result<Vec<ForwardRow>> {
     Ok(out)
 }
 
+/// Pause of the writer after each batch: writes arriving meanwhile are
+/// queued without waking it (a futex wake and a context switch per
+/// REGISTER otherwise) and go into the next batch. Bounds how long a write
+/// waits to be committed (plus the batch itself).
+pub const PACE: std::time::Duration = std::time::Duration::from_millis(50);
+
 /// The writer thread: one batch per loop, until the handle is dropped and
 /// the queue is empty.
 fn writer_loop(mut conn: Connection, rx: mpsc::Receiver<Msg>, stats: &Stats, path: &Path) {
@@ -636,6 +642,7 @@ fn writer_loop(mut conn: Connection, rx: mpsc::Receiver<Msg>, stats: &Stats, pat
             }
         }
         process_batch(&mut conn, batch.drain(..), stats, path);
+        std::thread::sleep(PACE);
     }
 }
 

@@ -76,6 +76,10 @@ pub(crate) fn push_header_line(out: &mut String, name: &HeaderName, value: &str)
 }
 
 pub(crate) fn push_sanitized(out: &mut String, value: &str) {
+    if !value.bytes().any(|b| b == b'\r' || b == b'\n') {
+        out.push_str(value);
+        return;
+    }
     for c in value.chars() {
         out.push(if c == '\r' || c == '\n' { ' ' } else { c });
     }

@@ -67,9 +67,8 @@ impl ClientTx {
             timers.push((now + T1, TimerKind::Retransmit, 0));
         }
         timers.push((now + T64, TimerKind::Timeout, 0));
-        if invite {
-            timers.push((now + TIMER_C, TimerKind::C, 0));
-        }
+        // Timer C starts with the first provisional response: before it,
+        // timer B (and the proxy's no-response timer) apply.
         let tx = ClientTx {
             id,
             owner,
@@ -116,47 +115,37 @@ impl ClientTx {
     /// A CANCEL for this INVITE (RFC 3261 §9.1): same Request-URI, top Via,
     /// Call-ID, From, To, Route and CSeq number.
     pub fn build_cancel(&self) -> Option<Vec<u8>> {
-        let req = Message::parse(&self.data, &Limits::default()).ok()?;
-        let mut b = RequestBuilder::new(&Method::Cancel, req.request_uri()?).header(
-            HeaderName::Via,
-            req.headers(&HeaderName::Via)
-                .next()?
-                .split(',')
-                .next()?
-                .trim(),
-        );
-        for r in req.headers(&HeaderName::Route) {
-            b = b.header(HeaderName::Route, r);
-        }
-        b = b
-            .header(HeaderName::MaxForwards, "70")
-            .header(HeaderName::From, req.header(&HeaderName::From)?)
-            .header(HeaderName::To, req.header(&HeaderName::To)?)
-            .header(HeaderName::CallId, req.call_id())
-            .header(HeaderName::CSeq, &format!("{} CANCEL", req.cseq().seq));
-        Some(b.build())
+        self.hop_request(Method::Cancel, None)
     }
 
-    /// ACK for a non-2xx final response (RFC 3261 §17.1.1.3).
+    /// ACK for a non-2xx final response (RFC 3261 §17.1.1.3): as the
+    /// CANCEL, with the response's To (its tag).
     fn build_ack(&self, resp: &Message) -> Option<Vec<u8>> {
+        self.hop_request(Method::Ack, Some(resp.header(&HeaderName::To)?))
+    }
+
+    /// A request of this transaction's hop (CANCEL, ACK for non-2xx) built
+    /// from the INVITE as sent; `to` replaces its To.
+    fn hop_request(&self, method: Method, to: Option<&str>) -> Option<Vec<u8>> {
         let req = Message::parse(&self.data, &Limits::default()).ok()?;
-        let mut b = RequestBuilder::new(&Method::Ack, req.request_uri()?).header(
-            HeaderName::Via,
-            req.headers(&HeaderName::Via)
-                .next()?
-                .split(',')
-                .next()?
-                .trim(),
-        );
+        let top_via = req
+            .headers(&HeaderName::Via)
+            .next()?
+            .split(',')
+            .next()?
+            .trim();
+        let mut b =
+            RequestBuilder::new(&method, req.request_uri()?).header(HeaderName::Via, top_via);
         for r in req.headers(&HeaderName::Route) {
             b = b.header(HeaderName::Route, r);
         }
+        let cseq = format!("{} {method}", req.cseq().seq);
         b = b
             .header(HeaderName::MaxForwards, "70")
             .header(HeaderName::From, req.header(&HeaderName::From)?)
-            .header(HeaderName::To, resp.header(&HeaderName::To)?)
+            .header(HeaderName::To, to.or(req.header(&HeaderName::To))?)
             .header(HeaderName::CallId, req.call_id())
-            .header(HeaderName::CSeq, &format!("{} ACK", req.cseq().seq));
+            .header(HeaderName::CSeq, &cseq);
         Some(b.build())
     }
 
@@ -198,7 +187,8 @@ impl ClientTx {
                     self.c_gen += 1;
                     if code < 300 {
                         self.state = ClientState::Accepted;
-                        timers.push((now + T64, TimerKind::Terminate, self.gen));
+                        // Timer M (RFC 6026), shortened like timer J.
+                        timers.push((now + super::ACCEPTED_LINGER, TimerKind::Terminate, self.gen));
                     } else {
                         self.state = ClientState::Completed;
                         self.ack = self.build_ack(&msg);
@@ -208,10 +198,11 @@ impl ClientTx {
                                 data: ack.clone(),
                             });
                         }
+                        // Timer D, shortened like timer J.
                         let d = if reliable {
                             now
                         } else {
-                            now + Duration::from_secs(32)
+                            now + super::ACCEPTED_LINGER
                         };
                         timers.push((d, TimerKind::Terminate, self.gen));
                     }

@@ -33,8 +33,9 @@ pub(crate) enum TimerOutcome {
 pub struct ServerTx {
     pub id: TxId,
     pub(crate) key: ServerKey,
-    /// The request as received.
-    pub req: Arc<Message>,
+    /// The request as received; dropped once a final response is sent
+    /// (only the response is needed then, for retransmissions).
+    pub req: Option<Arc<Message>>,
     /// Where it came from.
     pub peer: Peer,
     /// Where responses go.
@@ -67,7 +68,7 @@ impl ServerTx {
         ServerTx {
             id,
             key,
-            req,
+            req: Some(req),
             peer,
             resp_dest,
             resp_via,
@@ -107,7 +108,10 @@ impl ServerTx {
         headers: &[(HeaderName, &str)],
         body: Option<(&str, &[u8])>,
     ) -> Vec<u8> {
-        let mut b = ResponseBuilder::new(&self.req, code, reason)
+        let Some(req) = &self.req else {
+            return Vec::new();
+        };
+        let mut b = ResponseBuilder::new(req, code, reason)
             .top_via(&self.resp_via)
             .header(
                 HeaderName::Server,
@@ -165,6 +169,12 @@ impl ServerTx {
             data: data.clone(),
         });
         self.last_code = code;
+        if code >= 200 {
+            // Keep only what answering retransmissions needs.
+            self.req = None;
+            self.resp_via = String::new();
+            self.to_tag = String::new();
+        }
         let reliable = reliable(self.resp_dest.transport);
         self.gen += 1;
         if code < 200 {
@@ -173,7 +183,8 @@ impl ServerTx {
         } else if self.invite && code < 300 {
             self.state = ServerState::Accepted;
             self.last = None;
-            timers.push((now + T64, TimerKind::Terminate, self.gen));
+            // Timer L (RFC 6026), shortened like timer J.
+            timers.push((now + super::ACCEPTED_LINGER, TimerKind::Terminate, self.gen));
         } else if self.invite {
             self.state = ServerState::Completed;
             self.last = Some(data);
@@ -186,8 +197,14 @@ impl ServerTx {
         } else {
             self.state = ServerState::Completed;
             self.last = Some(data);
-            // Timer J.
-            let j = if reliable { now } else { now + T64 };
+            // Timer J, shortened from 64*T1 to T4 as Kamailio's tm does
+            // (wait timer, 5 s): a late retransmission of a non-INVITE
+            // request is then simply processed again.
+            let j = if reliable {
+                now
+            } else {
+                now + super::NON_INVITE_LINGER
+            };
             timers.push((j, TimerKind::Terminate, self.gen));
         }
         timers

@@ -54,6 +54,13 @@ pub trait Sink: Send + Sync + 'static {
     /// One datagram (UDP) or one message framed by Content-Length (TCP).
     /// `oversized`: a datagram larger than the SIP message limit.
     fn on_message(&self, data: &[u8], peer: Peer, oversized: bool);
+
+    /// Several datagrams read at once (UDP).
+    fn on_datagrams(&self, batch: &[udp::Datagram<'_>]) {
+        for d in batch {
+            self.on_message(d.data, d.peer, d.oversized);
+        }
+    }
 }
 
 /// Id of one TCP connection.
@@ -97,13 +104,21 @@ impl Transports {
     /// Send everything the core produced. Never blocks the caller for long:
     /// UDP sends are non-blocking, TCP sends are queued to the connection's writer.
     pub fn send_all(&self, outs: Vec<Out>) {
-        for out in outs {
-            if let Some(d) = &self.debug {
+        if let Some(d) = &self.debug {
+            for out in &outs {
                 d.log(false, &out.dest, &out.data);
             }
-            match out.dest.transport {
-                Transport::Udp => self.udp.send(out.dest.addr, &out.data),
-                Transport::Tcp => self.tcp.send(out.dest, out.data),
+        }
+        let udp: Vec<&Out> = outs
+            .iter()
+            .filter(|o| o.dest.transport == Transport::Udp)
+            .collect();
+        if !udp.is_empty() {
+            self.udp.send_many(&udp);
+        }
+        for out in outs {
+            if out.dest.transport == Transport::Tcp {
+                self.tcp.send(out.dest, out.data);
             }
         }
     }

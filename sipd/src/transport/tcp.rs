@@ -1,19 +1,23 @@
-//! TCP: a listener per address, one reader and one writer task per
-//! connection, messages framed by Content-Length. Connections ("flows") are
-//! kept in a table by id and by remote address so that requests to a client
-//! registered over TCP go back over its own connection. The table is bounded
-//! and idle connections are closed.
+//! TCP: a listener per address; per connection a reader task (framing by
+//! Content-Length) and a writer task (queue bounded in bytes, writes with a
+//! timeout). Connections ("flows") are kept in a table by id and by remote
+//! address so that requests to a client registered over TCP go back over its
+//! own connection. The table is bounded overall and per remote IP; a
+//! connection must deliver a first message within a fixed time after it is
+//! opened, and idle ones are closed.
 
 use std::collections::HashMap;
 use std::io;
-use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, Notify};
+use tokio::time::Instant;
 
 use super::{canonical, FlowId, Peer, Sink, Transport};
 use crate::sip::{frame_stream, Limits, StreamFrame};
@@ -22,12 +26,18 @@ use crate::sip::{frame_stream, Limits, StreamFrame};
 #[derive(Clone, Debug)]
 pub struct TcpLimits {
     pub max_connections: usize,
-    /// A connection that has not sent a complete message within this time is closed.
+    /// Accepted connections from one IP address.
+    pub max_per_ip: usize,
+    /// A connection that has not sent a complete message this long after
+    /// it was opened is closed (keep-alives do not count).
     pub first_message_timeout: Duration,
-    /// A connection idle (nothing read or written) for this long is closed.
+    /// A connection from which nothing was read for this long is closed.
     pub idle_timeout: Duration,
-    /// Messages queued for a peer that does not read; beyond it the connection is closed.
-    pub max_queued: usize,
+    /// Bytes queued for a peer that does not read; beyond them the
+    /// connection is closed.
+    pub max_queued_bytes: usize,
+    /// One write may take this long; then the connection is closed.
+    pub write_timeout: Duration,
     pub connect_timeout: Duration,
 }
 
@@ -35,9 +45,11 @@ impl Default for TcpLimits {
     fn default() -> Self {
         TcpLimits {
             max_connections: 4096,
+            max_per_ip: 128,
             first_message_timeout: Duration::from_secs(30),
             idle_timeout: Duration::from_secs(2 * 3600 + 300),
-            max_queued: 1024,
+            max_queued_bytes: 256 * 1024,
+            write_timeout: Duration::from_secs(10),
             connect_timeout: Duration::from_secs(5),
         }
     }
@@ -45,13 +57,17 @@ impl Default for TcpLimits {
 
 struct Flow {
     addr: SocketAddr,
-    tx: mpsc::Sender<Vec<u8>>,
+    tx: mpsc::UnboundedSender<Vec<u8>>,
+    queued: Arc<AtomicUsize>,
+    close: Arc<Notify>,
+    inbound: bool,
 }
 
 #[derive(Default)]
 struct Table {
     by_id: HashMap<FlowId, Flow>,
     by_addr: HashMap<SocketAddr, FlowId>,
+    per_ip: HashMap<IpAddr, usize>,
 }
 
 pub struct Tcp {
@@ -61,7 +77,7 @@ pub struct Tcp {
     next_id: AtomicU64,
     sink: OnceLock<Arc<dyn Sink>>,
     limits: TcpLimits,
-    /// Connections refused because the table was full.
+    /// Connections refused because a table limit was reached.
     pub refused: AtomicU64,
 }
 
@@ -99,20 +115,25 @@ impl Tcp {
     }
 
     pub fn connections(&self) -> usize {
-        self.table.lock().unwrap().by_id.len()
+        self.table
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .by_id
+            .len()
     }
 
     /// Start accepting; received messages go to `sink`.
     pub fn start(self: &Arc<Self>, sink: Arc<dyn Sink>) {
         let _ = self.sink.set(sink);
-        let listeners = std::mem::take(&mut *self.listeners.lock().unwrap());
+        let listeners =
+            std::mem::take(&mut *self.listeners.lock().unwrap_or_else(|e| e.into_inner()));
         for l in listeners {
             let me = self.clone();
             tokio::spawn(async move {
                 loop {
                     match l.accept().await {
                         Ok((stream, from)) => {
-                            me.clone().adopt(stream, canonical(from));
+                            me.clone().adopt(stream, canonical(from), true);
                         }
                         Err(e) => {
                             // EMFILE and friends: back off instead of spinning.
@@ -130,51 +151,78 @@ impl Tcp {
         self: Arc<Self>,
         stream: TcpStream,
         addr: SocketAddr,
-    ) -> Option<(FlowId, mpsc::Sender<Vec<u8>>)> {
+        inbound: bool,
+    ) -> Option<FlowId> {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        let (tx, rx) = mpsc::channel::<Vec<u8>>(self.limits.max_queued);
+        let (tx, rx) = mpsc::unbounded_channel::<Vec<u8>>();
+        let queued = Arc::new(AtomicUsize::new(0));
+        let close = Arc::new(Notify::new());
         {
-            let mut t = self.table.lock().unwrap();
-            if t.by_id.len() >= self.limits.max_connections {
+            let mut t = self.table.lock().unwrap_or_else(|e| e.into_inner());
+            let from_ip = t.per_ip.get(&addr.ip()).copied().unwrap_or(0);
+            if t.by_id.len() >= self.limits.max_connections
+                || (inbound && from_ip >= self.limits.max_per_ip)
+            {
                 self.refused.fetch_add(1, Ordering::Relaxed);
-                tracing::warn!("tcp: refusing {addr}: {} connections open", t.by_id.len());
+                tracing::warn!(
+                    "tcp: refusing {addr}: {} connections open, {from_ip} from its address",
+                    t.by_id.len()
+                );
                 return None;
             }
             t.by_id.insert(
                 id,
                 Flow {
                     addr,
-                    tx: tx.clone(),
+                    tx,
+                    queued: queued.clone(),
+                    close: close.clone(),
+                    inbound,
                 },
             );
             t.by_addr.insert(addr, id);
+            if inbound {
+                *t.per_ip.entry(addr.ip()).or_insert(0) += 1;
+            }
         }
         let _ = stream.set_nodelay(true);
         let (reader, writer) = stream.into_split();
         let me = self.clone();
+        let writer_close = close.clone();
+        let write_timeout = self.limits.write_timeout;
         tokio::spawn(async move {
-            me.run(id, addr, reader, writer, rx).await;
+            write_loop(writer, rx, queued, write_timeout).await;
+            // A failed or stuck write ends the connection.
+            writer_close.notify_one();
+        });
+        tokio::spawn(async move {
+            tokio::select! {
+                _ = me.read_loop(id, addr, reader) => {}
+                _ = close.notified() => tracing::debug!("tcp {addr}: closed by the writer"),
+            }
             me.forget(id, addr);
         });
-        Some((id, tx))
+        Some(id)
     }
 
     fn forget(&self, id: FlowId, addr: SocketAddr) {
-        let mut t = self.table.lock().unwrap();
-        t.by_id.remove(&id);
+        let mut t = self.table.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(flow) = t.by_id.remove(&id) {
+            if flow.inbound {
+                if let Some(n) = t.per_ip.get_mut(&addr.ip()) {
+                    *n = n.saturating_sub(1);
+                    if *n == 0 {
+                        t.per_ip.remove(&addr.ip());
+                    }
+                }
+            }
+        }
         if t.by_addr.get(&addr) == Some(&id) {
             t.by_addr.remove(&addr);
         }
     }
 
-    async fn run(
-        &self,
-        id: FlowId,
-        addr: SocketAddr,
-        mut reader: tokio::net::tcp::OwnedReadHalf,
-        mut writer: tokio::net::tcp::OwnedWriteHalf,
-        mut rx: mpsc::Receiver<Vec<u8>>,
-    ) {
+    async fn read_loop(&self, id: FlowId, addr: SocketAddr, mut reader: OwnedReadHalf) {
         let limits = Limits::default();
         let peer = Peer {
             transport: Transport::Tcp,
@@ -183,91 +231,98 @@ impl Tcp {
         };
         let mut buf: Vec<u8> = Vec::with_capacity(4096);
         let mut chunk = vec![0u8; 16 * 1024];
+        let first_deadline = Instant::now() + self.limits.first_message_timeout;
         let mut seen_message = false;
         loop {
-            let timeout = if seen_message {
-                self.limits.idle_timeout
+            let deadline = if seen_message {
+                Instant::now() + self.limits.idle_timeout
             } else {
-                self.limits.first_message_timeout
+                first_deadline
             };
-            tokio::select! {
-                r = tokio::time::timeout(timeout, reader.read(&mut chunk)) => {
-                    let n = match r {
-                        Err(_) => { tracing::debug!("tcp {addr}: idle, closing"); return; }
-                        Ok(Err(e)) => { tracing::debug!("tcp {addr}: {e}"); return; }
-                        Ok(Ok(0)) => return,
-                        Ok(Ok(n)) => n,
-                    };
-                    buf.extend_from_slice(&chunk[..n]);
-                    loop {
-                        match frame_stream(&buf, &limits) {
-                            Ok(StreamFrame::Incomplete) => break,
-                            Ok(StreamFrame::KeepAlive(k)) => {
-                                // RFC 5626 §4.4.1: answer a double-CRLF ping with a CRLF pong.
-                                let ping = buf[..k].windows(4).any(|w| w == b"\r\n\r\n");
-                                buf.drain(..k);
-                                if ping && writer.write_all(b"\r\n").await.is_err() {
-                                    return;
-                                }
-                            }
-                            Ok(StreamFrame::Message(len)) => {
-                                seen_message = true;
-                                if let Some(sink) = self.sink.get() {
-                                    sink.on_message(&buf[..len], peer, false);
-                                }
-                                buf.drain(..len);
-                            }
-                            Err(e) => {
-                                // The stream cannot be resynchronised: hand what we
-                                // have to the sink (it answers 400 if it can), close.
-                                tracing::debug!("tcp {addr}: framing error {e}, closing");
-                                if let Some(sink) = self.sink.get() {
-                                    let end = buf.len().min(limits.max_message);
-                                    sink.on_message(&buf[..end], peer, true);
-                                }
-                                // Let the writer flush the 400 before closing.
-                                tokio::time::sleep(Duration::from_millis(50)).await;
-                                while let Ok(data) = rx.try_recv() {
-                                    let _ = writer.write_all(&data).await;
-                                }
-                                return;
-                            }
+            let n = match tokio::time::timeout_at(deadline, reader.read(&mut chunk)).await {
+                Err(_) => {
+                    tracing::debug!("tcp {addr}: no message in time, closing");
+                    return;
+                }
+                Ok(Err(e)) => {
+                    tracing::debug!("tcp {addr}: {e}");
+                    return;
+                }
+                Ok(Ok(0)) => return,
+                Ok(Ok(n)) => n,
+            };
+            buf.extend_from_slice(&chunk[..n]);
+            loop {
+                match frame_stream(&buf, &limits) {
+                    Ok(StreamFrame::Incomplete) => break,
+                    Ok(StreamFrame::KeepAlive(k)) => {
+                        // RFC 5626 §4.4.1: answer a double-CRLF ping with a CRLF pong.
+                        let ping = buf[..k].windows(4).any(|w| w == b"\r\n\r\n");
+                        buf.drain(..k);
+                        if ping {
+                            self.queue(id, b"\r\n".to_vec());
                         }
                     }
-                }
-                msg = rx.recv() => {
-                    match msg {
-                        Some(data) => {
-                            if let Err(e) = writer.write_all(&data).await {
-                                tracing::debug!("tcp {addr}: write: {e}");
-                                return;
-                            }
+                    Ok(StreamFrame::Message(len)) => {
+                        seen_message = true;
+                        if let Some(sink) = self.sink.get() {
+                            sink.on_message(&buf[..len], peer, false);
                         }
-                        None => return,
+                        buf.drain(..len);
+                    }
+                    Err(e) => {
+                        // The stream cannot be resynchronised: hand what we
+                        // have to the sink (it answers 400 if it can), close
+                        // once the answer is written.
+                        tracing::debug!("tcp {addr}: framing error {e}, closing");
+                        if let Some(sink) = self.sink.get() {
+                            let end = buf.len().min(limits.max_message);
+                            sink.on_message(&buf[..end], peer, true);
+                        }
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                        return;
                     }
                 }
             }
         }
     }
 
+    /// Queue bytes on a flow; a peer that does not read loses its connection.
+    fn queue(&self, id: FlowId, data: Vec<u8>) -> bool {
+        let t = self.table.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(flow) = t.by_id.get(&id) else {
+            return false;
+        };
+        let len = data.len();
+        if flow.queued.load(Ordering::Relaxed) + len > self.limits.max_queued_bytes {
+            tracing::warn!(
+                "tcp {}: {} bytes queued, peer not reading: closing",
+                flow.addr,
+                flow.queued.load(Ordering::Relaxed)
+            );
+            flow.close.notify_one();
+            return false;
+        }
+        flow.queued.fetch_add(len, Ordering::Relaxed);
+        if flow.tx.send(data).is_err() {
+            flow.queued.fetch_sub(len, Ordering::Relaxed);
+            return false;
+        }
+        true
+    }
+
     /// Queue a message for `dest`: over its flow if still open, else over
     /// any connection to its address, else over a new connection.
     pub fn send(self: &Arc<Self>, dest: Peer, data: Vec<u8>) {
-        let tx = {
-            let t = self.table.lock().unwrap();
+        let id = {
+            let t = self.table.lock().unwrap_or_else(|e| e.into_inner());
             dest.flow
-                .and_then(|id| t.by_id.get(&id))
-                .or_else(|| t.by_addr.get(&dest.addr).and_then(|id| t.by_id.get(id)))
-                .map(|f| f.tx.clone())
+                .filter(|id| t.by_id.contains_key(id))
+                .or_else(|| t.by_addr.get(&dest.addr).copied())
         };
-        match tx {
-            Some(tx) => {
-                if let Err(e) = tx.try_send(data) {
-                    // Full queue: the peer does not read. Dropping the
-                    // message is what UDP would do; the transaction layer
-                    // times out.
-                    tracing::debug!("tcp {}: {e}", dest.addr);
-                }
+        match id {
+            Some(id) => {
+                self.queue(id, data);
             }
             None => {
                 let me = self.clone();
@@ -288,8 +343,8 @@ impl Tcp {
                             return;
                         }
                     };
-                    if let Some((_, tx)) = me.clone().adopt(stream, dest.addr) {
-                        let _ = tx.try_send(data);
+                    if let Some(id) = me.clone().adopt(stream, dest.addr, false) {
+                        me.queue(id, data);
                     }
                 });
             }
@@ -298,11 +353,44 @@ impl Tcp {
 
     /// Is this flow still open?
     pub fn is_open(&self, id: FlowId) -> bool {
-        self.table.lock().unwrap().by_id.contains_key(&id)
+        self.table
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .by_id
+            .contains_key(&id)
     }
 
     /// The remote address of a flow.
     pub fn flow_addr(&self, id: FlowId) -> Option<SocketAddr> {
-        self.table.lock().unwrap().by_id.get(&id).map(|f| f.addr)
+        self.table
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .by_id
+            .get(&id)
+            .map(|f| f.addr)
+    }
+}
+
+async fn write_loop(
+    mut writer: OwnedWriteHalf,
+    mut rx: mpsc::UnboundedReceiver<Vec<u8>>,
+    queued: Arc<AtomicUsize>,
+    timeout: Duration,
+) {
+    while let Some(data) = rx.recv().await {
+        let len = data.len();
+        let r = tokio::time::timeout(timeout, writer.write_all(&data)).await;
+        queued.fetch_sub(len, Ordering::Relaxed);
+        match r {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                tracing::debug!("tcp write: {e}");
+                return;
+            }
+            Err(_) => {
+                tracing::debug!("tcp write: timed out");
+                return;
+            }
+        }
     }
 }
