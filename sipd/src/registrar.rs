@@ -31,9 +31,29 @@ pub struct Binding {
     pub user_agent: String,
     pub call_id: String,
     pub cseq: u32,
+    /// The expiry the store holds for this binding (it is not rewritten on
+    /// every refresh, see [`Binding::worth_storing`]).
+    pub stored_expires: u64,
 }
 
 impl Binding {
+    /// Does this new binding need a store write, given the previous one?
+    /// A refresh from the same place with the same contact is written only
+    /// when the stored expiry lags by more than a quarter of the lifetime:
+    /// after a crash a restored binding may then expire that much early,
+    /// and a refresh flood does not become a write flood.
+    pub fn worth_storing(&self, prev: Option<&Binding>, lifetime: u64) -> bool {
+        match prev {
+            None => true,
+            Some(p) => {
+                p.contact != self.contact
+                    || p.source != self.source
+                    || p.user_agent != self.user_agent
+                    || self.expires_unix.saturating_sub(p.stored_expires) > lifetime / 4
+            }
+        }
+    }
+
     pub fn remaining(&self, now: Instant) -> u64 {
         self.expires_at.saturating_duration_since(now).as_secs()
     }
@@ -139,6 +159,7 @@ pub fn process(
         user_agent,
         call_id: msg.call_id().to_string(),
         cseq: msg.cseq().seq,
+        stored_expires: now_unix + u64::from(expires),
     })
 }
 
@@ -146,6 +167,8 @@ pub fn process(
 #[derive(Default)]
 pub struct Registrar {
     bindings: HashMap<String, Binding>,
+    /// Source address → client name (requests from / to a known client).
+    by_source: HashMap<SocketAddr, String>,
 }
 
 impl Registrar {
@@ -170,11 +193,26 @@ impl Registrar {
     }
 
     pub fn insert(&mut self, b: Binding) {
+        if let Some(old) = self.bindings.get(&b.name) {
+            if self.by_source.get(&old.source.addr) == Some(&old.name) {
+                self.by_source.remove(&old.source.addr);
+            }
+        }
+        self.by_source.insert(b.source.addr, b.name.clone());
         self.bindings.insert(b.name.clone(), b);
     }
 
     pub fn remove(&mut self, name: &str) -> Option<Binding> {
-        self.bindings.remove(name)
+        let b = self.bindings.remove(name)?;
+        if self.by_source.get(&b.source.addr).map(String::as_str) == Some(name) {
+            self.by_source.remove(&b.source.addr);
+        }
+        Some(b)
+    }
+
+    /// The binding registered from this transport address.
+    pub fn by_source(&self, addr: SocketAddr) -> Option<&Binding> {
+        self.by_source.get(&addr).and_then(|n| self.bindings.get(n))
     }
 
     /// Remove expired bindings; returns their names.
@@ -186,7 +224,7 @@ impl Registrar {
             .map(|b| b.name.clone())
             .collect();
         for n in &gone {
-            self.bindings.remove(n);
+            self.remove(n);
         }
         gone
     }
@@ -201,7 +239,7 @@ impl Registrar {
             .cloned()
             .collect();
         for n in &gone {
-            self.bindings.remove(n);
+            self.remove(n);
         }
         gone
     }
@@ -238,6 +276,7 @@ impl Registrar {
                 user_agent: r.user_agent.clone(),
                 call_id: r.call_id.clone(),
                 cseq: r.cseq,
+                stored_expires: r.expires_at,
             });
             n += 1;
         }

@@ -456,3 +456,44 @@ fn unknown_and_unregistered_targets() {
     let req = alice.request("INVITE", &format!("sip:bob@{}", p.sipd.addr));
     assert_eq!(alice.transact(&req).unwrap().status(), Some(407));
 }
+
+#[test]
+fn in_dialog_request_from_a_strict_router() {
+    let p = pbx();
+    let mut alice = phone(&p, "alice", false);
+    let mut bob = phone(&p, "bob", false);
+    let (d, _, _) = establish(
+        &mut alice,
+        &mut bob,
+        &format!("sip:bob@{}", p.sipd.addr),
+        "alice-pw",
+    );
+    // RFC 2543 strict routing: the first route (sipd's Record-Route URI)
+    // becomes the Request-URI, the remote target the last Route.
+    let mut strict = d.clone();
+    let first = strict.routes.remove(0);
+    let rr_uri = first
+        .trim_start_matches('<')
+        .split('>')
+        .next()
+        .unwrap()
+        .to_string();
+    strict.routes.push(format!("<{}>", d.target));
+    strict.target = rr_uri;
+    let bye = alice.in_dialog(&mut strict, "BYE");
+    alice.send(&bye);
+    let got = bob.expect_request("BYE", S);
+    assert_eq!(
+        got.request_uri(),
+        Some(d.target.as_str()),
+        "{}",
+        text(got.raw())
+    );
+    assert!(
+        got.header(&HeaderName::Route).is_none(),
+        "{}",
+        text(got.raw())
+    );
+    bob.respond(&got, 200, "OK", "");
+    alice.expect_status(200, S);
+}

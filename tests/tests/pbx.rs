@@ -243,15 +243,29 @@ fn pickup_with_replaces_sends_replaces_to_the_caller() {
     let pick = foo.invite(&format!("sip:*11@{}", s.sipd.addr), "abc");
     let got = siphone1.expect_request("INVITE", S);
     assert_eq!(got.call_id(), pick.get("Call-ID").unwrap());
+    // RFC 3891 §3: to-tag is the recipient's own (local) tag, from-tag the remote one.
     let want = format!(
-        "{};to-tag=bartag;from-tag={};early-only",
+        "{};to-tag={};from-tag=bartag;early-only",
         inv.get("Call-ID").unwrap(),
         siphone1.tag
     );
     assert_eq!(got.header(&HeaderName::Replaces), Some(want.as_str()));
-    // The caller accepts: foo is connected to siphone1.
+    // The caller accepts: foo is connected to siphone1, and that is a call.
     siphone1.respond(&got, 200, "OK", "s1");
     foo.expect_status(200, S);
+    let answered = wait_for(S, || {
+        let proto::Reply::Calls(c) = s.sipd.ctl(proto::Command::Calls).into_result().unwrap()
+        else {
+            panic!()
+        };
+        c.calls
+            .into_iter()
+            .find(|c| c.call_id == pick.get("Call-ID").unwrap() && c.state == "answered")
+    });
+    assert_eq!(
+        answered.map(|c| (c.caller, c.target)),
+        Some(("foo".to_string(), "siphone1".to_string()))
+    );
 }
 
 #[test]

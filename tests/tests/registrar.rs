@@ -345,3 +345,22 @@ fn expired_nonce_gets_stale_true() {
         .unwrap();
     assert_eq!(r.status(), Some(403), "{}", text(r.raw()));
 }
+
+#[test]
+fn password_guessing_is_cut_off_per_address() {
+    let sipd = Sipd::start(CONF);
+    let mut mallory = Ua::udp(sipd.addr, "alice");
+    for i in 0..20 {
+        assert_eq!(
+            mallory.register(&format!("guess{i}"), 60).status(),
+            Some(403)
+        );
+    }
+    // The right password no longer helps from this address for a while...
+    assert_eq!(mallory.register("wonderland", 60).status(), Some(403));
+    assert!(regs(&sipd).is_empty());
+    // ... while the same client elsewhere is not affected (another loopback address).
+    let elsewhere: std::net::SocketAddr = "127.0.0.2:0".parse().unwrap();
+    let mut alice = Ua::udp_at(elsewhere, sipd.addr, "alice");
+    assert_eq!(alice.register("wonderland", 60).status(), Some(200));
+}

@@ -48,6 +48,7 @@
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::sync::Arc;
 
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 use regex::Regex;
@@ -131,6 +132,9 @@ pub(super) fn build(text: &str, opts: &Options) -> Result<Config, ConfigErrors> 
 
     let mut general: Option<General> = None;
     let mut drafts: Vec<Draft> = Vec::new();
+    // Clients share compiled dialplans: a regex per client would cost
+    // megabytes and most of the parse time with thousands of clients.
+    let mut regexes: HashMap<String, Arc<Regex>> = HashMap::new();
     let mut seen: HashMap<&str, usize> = HashMap::new();
     for section in &sections {
         let first = seen.get(section.name).copied();
@@ -157,7 +161,7 @@ pub(super) fn build(text: &str, opts: &Options) -> Result<Config, ConfigErrors> 
                 false
             }
         };
-        let draft = parse_client(section, opts, &mut errors);
+        let draft = parse_client(section, opts, &mut errors, &mut regexes);
         if name_ok && first.is_none() {
             drafts.push(draft);
         }
@@ -325,7 +329,12 @@ fn parse_digest(value: &str) -> Result<Vec<crate::auth::Algorithm>, String> {
     Ok(algs)
 }
 
-fn parse_client(section: &Section, opts: &Options, errors: &mut Errors) -> Draft {
+fn parse_client(
+    section: &Section,
+    opts: &Options,
+    errors: &mut Errors,
+    regexes: &mut HashMap<String, Arc<Regex>>,
+) -> Draft {
     let canonical = |key: &str| match key {
         "acl" => Some("permit"),
         key => CLIENT_KEYS.iter().copied().find(|&k| k == key),
@@ -406,7 +415,7 @@ fn parse_client(section: &Section, opts: &Options, errors: &mut Errors) -> Draft
         }
     }
     if let Some(&(line, src)) = keys.get("dialplan") {
-        match Regex::new(src) {
+        match compile(src, regexes) {
             Ok(re) => {
                 client.dialplan = re;
                 client.dialplan_src = src.to_string();
@@ -418,7 +427,7 @@ fn parse_client(section: &Section, opts: &Options, errors: &mut Errors) -> Draft
         }
     } else if let Some(src) = preset {
         // A preset is built from digit codes: it always compiles.
-        if let Ok(re) = Regex::new(&src) {
+        if let Ok(re) = compile(&src, regexes) {
             client.dialplan = re;
             client.dialplan_src = src;
         }
@@ -442,8 +451,20 @@ fn parse_client(section: &Section, opts: &Options, errors: &mut Errors) -> Draft
     }
 }
 
-fn any_number() -> Regex {
-    Regex::new(".+").expect("constant regex")
+fn any_number() -> Arc<Regex> {
+    static ANY: std::sync::OnceLock<Arc<Regex>> = std::sync::OnceLock::new();
+    ANY.get_or_init(|| Arc::new(Regex::new(".+").expect("constant regex")))
+        .clone()
+}
+
+/// Compile a dialplan once per distinct source.
+fn compile(src: &str, cache: &mut HashMap<String, Arc<Regex>>) -> Result<Arc<Regex>, regex::Error> {
+    if let Some(re) = cache.get(src) {
+        return Ok(re.clone());
+    }
+    let re = Arc::new(Regex::new(src)?);
+    cache.insert(src.to_string(), re.clone());
+    Ok(re)
 }
 
 /// The one line of a regex error that says what is wrong.

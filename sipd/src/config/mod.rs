@@ -121,7 +121,9 @@ pub struct Client {
     pub prefix: Option<String>,
     pub callerid: Option<CallerId>,
     /// Compiled `dialplan`, or the `context` preset, or `.+`.
-    pub dialplan: Regex,
+    /// Shared between clients with the same source (one compiled program
+    /// and one cache pool, not one per client).
+    pub dialplan: std::sync::Arc<Regex>,
     /// The source of `dialplan` (for display).
     pub dialplan_src: String,
     /// `exten.long` normalised with the config's country and city codes.

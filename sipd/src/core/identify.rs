@@ -9,7 +9,6 @@ use super::Core;
 use crate::auth::Verdict;
 use crate::sip::auth::AuthParams;
 use crate::sip::{HeaderName, Message};
-use crate::transaction::TxId;
 use crate::transport::{Out, Peer};
 
 /// Which challenge a request gets.
@@ -27,7 +26,6 @@ impl Core {
     /// identified by its address (not for REGISTER).
     pub(super) fn identify(
         &mut self,
-        id: TxId,
         msg: &Message,
         peer: Peer,
         challenge: Challenge,
@@ -40,7 +38,7 @@ impl Core {
                 if c.permits(peer.addr.ip()) {
                     return Some(c.name.clone());
                 }
-                self.forbidden(id, now, out);
+                self.forbidden(msg, peer, out);
                 return None;
             }
         }
@@ -58,13 +56,19 @@ impl Core {
             })
             .or_else(|| msg.headers(&header).filter_map(AuthParams::parse).next());
         let Some(creds) = creds else {
-            self.challenge(id, challenge, false, now, out);
+            self.challenge(msg, peer, challenge, false, out);
             return None;
         };
         let method = msg
             .method()
             .map(|m| m.as_str().to_string())
             .unwrap_or_default();
+        if self.guard.blocked(peer.addr.ip(), now) {
+            // Too many wrong passwords from this address lately: refused
+            // without looking at the credentials (brute force).
+            self.forbidden(msg, peer, out);
+            return None;
+        }
         let config = self.config.clone();
         let verdict = self.auth.verify(
             &creds,
@@ -77,42 +81,44 @@ impl Core {
             Verdict::Ok(user) => match config.client(&user) {
                 Some(c) if c.permits(peer.addr.ip()) => Some(user),
                 _ => {
-                    self.forbidden(id, now, out);
+                    self.forbidden(msg, peer, out);
                     None
                 }
             },
             Verdict::Stale => {
-                self.challenge(id, challenge, true, now, out);
+                self.challenge(msg, peer, challenge, true, out);
                 None
             }
             Verdict::Challenge => {
-                self.challenge(id, challenge, false, now, out);
+                self.challenge(msg, peer, challenge, false, out);
                 None
             }
             Verdict::Forbidden => {
-                self.forbidden(id, now, out);
+                self.guard.failed(peer.addr.ip(), now);
+                self.forbidden(msg, peer, out);
                 None
             }
             Verdict::Malformed => {
                 self.counters.auth_failures += 1;
-                self.txns
-                    .reply(id, 400, "Bad Authorization Header", &[], now, out);
+                self.reply_stateless(msg, peer, 400, "Bad Authorization Header", &[], out);
                 None
             }
         }
     }
 
-    pub(super) fn forbidden(&mut self, id: TxId, now: Instant, out: &mut Vec<Out>) {
+    /// 403, stateless: unauthenticated rejections are not retransmitted (a
+    /// spoofed source would never ACK: that would be an amplifier).
+    pub(super) fn forbidden(&mut self, msg: &Message, peer: Peer, out: &mut Vec<Out>) {
         self.counters.auth_failures += 1;
-        self.txns.reply(id, 403, "Forbidden", &[], now, out);
+        self.reply_stateless(msg, peer, 403, "Forbidden", &[], out);
     }
 
     fn challenge(
         &mut self,
-        id: TxId,
+        msg: &Message,
+        peer: Peer,
         kind: Challenge,
         stale: bool,
-        now: Instant,
         out: &mut Vec<Out>,
     ) {
         let realm = self.config.general.realm.clone();
@@ -130,6 +136,82 @@ impl Core {
         };
         let headers: Vec<(HeaderName, &str)> =
             values.iter().map(|v| (name.clone(), v.as_str())).collect();
-        self.txns.reply(id, code, reason, &headers, now, out);
+        // Challenges are stateless, as in Kamailio: a retransmission just
+        // gets a fresh challenge, nothing is retransmitted toward a source
+        // that may be spoofed, and no transaction is created for them.
+        self.reply_stateless(msg, peer, code, reason, &headers, out);
+    }
+}
+
+/// Failed authentications per source address, to slow down password
+/// guessing: after [`Guard::LIMIT`] failures within [`Guard::WINDOW`] an
+/// address gets `403` without its credentials being checked until the
+/// window ends. Bounded: when the table is full, new addresses are not
+/// tracked (and old entries go when their window ends).
+pub(super) struct Guard {
+    by_ip: std::collections::HashMap<std::net::IpAddr, (u32, Instant)>,
+}
+
+impl Guard {
+    pub const LIMIT: u32 = 20;
+    pub const WINDOW: std::time::Duration = std::time::Duration::from_secs(60);
+    pub const MAX_TRACKED: usize = 16_384;
+
+    pub fn new() -> Guard {
+        Guard {
+            by_ip: std::collections::HashMap::new(),
+        }
+    }
+
+    pub fn blocked(&self, ip: std::net::IpAddr, now: Instant) -> bool {
+        self.by_ip
+            .get(&ip)
+            .is_some_and(|&(n, since)| n >= Self::LIMIT && now.duration_since(since) < Self::WINDOW)
+    }
+
+    pub fn failed(&mut self, ip: std::net::IpAddr, now: Instant) {
+        if let Some(e) = self.by_ip.get_mut(&ip) {
+            if now.duration_since(e.1) >= Self::WINDOW {
+                *e = (0, now);
+            }
+            e.0 = e.0.saturating_add(1);
+        } else if self.by_ip.len() < Self::MAX_TRACKED {
+            self.by_ip.insert(ip, (1, now));
+        }
+    }
+
+    /// Forget addresses whose window is over.
+    pub fn sweep(&mut self, now: Instant) {
+        self.by_ip
+            .retain(|_, (_, since)| now.duration_since(*since) < Self::WINDOW);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn guard_blocks_after_the_limit_and_forgets() {
+        let mut g = Guard::new();
+        let ip: std::net::IpAddr = [10, 0, 0, 1].into();
+        let other: std::net::IpAddr = [10, 0, 0, 2].into();
+        let t0 = Instant::now();
+        for _ in 0..Guard::LIMIT - 1 {
+            g.failed(ip, t0);
+        }
+        assert!(!g.blocked(ip, t0));
+        g.failed(ip, t0);
+        assert!(g.blocked(ip, t0));
+        assert!(!g.blocked(other, t0));
+        let later = t0 + Guard::WINDOW;
+        assert!(!g.blocked(ip, later));
+        g.sweep(later);
+        assert!(g.by_ip.is_empty());
+        // Bounded.
+        for i in 0..(Guard::MAX_TRACKED as u32 + 10) {
+            g.failed(std::net::IpAddr::from(i.to_be_bytes()), t0);
+        }
+        assert_eq!(g.by_ip.len(), Guard::MAX_TRACKED);
     }
 }

@@ -1,7 +1,11 @@
-//! "Is this URI me?": our listen addresses and names. All user agents on a
-//! test machine share 127.0.0.1, so an address matches only with its port.
+//! "Is this URI me?" and "which of my addresses goes in Via and
+//! Record-Route": our listen addresses and names. All user agents on a test
+//! machine share 127.0.0.1, so an address matches only with its port. When
+//! sipd listens on 0.0.0.0 / ::, the address written into messages is the
+//! loopback address toward loopback peers and the machine's primary address
+//! (the one the routing table picks) toward everyone else.
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket};
 
 use crate::sip::Host;
 
@@ -11,12 +15,47 @@ pub struct Local {
     pub addrs: Vec<SocketAddr>,
     /// Names that mean us (realm, hostname), lower-case.
     pub names: Vec<String>,
+    /// For wildcard listen addresses: our primary IPv4 / IPv6 address.
+    primary: Vec<IpAddr>,
+}
+
+/// The source address the kernel would use toward a documentation address
+/// (a UDP connect sends nothing).
+fn primary(v6: bool) -> Option<IpAddr> {
+    let (bind, probe): (SocketAddr, SocketAddr) = if v6 {
+        (
+            (Ipv6Addr::UNSPECIFIED, 0).into(),
+            "[2001:db8::1]:9".parse().ok()?,
+        )
+    } else {
+        (
+            (Ipv4Addr::UNSPECIFIED, 0).into(),
+            "192.0.2.1:9".parse().ok()?,
+        )
+    };
+    let s = UdpSocket::bind(bind).ok()?;
+    s.connect(probe).ok()?;
+    let ip = s.local_addr().ok()?.ip();
+    (!ip.is_unspecified()).then_some(ip)
 }
 
 impl Local {
     pub fn new(addrs: Vec<SocketAddr>, names: Vec<String>) -> Local {
         let names = names.into_iter().map(|n| n.to_ascii_lowercase()).collect();
-        Local { addrs, names }
+        let mut p = Vec::new();
+        for v6 in [false, true] {
+            if addrs
+                .iter()
+                .any(|a| a.ip().is_unspecified() && a.is_ipv6() == v6)
+            {
+                p.extend(primary(v6));
+            }
+        }
+        Local {
+            addrs,
+            names,
+            primary: p,
+        }
     }
 
     pub fn set_names(&mut self, names: Vec<String>) {
@@ -24,14 +63,33 @@ impl Local {
     }
 
     /// The address to put in Via and Record-Route for messages sent to `to`:
-    /// our listen address of the same family.
+    /// our listen address of the same family (made concrete when it is a
+    /// wildcard).
     pub fn addr_for(&self, to: &SocketAddr) -> SocketAddr {
-        self.addrs
+        let a = self
+            .addrs
             .iter()
             .find(|a| a.is_ipv4() == to.is_ipv4())
             .or_else(|| self.addrs.first())
             .copied()
-            .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 5060)))
+            .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 5060)));
+        if !a.ip().is_unspecified() {
+            return a;
+        }
+        let ip = if to.ip().is_loopback() {
+            if a.is_ipv4() {
+                IpAddr::V4(Ipv4Addr::LOCALHOST)
+            } else {
+                IpAddr::V6(Ipv6Addr::LOCALHOST)
+            }
+        } else {
+            self.primary
+                .iter()
+                .find(|p| p.is_ipv4() == a.is_ipv4())
+                .copied()
+                .unwrap_or(a.ip())
+        };
+        SocketAddr::new(ip, a.port())
     }
 
     /// Does `host[:port]` (port absent = 5060) name this server?
@@ -41,7 +99,7 @@ impl Local {
             Some(ip) => self
                 .addrs
                 .iter()
-                .any(|a| a.port() == port && ip_matches(a.ip(), ip)),
+                .any(|a| a.port() == port && self.ip_matches(a.ip(), ip)),
             None => {
                 let Host::Name(name) = host else { return false };
                 self.addrs.iter().any(|a| a.port() == port)
@@ -49,17 +107,19 @@ impl Local {
             }
         }
     }
-}
 
-fn ip_matches(listen: IpAddr, ip: IpAddr) -> bool {
-    let ip = match ip {
-        IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(ip),
-        v4 => v4,
-    };
-    // Listening on 0.0.0.0 / :: : any of our addresses; we cannot list the
-    // interfaces cheaply, so accept loopback as ours and anything else
-    // equal to the listen address.
-    listen == ip || (listen.is_unspecified() && ip.is_loopback())
+    fn ip_matches(&self, listen: IpAddr, ip: IpAddr) -> bool {
+        let ip = match ip {
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(ip),
+            v4 => v4,
+        };
+        // Listening on 0.0.0.0 / :: : loopback, our primary address and the
+        // wildcard itself (as written in a Via from a misconfigured peer).
+        listen == ip
+            || (listen.is_unspecified()
+                && listen.is_ipv4() == ip.is_ipv4()
+                && (ip.is_loopback() || ip.is_unspecified() || self.primary.contains(&ip)))
+    }
 }
 
 #[cfg(test)]
@@ -91,5 +151,19 @@ mod tests {
         );
         assert_eq!(l.addr_for(&"[::1]:7000".parse().unwrap()).port(), 5062);
         assert_eq!(l.addr_for(&"127.0.0.2:7000".parse().unwrap()).port(), 5060);
+    }
+
+    #[test]
+    fn wildcard_listen_writes_concrete_addresses() {
+        let l = Local::new(vec!["0.0.0.0:5071".parse().unwrap()], vec![]);
+        let lo = l.addr_for(&"127.0.0.1:6000".parse().unwrap());
+        assert_eq!(lo, "127.0.0.1:5071".parse().unwrap());
+        let out = l.addr_for(&"192.0.2.7:5060".parse().unwrap());
+        assert!(!out.ip().is_unspecified(), "{out}");
+        assert_eq!(out.port(), 5071);
+        // Our own concrete addresses are "me".
+        assert!(l.is_me(&Host::V4([127, 0, 0, 1].into()), Some(5071)));
+        assert!(l.is_me(&out.ip().into(), Some(5071)) || out.ip().is_unspecified());
+        assert!(!l.is_me(&Host::V4([192, 0, 2, 7].into()), Some(5071)));
     }
 }

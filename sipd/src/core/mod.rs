@@ -27,7 +27,7 @@ use crate::forwards::Forwards;
 use crate::registrar::Registrar;
 use crate::sip::{HeaderName, Message, Method, Uri};
 use crate::store::{Loaded, Store};
-use crate::transaction::{RequestMatch, Transactions, TxLimits};
+use crate::transaction::{RequestMatch, Transactions, TxId, TxLimits};
 use crate::transport::{Out, Peer};
 
 pub use local::Local;
@@ -85,6 +85,7 @@ pub struct Core {
     store: Option<Arc<Store>>,
     next_sweep: Instant,
     pending: Vec<Pending>,
+    guard: identify::Guard,
 }
 
 /// Tunables of the core.
@@ -138,6 +139,7 @@ impl Core {
             store,
             next_sweep: now,
             pending: Vec::new(),
+            guard: identify::Guard::new(),
         }
     }
 
@@ -221,9 +223,54 @@ impl Core {
             self.on_cancel(msg, peer, now, out);
             return;
         }
+        let msg = Arc::new(msg);
+        if msg.to().tag().is_some() {
+            let Some(id) = self.new_server_tx(&msg, peer, now, out) else {
+                return;
+            };
+            self.in_dialog(id, msg, peer, now, out);
+            return;
+        }
+        match method {
+            Method::Options if self.is_for_me(&msg) => {
+                let Some(id) = self.new_server_tx(&msg, peer, now, out) else {
+                    return;
+                };
+                let headers = [
+                    (HeaderName::Allow, ALLOW),
+                    (HeaderName::Supported, SUPPORTED),
+                    (HeaderName::Accept, "application/sdp"),
+                ];
+                self.txns.reply(id, 200, "OK", &headers, now, out);
+            }
+            // Identification comes first: rejected requests (challenges,
+            // 403) are answered statelessly and leave no transaction.
+            Method::Register => self.on_register(msg, peer, now, out),
+            Method::Other(_) => {
+                self.reply_stateless(
+                    &msg,
+                    peer,
+                    501,
+                    "Not Implemented",
+                    &[(HeaderName::Allow, ALLOW)],
+                    out,
+                );
+            }
+            _ => self.out_of_dialog(msg, peer, now, out),
+        }
+    }
+
+    /// A server transaction for a request we will handle (100 Trying at
+    /// once for INVITE); `None` after answering 503 when the table is full.
+    pub(super) fn new_server_tx(
+        &mut self,
+        msg: &Arc<Message>,
+        peer: Peer,
+        now: Instant,
+        out: &mut Vec<Out>,
+    ) -> Option<TxId> {
         let resp_via = via_with_received(msg.top_via(), &peer);
         let resp_dest = response_dest(msg.top_via(), &peer);
-        let msg = Arc::new(msg);
         let tag = self.rng.token();
         let Some(id) = self
             .txns
@@ -231,50 +278,19 @@ impl Core {
         else {
             self.counters.overload += 1;
             self.reply_stateless(
-                &msg,
+                msg,
                 peer,
                 503,
                 "Service Unavailable",
                 &[(HeaderName::RetryAfter, "5")],
                 out,
             );
-            return;
+            return None;
         };
-        if method == Method::Invite {
+        if msg.method() == Some(&Method::Invite) {
             self.txns.reply(id, 100, "Trying", &[], now, out);
         }
-        if msg.to().tag().is_some() {
-            self.in_dialog(id, msg, peer, now, out);
-            return;
-        }
-        match method {
-            Method::Options if self.is_for_me(&msg) => {
-                self.txns.reply(
-                    id,
-                    200,
-                    "OK",
-                    &[
-                        (HeaderName::Allow, ALLOW),
-                        (HeaderName::Supported, SUPPORTED),
-                        (HeaderName::Accept, "application/sdp"),
-                    ],
-                    now,
-                    out,
-                );
-            }
-            Method::Register => self.on_register(id, &msg, peer, now, out),
-            Method::Other(_) => {
-                self.txns.reply(
-                    id,
-                    501,
-                    "Not Implemented",
-                    &[(HeaderName::Allow, ALLOW)],
-                    now,
-                    out,
-                );
-            }
-            _ => self.out_of_dialog(id, msg, peer, now, out),
-        }
+        Some(id)
     }
 
     /// Timers: transactions, proxy contexts, registration expiry, old calls.
@@ -298,8 +314,18 @@ impl Core {
                 }
             }
             self.auth.purge(SystemTime::now());
+            self.guard.sweep(now);
             for call_id in self.calls.overdue(now) {
-                self.end_call(&call_id, crate::calls::Disposition::Answered, 200, out, now);
+                let answered = self
+                    .calls
+                    .get(&call_id)
+                    .is_some_and(|c| c.state == crate::calls::State::Answered);
+                let (disp, code) = if answered {
+                    (crate::calls::Disposition::Answered, 200)
+                } else {
+                    (crate::calls::Disposition::Failed, 408)
+                };
+                self.end_call(&call_id, disp, code, out, now);
             }
         }
     }
@@ -307,6 +333,9 @@ impl Core {
     /// OPTIONS addressed to sipd itself: a Request-URI without user naming one
     /// of our addresses or names, or any OPTIONS with Max-Forwards 0.
     fn is_for_me(&self, msg: &Message) -> bool {
+        if msg.to().tag().is_some() {
+            return false;
+        }
         if msg.max_forwards() == Some(0) {
             return true;
         }

@@ -40,8 +40,6 @@ impl Core {
         out: &mut Vec<Out>,
     ) {
         if f == Feature::Pickup {
-            // Picking up is not a call of its own.
-            self.calls.remove(msg.call_id());
             self.pickup(id, msg, peer, caller, now, out);
             return;
         }
@@ -86,10 +84,16 @@ impl Core {
         now: Instant,
         out: &mut Vec<Out>,
     ) {
+        if self.txns.server(d.id).is_none_or(|tx| tx.is_final()) {
+            // Cancelled (or gone) while the store was writing.
+            self.calls.remove(d.msg.call_id());
+            return;
+        }
         match result {
             Ok(()) => self.announce(d.id, d.msg, d.peer, d.outcome, now, out),
             Err(e) => {
                 tracing::error!("forwarding not saved: {e}");
+                self.calls.remove(d.msg.call_id());
                 self.txns
                     .reply(d.id, 500, "Forwarding Not Saved", &[], now, out);
             }
@@ -178,15 +182,22 @@ impl Core {
                     .reply(id, 404, "Nothing To Pick Up", &[], now, out);
                 return;
             };
+            // RFC 3891 §3: the recipient (the caller) compares to-tag with
+            // its local tag (its own From tag) and from-tag with the remote
+            // one (B's early To tag), as PJSIP's pjsip_ua_find_dialog does.
             let replaces = format!(
                 "{};to-tag={};from-tag={};early-only",
                 call.call_id,
-                call.callee_tag.clone().unwrap_or_default(),
-                call.caller_tag
+                call.caller_tag,
+                call.callee_tag.clone().unwrap_or_default()
             );
             let mut hop = Hop::to(call.caller.clone(), call.caller_peer, contact);
             hop.req_add.push((HeaderName::Replaces, replaces));
-            self.proxy_hops(id, msg, peer, vec![hop], false, now, out);
+            // The picker's INVITE is the call from now on.
+            if let Some(c) = self.calls.get_mut(msg.call_id()) {
+                c.target = call.caller.clone();
+            }
+            self.proxy_hops(id, msg, peer, vec![hop], true, now, out);
         } else {
             // The caller cannot replace: move its ringing call to the picker
             // ourselves, with auto-answer hints.
@@ -200,6 +211,8 @@ impl Core {
             let reach = config
                 .client(picker)
                 .and_then(|c| crate::router::reach(c, picker, &locate));
+            // The picked call goes on under its own record.
+            self.calls.remove(msg.call_id());
             let Some(loc) = reach else {
                 self.txns
                     .reply(id, 480, "Temporarily Unavailable", &[], now, out);

@@ -80,7 +80,8 @@ pub(super) struct Ctx {
     hops: VecDeque<Hop>,
     branches: Vec<Branch>,
     current: Option<usize>,
-    last_final: Option<Message>,
+    /// The last final response of a branch that moved on, and that branch.
+    last_final: Option<(Message, usize)>,
     no_attempt: (u16, String),
     cancelled: bool,
     finished: bool,
@@ -88,8 +89,14 @@ pub(super) struct Ctx {
     call_id: Option<String>,
     record_route: bool,
     pop_routes: usize,
-    /// Remove Proxy-Authorization (credentials we consumed).
+    /// Remove Proxy-Authorization (credentials we consumed) and identity
+    /// headers a user client may not assert itself.
     strip_credentials: bool,
+    /// Remove identity headers (the caller is a user client).
+    strip_identity: bool,
+    /// An in-dialog request: no noanswer/no-response timers, no hanging up
+    /// of late answers.
+    in_dialog: bool,
 }
 
 impl Ctx {
@@ -111,6 +118,8 @@ impl Ctx {
             record_route: false,
             pop_routes: 0,
             strip_credentials: false,
+            strip_identity: false,
+            in_dialog: false,
         }
     }
 }
@@ -177,13 +186,15 @@ impl Core {
     /// route, proxy.
     pub(super) fn out_of_dialog(
         &mut self,
-        id: TxId,
         msg: Arc<Message>,
         peer: Peer,
         now: Instant,
         out: &mut Vec<Out>,
     ) {
-        let Some(caller) = self.identify(id, &msg, peer, Challenge::Proxy, true, now, out) else {
+        let Some(caller) = self.identify(&msg, peer, Challenge::Proxy, true, now, out) else {
+            return;
+        };
+        let Some(id) = self.new_server_tx(&msg, peer, now, out) else {
             return;
         };
         // A request that comes back to us with our own loop tag is a loop.
@@ -209,7 +220,7 @@ impl Core {
         };
         let config = self.config.clone();
         let Some(client) = config.client(&caller) else {
-            self.forbidden(id, now, out);
+            self.txns.reply(id, 403, "Forbidden", &[], now, out);
             return;
         };
         let registrar = &self.registrar;
@@ -228,6 +239,12 @@ impl Core {
             gateway_start: self.rng.next_u64() as usize,
         });
         let invite = msg.method() == Some(&Method::Invite);
+        if invite && self.calls.get(msg.call_id()).is_some() {
+            // A new INVITE (no To tag) reusing the Call-ID of a call in
+            // progress: a loop, or an attempt to overwrite its record.
+            self.txns.reply(id, 482, "Loop Detected", &[], now, out);
+            return;
+        }
         if invite {
             self.counters.calls_started += 1;
             self.new_call(&msg, peer, client, &dialed, now);
@@ -302,6 +319,7 @@ impl Core {
                 ctx.record_route = invite || msg.method() == Some(&Method::Subscribe);
                 ctx.pop_routes = pop_routes;
                 ctx.strip_credentials = true;
+                ctx.strip_identity = client.role == crate::config::Role::User;
                 if invite {
                     ctx.call_id = Some(msg.call_id().to_string());
                 }
@@ -329,6 +347,7 @@ impl Core {
         ctx.record_route = invite;
         ctx.pop_routes = pop_routes;
         ctx.strip_credentials = true;
+        ctx.strip_identity = true;
         if track && self.calls.get(&call_id).is_some() {
             ctx.call_id = Some(call_id);
         }
@@ -449,7 +468,7 @@ impl Core {
             let Some(hop) = ctx.hops.pop_front() else {
                 // Nothing left: the last final response, else the plan's answer.
                 match ctx.last_final.take() {
-                    Some(resp) => self.pass_final(&mut ctx, cid, None, &resp, now, out),
+                    Some((resp, bno)) => self.pass_final(&mut ctx, cid, Some(bno), &resp, now, out),
                     None => {
                         let (code, reason) = ctx.no_attempt.clone();
                         self.finish_with(&mut ctx, cid, code, &reason, now, out);
@@ -471,14 +490,16 @@ impl Core {
                 self.counters.overload += 1;
                 continue;
             };
-            if ctx.invite {
+            if ctx.invite && !ctx.in_dialog {
                 self.ctx_timers.push(std::cmp::Reverse((
                     now + NO_RESPONSE,
                     cid,
                     bno,
                     CtxTimer::NoResponse,
                 )));
-                if let (Some(secs), false) = (hop.noanswer, ctx.hops.is_empty()) {
+                // Spec §4.5: a client that does not answer within noanswer
+                // is unavailable, also when it is the last one to try.
+                if let Some(secs) = hop.noanswer {
                     self.ctx_timers.push(std::cmp::Reverse((
                         now + Duration::from_secs(u64::from(secs)),
                         cid,
@@ -532,8 +553,24 @@ impl Core {
         if ctx.strip_credentials {
             e = e.remove_header(HeaderName::ProxyAuthorization);
         }
+        if ctx.strip_identity {
+            // A phone may not assert who it is or where a call came from:
+            // sipd adds its own P-Asserted-Identity and Diversion below.
+            for name in [
+                HeaderName::PAssertedIdentity,
+                HeaderName::PPreferredIdentity,
+                HeaderName::Diversion,
+                HeaderName::Other("remote-party-id".into()),
+            ] {
+                e = e.remove_header(name);
+            }
+        }
         for (n, v) in &hop.req_set {
-            e = e.set_header(n.clone(), v);
+            e = if v.is_empty() {
+                e.remove_header(n.clone())
+            } else {
+                e.set_header(n.clone(), v)
+            };
         }
         for (n, v) in &hop.req_add {
             e = e.add_header(n.clone(), v);
@@ -607,12 +644,15 @@ impl Core {
             return;
         }
         ctx.finished = true;
-        self.ctx_timers.push(std::cmp::Reverse((
-            now + T64 + Duration::from_secs(1),
-            cid,
-            0,
-            CtxTimer::Cleanup,
-        )));
+        // An INVITE context stays to pass on 2xx retransmissions and to hang
+        // up late answers; any other one is done with its final response.
+        let linger = if ctx.invite {
+            crate::transaction::ACCEPTED_LINGER + Duration::from_secs(1)
+        } else {
+            Duration::ZERO
+        };
+        self.ctx_timers
+            .push(std::cmp::Reverse((now + linger, cid, 0, CtxTimer::Cleanup)));
         if code >= 300 {
             if let Some(call_id) = ctx.call_id.clone() {
                 self.end_call(
@@ -674,9 +714,15 @@ impl Core {
             (TxEvent::Final { msg, .. }, _) => {
                 let code = msg.status().unwrap_or(500);
                 if (200..300).contains(&code) {
-                    if ctx.branches.get(bno).is_some_and(|b| b.detached)
-                        || (ctx.finished && ctx.current != Some(bno))
-                    {
+                    let stray = ctx.branches.get(bno).is_some_and(|b| b.detached)
+                        || (ctx.finished && ctx.current != Some(bno));
+                    if stray && (ctx.call_id.is_none() || ctx.in_dialog) {
+                        // Not a call of ours to end (a re-INVITE, an announcement):
+                        // pass the answer on if the caller can still take it.
+                        let hop = ctx.branches.get(bno).map(|b| b.hop.clone());
+                        let data = self.upstream_bytes(&msg, hop.as_ref());
+                        self.txns.respond(ctx.server, code, data, now, out);
+                    } else if stray {
                         // A branch we gave up on answered anyway: end that dialog.
                         let hop = ctx.branches[bno].hop.clone();
                         self.hang_up_stray(&ctx, &hop, &msg, now, out);
@@ -693,7 +739,7 @@ impl Core {
                 } else if live {
                     let next_on = ctx.branches[bno].hop.next_on;
                     if !ctx.cancelled && next_on.is_some_and(|n| moves_on(n, code)) {
-                        ctx.last_final = Some(msg);
+                        ctx.last_final = Some((msg, bno));
                         self.ctxs.insert(cid, ctx);
                         self.try_next(cid, now, out);
                         return;
@@ -855,7 +901,22 @@ impl Core {
         out: &mut Vec<Out>,
     ) {
         if kind == CtxTimer::Cleanup {
-            self.ctxs.remove(&cid);
+            // Keep the context while a branch can still answer (an INVITE
+            // branch lives up to timer C + 64*T1), so that a late 2xx is
+            // hung up instead of lost.
+            let busy = self.ctxs.get(&cid).is_some_and(|c| {
+                c.invite && c.branches.iter().any(|b| self.txns.client(b.tx).is_some())
+            });
+            if busy {
+                self.ctx_timers.push(std::cmp::Reverse((
+                    now + crate::transaction::ACCEPTED_LINGER,
+                    cid,
+                    0,
+                    CtxTimer::Cleanup,
+                )));
+            } else {
+                self.ctxs.remove(&cid);
+            }
             return;
         }
         let Some(mut ctx) = self.ctxs.remove(&cid) else {
@@ -885,6 +946,10 @@ impl Core {
             }
             CtxTimer::CancelGuard => {
                 if !ctx.finished {
+                    if let Some(b) = ctx.current {
+                        // A 2xx that still comes is then hung up, not lost.
+                        self.abandon_branch(&mut ctx, cid, b, now, out);
+                    }
                     self.finish_with(&mut ctx, cid, 487, "Request Terminated", now, out);
                 }
             }
@@ -951,20 +1016,23 @@ impl Core {
         self.ctxs.insert(cid, ctx);
     }
 
-    /// Where an in-dialog request goes and which headers change on the way.
-    /// Routes naming us are popped; then the next Route, else the other end
-    /// of a call we track (its real transport address, NAT-safe), else a
-    /// registration with that Contact, else the Request-URI.
-    fn dialog_hop(&self, msg: &Message) -> Option<(usize, Hop)> {
+    /// Where an in-dialog request goes and which headers change on the way,
+    /// or `None` when sipd will not relay it.
+    ///
+    /// A request of a call sipd tracks (Call-ID and both tags match) goes to
+    /// the other party's real transport address (NAT-safe), or to the next
+    /// Route after ours. Anything else must carry a Route naming us (it is
+    /// in a dialog we record-routed, e.g. before a restart) and may only go
+    /// to a known client (a registration or a static host); an INVITE of an
+    /// unknown dialog only from a known client and never to a gateway. So
+    /// sipd is no open relay for requests that merely carry a To tag.
+    /// Also says whether the request belongs to a call sipd tracks.
+    fn dialog_hop(&self, msg: &Message, peer: &Peer) -> Option<(usize, Hop, bool)> {
         let pops = self.routes_to_me(msg);
-        let routes = msg.routes().ok().unwrap_or_default();
+        let mut routes = msg.routes().ok().unwrap_or_default();
         let mut hop = Hop {
             target: String::new(),
-            dest: Peer {
-                transport: Transport::Udp,
-                addr: SocketAddr::from(([0, 0, 0, 0], 0)),
-                flow: None,
-            },
+            dest: *peer,
             ruri: None,
             next_on: None,
             noanswer: None,
@@ -973,43 +1041,89 @@ impl Core {
             resp_set: Vec::new(),
             presented_from: None,
         };
-        let mut dest = routes.get(pops).and_then(|r| uri_dest(&r.uri));
-        if let Some(call) = self.calls.get(msg.call_id()) {
-            let from_tag = msg.from().tag().unwrap_or("");
-            let to_callee = from_tag == call.caller_tag;
-            if to_callee {
-                dest = dest.or(call.callee_peer);
-                if let Some(p) = &call.from_presented {
-                    hop.req_set.push((HeaderName::From, p.clone()));
-                    hop.resp_set
-                        .push((HeaderName::From, call.from_original.clone()));
-                }
-                hop.target = call.target.clone();
+        // RFC 3261 §16.4: a strict router put our Record-Route URI into the
+        // Request-URI; the real target is the last Route.
+        let ruri_is_me = msg
+            .request_uri()
+            .and_then(|u| Uri::parse(u).ok())
+            .is_some_and(|u| u.user.is_none() && self.local.is_me(&u.host, u.port));
+        if ruri_is_me && pops == 0 && !routes.is_empty() {
+            let last = routes.pop().expect("not empty");
+            hop.ruri = Some(last.uri.to_string());
+            let rest: Vec<String> = routes.iter().map(|r| r.to_string()).collect();
+            if rest.is_empty() {
+                hop.req_set.push((HeaderName::Route, String::new()));
             } else {
-                dest = dest.or(Some(call.caller_peer));
-                if let Some(p) = &call.from_presented {
-                    hop.req_set
-                        .push((HeaderName::To, call.from_original.clone()));
-                    hop.resp_set.push((HeaderName::To, p.clone()));
-                }
-                hop.target = call.caller.clone();
+                hop.req_set.push((HeaderName::Route, rest.join(", ")));
             }
         }
-        let ruri = msg.request_uri().and_then(|u| Uri::parse(u).ok());
-        if dest.is_none() {
-            if let Some(u) = &ruri {
-                let addr = uri_dest(u).map(|p| p.addr);
-                dest = self
-                    .registrar
-                    .by_contact(&u.to_string(), addr)
-                    .map(|b| b.source);
-                if dest.is_none() && !self.local.is_me(&u.host, u.port) {
-                    dest = uri_dest(u);
+        let via_us = pops > 0 || hop.ruri.is_some();
+        let from_tag = msg.from().tag().unwrap_or("");
+        let to_tag = msg.to().tag().unwrap_or("");
+        let call = self.calls.get(msg.call_id()).filter(|c| {
+            let callee = c.callee_tag.as_deref();
+            (from_tag == c.caller_tag && callee.is_none_or(|t| t == to_tag))
+                || (to_tag == c.caller_tag && callee == Some(from_tag))
+        });
+        let next_route = routes.get(pops).and_then(|r| uri_dest(&r.uri));
+        let dest = match call {
+            Some(call) => {
+                if from_tag == call.caller_tag {
+                    if let Some(p) = &call.from_presented {
+                        hop.req_set.push((HeaderName::From, p.clone()));
+                        hop.resp_set
+                            .push((HeaderName::From, call.from_original.clone()));
+                    }
+                    hop.target = call.target.clone();
+                    next_route.or(call.callee_peer)
+                } else {
+                    if let Some(p) = &call.from_presented {
+                        hop.req_set
+                            .push((HeaderName::To, call.from_original.clone()));
+                        hop.resp_set.push((HeaderName::To, p.clone()));
+                    }
+                    hop.target = call.caller.clone();
+                    next_route.or(Some(call.caller_peer))
                 }
             }
-        }
+            None => {
+                if !via_us {
+                    return None;
+                }
+                let dest = next_route.or_else(|| {
+                    let target = hop.ruri.as_deref().or(msg.request_uri());
+                    let u = target.and_then(|u| Uri::parse(u).ok())?;
+                    let addr = uri_dest(&u).map(|p| p.addr);
+                    self.registrar
+                        .by_contact(&u.to_string(), addr)
+                        .map(|b| b.source)
+                        .or_else(|| uri_dest(&u).filter(|_| !self.local.is_me(&u.host, u.port)))
+                })?;
+                let target = self.known_client(dest.addr)?;
+                if msg.method() == Some(&Method::Invite) {
+                    let from_known = self.known_client(peer.addr).is_some();
+                    let to_gateway = self
+                        .config
+                        .client(&target)
+                        .is_some_and(|c| c.role == crate::config::Role::Gateway);
+                    if !from_known || to_gateway {
+                        return None;
+                    }
+                }
+                hop.target = target;
+                Some(dest)
+            }
+        };
         hop.dest = dest?;
-        Some((pops, hop))
+        Some((pops, hop, call.is_some()))
+    }
+
+    /// The client at this transport address: a static host or a registration.
+    fn known_client(&self, addr: SocketAddr) -> Option<String> {
+        self.config
+            .by_source(addr)
+            .map(|c| c.name.clone())
+            .or_else(|| self.registrar.by_source(addr).map(|b| b.name.clone()))
     }
 
     /// A request inside a dialog (To tag present): loose routing.
@@ -1021,20 +1135,31 @@ impl Core {
         now: Instant,
         out: &mut Vec<Out>,
     ) {
-        let Some((pops, hop)) = self.dialog_hop(&msg) else {
+        if msg.max_forwards() == Some(0) {
+            self.txns.reply(id, 483, "Too Many Hops", &[], now, out);
+            return;
+        }
+        let Some((pops, hop, tracked)) = self.dialog_hop(&msg, &peer) else {
+            // Not ours to relay: answered once, without retransmissions.
             self.txns.reply(id, 404, "Not Found", &[], now, out);
+            self.txns.drop_server(id);
             return;
         };
         if msg.method() == Some(&Method::Bye) {
-            if let Some(call) = self.calls.get(msg.call_id()) {
-                if call.state == State::Answered {
-                    let call_id = call.call_id.clone();
-                    self.end_call(&call_id, Disposition::Answered, 200, out, now);
-                }
+            // Only a BYE of the call itself (Call-ID and both tags) ends it.
+            let answered = tracked
+                && self
+                    .calls
+                    .get(msg.call_id())
+                    .is_some_and(|c| c.state == State::Answered && c.callee_tag.is_some());
+            if answered {
+                let call_id = msg.call_id().to_string();
+                self.end_call(&call_id, Disposition::Answered, 200, out, now);
             }
         }
         let mut ctx = Ctx::new(id, msg, peer, vec![hop]);
         ctx.pop_routes = pops;
+        ctx.in_dialog = true;
         self.start_ctx(ctx, now, out);
     }
 
@@ -1046,10 +1171,10 @@ impl Core {
         _now: Instant,
         out: &mut Vec<Out>,
     ) {
-        if msg.to().tag().is_none() {
+        if msg.to().tag().is_none() || msg.max_forwards() == Some(0) {
             return;
         }
-        let Some((pops, hop)) = self.dialog_hop(&msg) else {
+        let Some((pops, hop, _)) = self.dialog_hop(&msg, &peer) else {
             return;
         };
         let msg = Arc::new(msg);

@@ -8,26 +8,28 @@ use super::identify::Challenge;
 use super::Core;
 use crate::registrar::{self, Outcome};
 use crate::sip::{HeaderName, Message};
-use crate::transaction::TxId;
 use crate::transport::{Out, Peer};
 
 impl Core {
     pub(super) fn on_register(
         &mut self,
-        id: TxId,
-        msg: &Message,
+        msg: std::sync::Arc<Message>,
         peer: Peer,
         now: Instant,
         out: &mut Vec<Out>,
     ) {
-        let Some(user) = self.identify(id, msg, peer, Challenge::Www, false, now, out) else {
+        let Some(user) = self.identify(&msg, peer, Challenge::Www, false, now, out) else {
             return;
         };
         // The authenticated user may only register itself.
         if msg.to().uri.user.as_deref() != Some(user.as_str()) {
-            self.forbidden(id, now, out);
+            self.forbidden(&msg, peer, out);
             return;
         }
+        let Some(id) = self.new_server_tx(&msg, peer, now, out) else {
+            return;
+        };
+        let msg = &*msg;
         let current = self.registrar.get(&user);
         let outcome = registrar::process(
             &self.config.general,
@@ -39,10 +41,16 @@ impl Core {
             registrar::unix_now(),
         );
         match outcome {
-            Outcome::Bind(b) => {
+            Outcome::Bind(mut b) => {
                 self.counters.registrations += 1;
-                if let Some(s) = &self.store {
-                    s.put_binding(b.to_row());
+                let prev = self.registrar.get(&user);
+                let lifetime = b.expires_unix.saturating_sub(registrar::unix_now());
+                if b.worth_storing(prev, lifetime) {
+                    if let Some(s) = &self.store {
+                        s.put_binding(b.to_row());
+                    }
+                } else if let Some(p) = prev {
+                    b.stored_expires = p.stored_expires;
                 }
                 let contact = format!("<{}>;expires={}", b.contact, b.remaining(now));
                 self.registrar.insert(b);

@@ -190,3 +190,26 @@ fn sweep_retain_restore() {
         Some("alice")
     );
 }
+
+#[test]
+fn refreshes_are_stored_only_when_the_stored_expiry_lags() {
+    let first = bound("Contact: <sip:a@h>\r\nExpires: 600\r\n");
+    assert!(first.worth_storing(None, 600));
+    let mut again = first.clone();
+    again.expires_unix += 100;
+    assert!(
+        !again.worth_storing(Some(&first), 600),
+        "a refresh 100 s later"
+    );
+    again.expires_unix = first.stored_expires + 151;
+    assert!(
+        again.worth_storing(Some(&first), 600),
+        "more than a quarter of 600 s behind"
+    );
+    let mut moved = first.clone();
+    moved.source.addr = "127.0.0.1:40001".parse().unwrap();
+    assert!(moved.worth_storing(Some(&first), 600), "new source address");
+    let mut other = first.clone();
+    other.contact = "sip:a@elsewhere".into();
+    assert!(other.worth_storing(Some(&first), 600), "new contact");
+}
