@@ -10,6 +10,25 @@ use sipd::cli::{self, Flags};
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+/// No transparent huge pages for this process: with them the allocator's
+/// arena is backed by 2 MiB pages that a small daemon only partly uses
+/// (10,000 clients loaded: 42 MiB resident with them, 25 MiB without), and
+/// sipd is meant to be small. Best effort: an old kernel just says no.
+/// Runs as a constructor, before the first allocation.
+#[cfg(target_os = "linux")]
+#[used]
+#[link_section = ".init_array"]
+static NO_HUGE_PAGES: extern "C" fn() = no_huge_pages;
+
+#[cfg(target_os = "linux")]
+extern "C" fn no_huge_pages() {
+    // SAFETY: prctl with PR_SET_THP_DISABLE takes plain integers and only
+    // sets a flag on this process's memory map.
+    unsafe {
+        libc::prctl(libc::PR_SET_THP_DISABLE, 1, 0, 0, 0);
+    }
+}
+
 fn main() -> ExitCode {
     let flags = match Flags::parse_seed(std::env::args()) {
         Ok(f) => f,
