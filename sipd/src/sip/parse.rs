@@ -227,7 +227,7 @@ pub(crate) struct Head {
 fn line_at(buf: &[u8], pos: usize, max_line: usize) -> Result<Option<(usize, usize)>, ParseError> {
     let rest = buf.get(pos..).unwrap_or(&[]);
     let window = rest.get(..max_line.saturating_add(1)).unwrap_or(rest);
-    match window.iter().position(|&b| b == b'\n') {
+    match memchr::memchr(b'\n', window) {
         Some(off) => {
             let lf = pos + off;
             let end = if off > 0 && buf.get(lf - 1) == Some(&b'\r') {
@@ -328,7 +328,7 @@ pub(crate) fn scan_head(
                 "continuation line without a header".into(),
             ));
         }
-        let Some(colon) = line.iter().position(|&b| b == b':') else {
+        let Some(colon) = memchr::memchr(b':', line) else {
             return Err(ParseError::BadHeader("header line without ':'".into()));
         };
         let mut name_end = colon;
