@@ -28,6 +28,9 @@
 //! to its issue time, and a nonce issued at or before the watermark that is
 //! not in the table is answered [`Verdict::Stale`], never accepted: a replay
 //! cannot succeed after its entry is gone, even if the clock steps back.
+//! A pair seen before is answered [`Verdict::Replayed`]: the registrar
+//! accepts that only for a retransmission of the very REGISTER that made a
+//! binding, from the binding's own source address (which changes nothing).
 //! All operations are O(1) amortised.
 
 use std::collections::{HashMap, VecDeque};
@@ -128,9 +131,14 @@ pub enum Verdict {
     /// `username`).
     Ok(String),
     /// The response was right but the nonce can no longer be used (expired,
-    /// or this nc was already used, or its replay record is gone): send a
-    /// fresh challenge with `stale=true`.
+    /// or its replay record is gone): send a fresh challenge with `stale=true`.
     Stale,
+    /// The response was right and the nonce is current, but this (nonce, nc)
+    /// was already accepted: a replay, or a retransmission of the accepted
+    /// request that outlived its transaction. Treat as [`Verdict::Stale`]
+    /// unless the caller knows it already acted on exactly this request from
+    /// the same place (then acting again changes nothing). Carries the user.
+    Replayed(String),
     /// No usable credentials: send a fresh challenge (not Digest, wrong
     /// realm, not our nonce, unsupported qop or algorithm).
     Challenge,
@@ -379,7 +387,7 @@ impl DigestAuth {
         if let Some(window) = self.seen.get_mut(&id) {
             return match nc {
                 Some(n) if window.accept(n) => Verdict::Ok(username.to_owned()),
-                _ => Verdict::Stale,
+                _ => Verdict::Replayed(username.to_owned()),
             };
         }
         if self.evicted_until.is_some_and(|t| id.issued_us <= t) {
@@ -891,6 +899,10 @@ mod tests {
         Verdict::Ok("alice".into())
     }
 
+    fn replayed() -> Verdict {
+        Verdict::Replayed("alice".into())
+    }
+
     fn set(p: &mut AuthParams, name: &str, value: &str) {
         match p.params.iter_mut().find(|(n, _)| n == name) {
             Some(slot) => slot.1 = value.to_string(),
@@ -1338,7 +1350,7 @@ mod tests {
         let p = Cred::new(&fresh_nonce(&mut a, t0())).build();
         assert_eq!(verify(&mut a, &p, "REGISTER", t0()), ok());
         for _ in 0..3 {
-            assert_eq!(verify(&mut a, &p, "REGISTER", t0()), Verdict::Stale);
+            assert_eq!(verify(&mut a, &p, "REGISTER", t0()), replayed());
         }
         assert_eq!(a.tracked(), 1);
     }
@@ -1376,7 +1388,7 @@ mod tests {
             c.nc = nc;
             assert_eq!(
                 verify(&mut a, &c.build(), "REGISTER", t0()),
-                Verdict::Stale,
+                replayed(),
                 "nc {nc} again"
             );
         }
@@ -1398,7 +1410,7 @@ mod tests {
         c.nc = 1000;
         assert_eq!(verify(&mut a, &c.build(), "REGISTER", t0()), ok());
         c.nc = 1000 - REPLAY_WINDOW; // never used, but too old
-        assert_eq!(verify(&mut a, &c.build(), "REGISTER", t0()), Verdict::Stale);
+        assert_eq!(verify(&mut a, &c.build(), "REGISTER", t0()), replayed());
         c.nc = 1000 - REPLAY_WINDOW + 1;
         assert_eq!(verify(&mut a, &c.build(), "REGISTER", t0()), ok());
     }
@@ -1412,10 +1424,10 @@ mod tests {
         let p = c.build();
         assert!(!p.params.iter().any(|(n, _)| n == "nc" || n == "cnonce"));
         assert_eq!(verify(&mut a, &p, "REGISTER", t0()), ok());
-        assert_eq!(verify(&mut a, &p, "REGISTER", t0()), Verdict::Stale);
+        assert_eq!(verify(&mut a, &p, "REGISTER", t0()), replayed());
         // Nor can the used-up nonce be reused with qop.
         let q = Cred::new(&nonce);
-        assert_eq!(verify(&mut a, &q.build(), "REGISTER", t0()), Verdict::Stale);
+        assert_eq!(verify(&mut a, &q.build(), "REGISTER", t0()), replayed());
 
         // And a qop nonce cannot then be used without qop.
         let nonce = fresh_nonce(&mut a, t0());
@@ -1423,7 +1435,7 @@ mod tests {
         assert_eq!(verify(&mut a, &q.build(), "REGISTER", t0()), ok());
         let mut c = Cred::new(&nonce);
         c.qop = None;
-        assert_eq!(verify(&mut a, &c.build(), "REGISTER", t0()), Verdict::Stale);
+        assert_eq!(verify(&mut a, &c.build(), "REGISTER", t0()), replayed());
     }
 
     #[test]
@@ -1461,7 +1473,7 @@ mod tests {
         set(&mut p, "response", resp.as_str());
         assert_eq!(verify(&mut a, &p, "REGISTER", t0()), ok());
         // nc=00000001 is the same nc value: a replay.
-        assert_eq!(verify(&mut a, &c.build(), "REGISTER", t0()), Verdict::Stale);
+        assert_eq!(verify(&mut a, &c.build(), "REGISTER", t0()), replayed());
     }
 
     #[test]
@@ -1488,7 +1500,7 @@ mod tests {
         assert_eq!(verify(&mut a, &c.build(), "REGISTER", now), Verdict::Stale);
         // The still-tracked ones are replays too.
         for p in &used[2..] {
-            assert_eq!(verify(&mut a, p, "REGISTER", now), Verdict::Stale);
+            assert_eq!(verify(&mut a, p, "REGISTER", now), replayed());
         }
         // An unused nonce issued before the watermark: stale (fresh
         // challenge), not accepted.
@@ -1530,7 +1542,7 @@ mod tests {
         let mut a = auth_with_capacity(0);
         let p = Cred::new(&fresh_nonce(&mut a, t0())).build();
         assert_eq!(verify(&mut a, &p, "REGISTER", t0()), ok());
-        assert_eq!(verify(&mut a, &p, "REGISTER", t0()), Verdict::Stale);
+        assert_eq!(verify(&mut a, &p, "REGISTER", t0()), replayed());
         assert_eq!(a.tracked(), 1);
     }
 
@@ -1723,7 +1735,7 @@ mod tests {
             );
             prop_assert_eq!(
                 a.verify(&p, "REGISTER", REALM, secret, t0()),
-                Verdict::Stale
+                Verdict::Replayed(user.clone())
             );
         }
     }

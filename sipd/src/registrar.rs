@@ -85,7 +85,8 @@ pub enum Outcome {
     TooBrief(u32),
     /// 400 with this reason.
     Bad(&'static str),
-    /// 500: an older CSeq for the same Call-ID (RFC 3261 §10.3 step 7).
+    /// 500: an older CSeq for the same Call-ID (RFC 3261 §10.3 step 7), or
+    /// the same CSeq from another address.
     OutOfOrder,
 }
 
@@ -114,8 +115,15 @@ pub fn process(
     if contacts.is_empty() {
         return Outcome::Query;
     }
-    if let Some(b) = current {
-        if b.call_id == msg.call_id() && msg.cseq().seq <= b.cseq {
+    if let Some(b) = current.filter(|b| b.call_id == msg.call_id()) {
+        let seq = msg.cseq().seq;
+        if seq == b.cseq && peer == b.source {
+            // The request that made this binding, again from its source: a
+            // retransmission that outlived its server transaction (the 200
+            // was lost). Answer as before; changing nothing.
+            return Outcome::Query;
+        }
+        if seq <= b.cseq {
             return Outcome::OutOfOrder;
         }
     }

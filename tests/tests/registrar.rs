@@ -131,6 +131,31 @@ fn replayed_register_is_not_accepted() {
 }
 
 #[test]
+fn late_retransmission_of_the_accepted_register_still_gets_200() {
+    // The client's 200 OK was lost and it retransmits (RFC 3261 timer E,
+    // up to 32 s) after sipd's server transaction ended (5 s): the same
+    // request from the same place is processed again, not challenged.
+    let sipd = Sipd::start(CONF);
+    let mut ua = Ua::udp(sipd.addr, "alice");
+    let req = ua
+        .request("REGISTER", &format!("sip:{}", sipd.addr))
+        .set("Expires", "60");
+    let ch = ua.transact(&req).unwrap();
+    let authed = ua.authorized(&req, &ch, "wonderland", "MD5", 1);
+    assert_eq!(ua.transact(&authed).unwrap().status(), Some(200));
+    std::thread::sleep(Duration::from_millis(5_600));
+    ua.send(&authed);
+    let r = ua.final_response(5 * SECOND).unwrap();
+    assert_eq!(r.status(), Some(200), "{}", text(r.raw()));
+    assert_eq!(regs(&sipd).len(), 1);
+    // A new request (next CSeq) with the used nonce count is still a replay.
+    let again = ua.renew(&authed);
+    ua.send(&again);
+    let r = ua.final_response(5 * SECOND).unwrap();
+    assert_eq!(r.status(), Some(401), "{}", text(r.raw()));
+}
+
+#[test]
 fn interval_too_brief_cap_and_unregister() {
     let sipd = Sipd::start(CONF);
     let mut ua = Ua::udp(sipd.addr, "alice");

@@ -8,7 +8,7 @@ use std::time::{Instant, SystemTime};
 use super::Core;
 use crate::auth::Verdict;
 use crate::sip::auth::AuthParams;
-use crate::sip::{HeaderName, Message};
+use crate::sip::{HeaderName, Message, Method};
 use crate::transport::{Out, Peer};
 
 /// Which challenge a request gets.
@@ -85,7 +85,14 @@ impl Core {
                     None
                 }
             },
-            Verdict::Stale => {
+            Verdict::Replayed(user) if self.is_accepted_register(msg, peer, &user) => {
+                // A retransmission of the REGISTER we accepted, from where it
+                // came, after its transaction ended (lost 200 OK, client still
+                // retransmitting: RFC 3261 timer F runs 32 s, our timer J 5 s).
+                // Processing it again changes nothing; a 401 would fail it.
+                Some(user)
+            }
+            Verdict::Stale | Verdict::Replayed(_) => {
                 self.challenge(msg, peer, challenge, true, out);
                 None
             }
@@ -104,6 +111,18 @@ impl Core {
                 None
             }
         }
+    }
+
+    /// Is `msg` the REGISTER that made `user`'s current binding (same
+    /// Call-ID and CSeq), arriving from the binding's source address?
+    fn is_accepted_register(&self, msg: &Message, peer: Peer, user: &str) -> bool {
+        if msg.method() != Some(&Method::Register) {
+            return false;
+        }
+        let Some(b) = self.registrar.get(user) else {
+            return false;
+        };
+        b.source == peer && b.call_id == msg.call_id() && b.cseq == msg.cseq().seq
     }
 
     /// 403, stateless: unauthenticated rejections are not retransmitted (a

@@ -125,7 +125,21 @@ fn query_without_contact_and_first_contact_wins() {
 #[test]
 fn older_cseq_on_same_call_id_is_refused() {
     let b = bound("Contact: <sip:a@h>\r\n");
-    assert_eq!(run("Contact: <sip:a@h>\r\n", Some(&b)), Outcome::OutOfOrder);
+    let mut later = b.clone();
+    later.cseq += 1;
+    assert_eq!(
+        run("Contact: <sip:a@h>\r\n", Some(&later)),
+        Outcome::OutOfOrder
+    );
+    // The same CSeq from another address is no retransmission.
+    let mut elsewhere = b.clone();
+    elsewhere.source.addr = "127.0.0.1:40001".parse().unwrap();
+    assert_eq!(
+        run("Contact: <sip:a@h>\r\n", Some(&elsewhere)),
+        Outcome::OutOfOrder
+    );
+    // From the binding's own source it is the accepted request again.
+    assert_eq!(run("Contact: <sip:a@h>\r\n", Some(&b)), Outcome::Query);
     let mut newer = b.clone();
     newer.call_id = "other".into();
     assert!(matches!(
