@@ -19,3 +19,10 @@ pub mod sip;
 pub mod store;
 pub mod transaction;
 pub mod transport;
+
+/// Lock a mutex, also when a panicking thread poisoned it: the state under
+/// sipd's locks stays consistent between statements, and one failed request
+/// must not stop the whole daemon.
+pub(crate) fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}

@@ -54,6 +54,14 @@ impl Binding {
         }
     }
 
+    /// Is `msg` the REGISTER that made this binding (same Call-ID and
+    /// CSeq), arriving again from the binding's source address? Then it is
+    /// a retransmission that outlived its server transaction (our 200 was
+    /// lost), and acting on it again changes nothing.
+    pub fn made_by(&self, msg: &Message, peer: Peer) -> bool {
+        self.source == peer && self.call_id == msg.call_id() && self.cseq == msg.cseq().seq
+    }
+
     pub fn remaining(&self, now: Instant) -> u64 {
         self.expires_at.saturating_duration_since(now).as_secs()
     }
@@ -116,14 +124,11 @@ pub fn process(
         return Outcome::Query;
     }
     if let Some(b) = current.filter(|b| b.call_id == msg.call_id()) {
-        let seq = msg.cseq().seq;
-        if seq == b.cseq && peer == b.source {
-            // The request that made this binding, again from its source: a
-            // retransmission that outlived its server transaction (the 200
-            // was lost). Answer as before; changing nothing.
+        if b.made_by(msg, peer) {
+            // Answer as before.
             return Outcome::Query;
         }
-        if seq <= b.cseq {
+        if msg.cseq().seq <= b.cseq {
             return Outcome::OutOfOrder;
         }
     }

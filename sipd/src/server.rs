@@ -16,7 +16,7 @@ use crate::malformed;
 use crate::sip::{Limits, Message};
 use crate::store::Store;
 use crate::transport::{
-    tcp::TcpLimits, DebugLog, Out, Peer, Sink, Tcp, Transport, Transports, Udp,
+    tcp::TcpLimits, udp::Datagram, DebugLog, Out, Peer, Sink, Tcp, Transport, Transports, Udp,
 };
 
 /// Interval of the core's timer tick.
@@ -27,9 +27,10 @@ const TRIM_EVERY: Duration = Duration::from_secs(10);
 
 /// After a burst (a REGISTER flood, a benchmark) glibc keeps the freed
 /// memory of the transaction tables; give it back so that the resident
-/// size follows the real state.
+/// size follows the real state. Nothing to do with mimalloc (the default
+/// build), which returns freed memory by itself.
 fn trim_heap() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    #[cfg(all(target_os = "linux", target_env = "gnu", not(feature = "mimalloc")))]
     // SAFETY: malloc_trim only releases free memory of the allocator.
     unsafe {
         libc::malloc_trim(0);
@@ -163,7 +164,7 @@ async fn serve(flags: Flags) -> Result<(), String> {
                 }
                 let mut out = Vec::new();
                 let pending = {
-                    let mut core = d.core.lock().unwrap_or_else(|e| e.into_inner());
+                    let mut core = crate::lock(&d.core);
                     core.on_tick(Instant::now(), &mut out);
                     core.take_pending()
                 };
@@ -202,26 +203,31 @@ async fn serve(flags: Flags) -> Result<(), String> {
 
 impl Sink for Daemon {
     fn on_message(&self, data: &[u8], peer: Peer, oversized: bool) {
-        self.handle_batch(&[(data, peer, oversized)]);
+        self.handle_batch(&[Datagram {
+            data,
+            peer,
+            oversized,
+        }]);
     }
 
-    fn on_datagrams(&self, batch: &[crate::transport::udp::Datagram<'_>]) {
-        let items: Vec<(&[u8], Peer, bool)> = batch
-            .iter()
-            .map(|d| (d.data, d.peer, d.oversized))
-            .collect();
-        self.handle_batch(&items);
+    fn on_datagrams(&self, batch: &[Datagram<'_>]) {
+        self.handle_batch(batch);
     }
 }
 
 impl Daemon {
     /// Parse a batch of received messages outside the lock, run them
     /// through the core under one lock, then send what it produced.
-    fn handle_batch(&self, items: &[(&[u8], Peer, bool)]) {
+    fn handle_batch(&self, items: &[Datagram<'_>]) {
         let mut out = Vec::new();
         let mut parsed = Vec::with_capacity(items.len());
         let mut malformed = 0;
-        for &(data, peer, oversized) in items {
+        for &Datagram {
+            data,
+            peer,
+            oversized,
+        } in items
+        {
             if let Some(d) = &self.transports.debug {
                 d.log(true, &peer, data);
             }
@@ -251,7 +257,7 @@ impl Daemon {
             }
         }
         let pending = {
-            let mut core = self.core.lock().unwrap_or_else(|e| e.into_inner());
+            let mut core = crate::lock(&self.core);
             core.counters.malformed += malformed;
             let now = Instant::now();
             for (msg, peer) in parsed {
@@ -298,7 +304,7 @@ impl Daemon {
     /// Re-read sip.conf: validate first, keep the old config on any error,
     /// swap atomically on success.
     pub fn reload(&self) -> Result<proto::ReloadReport, String> {
-        let _one = self.reload_lock.lock().unwrap_or_else(|e| e.into_inner());
+        let _one = crate::lock(&self.reload_lock);
         let new = match Config::load(&self.conf_path, &self.opts) {
             Ok(Some(c)) => c,
             Ok(None) => {
@@ -310,7 +316,7 @@ impl Daemon {
             Err(e) => return Err(e.to_string()),
         };
         let clients = new.clients.len();
-        let mut core = self.core.lock().unwrap_or_else(|e| e.into_inner());
+        let mut core = crate::lock(&self.core);
         let diff = core.config().diff(&new);
         core.set_config(Arc::new(new));
         Ok(proto::ReloadReport {
@@ -322,7 +328,7 @@ impl Daemon {
     }
 
     fn status(&self) -> proto::Status {
-        let core = self.core.lock().unwrap_or_else(|e| e.into_inner());
+        let core = crate::lock(&self.core);
         let config = core.config();
         let mut listen = Vec::new();
         for a in self.transports.udp.local_addrs() {
@@ -429,7 +435,7 @@ fn cdr_of_row(r: crate::store::CdrRow) -> proto::Cdr {
 
 impl Daemon {
     fn regs(&self, name: Option<&str>) -> proto::Regs {
-        let core = self.core.lock().unwrap_or_else(|e| e.into_inner());
+        let core = crate::lock(&self.core);
         let now = Instant::now();
         let mut bindings: Vec<proto::Binding> = core
             .registrar()
@@ -448,7 +454,7 @@ impl Daemon {
     }
 
     fn calls(&self) -> proto::Calls {
-        let core = self.core.lock().unwrap_or_else(|e| e.into_inner());
+        let core = crate::lock(&self.core);
         let now = Instant::now();
         let mut calls: Vec<_> = core.calls().iter().collect();
         calls.sort_by_key(|c| c.started);
@@ -472,7 +478,7 @@ impl Daemon {
     async fn fwd(&self, who: &str, action: Option<proto::FwdAction>) -> Response {
         use crate::forwards::{Forwarding, Override, SetBy};
         let rx = {
-            let mut core = self.core.lock().unwrap_or_else(|e| e.into_inner());
+            let mut core = crate::lock(&self.core);
             let config = core.config().clone();
             let matches = config.lookup(who);
             if matches.is_empty() {
@@ -515,7 +521,7 @@ impl Daemon {
         };
         match rx.await {
             Ok(Ok(())) => {
-                let core = self.core.lock().unwrap_or_else(|e| e.into_inner());
+                let core = crate::lock(&self.core);
                 let config = core.config().clone();
                 Response::ok(Reply::Fwd(fwd_report(&core, &config.lookup(who))))
             }

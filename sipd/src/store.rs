@@ -418,7 +418,7 @@ impl Store {
     /// code).
     pub fn recent_cdrs(&self, n: usize) -> Result<Vec<CdrRow>, StoreError> {
         let limit = i64::try_from(n).unwrap_or(i64::MAX);
-        let conn = self.reader.lock().unwrap_or_else(|e| e.into_inner());
+        let conn = crate::lock(&self.reader);
         let read = || -> rusqlite::Result<Vec<CdrRow>> {
             let mut stmt = conn.prepare_cached(SQL_RECENT_CDRS)?;
             let rows = stmt.query_map(params![limit], |r| {
@@ -445,7 +445,7 @@ impl Store {
 
     /// Number of CDRs stored (committed). Blocking.
     pub fn cdr_count(&self) -> Result<u64, StoreError> {
-        let conn = self.reader.lock().unwrap_or_else(|e| e.into_inner());
+        let conn = crate::lock(&self.reader);
         conn.query_row("SELECT count(*) FROM cdr", [], |r| r.get(0))
             .map_err(|e| StoreError::new(&self.path, e))
     }

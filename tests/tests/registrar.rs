@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use sipd::sip::HeaderName;
-use sipd_tests::ua::unique;
+use sipd_tests::ua::{unique, Req};
 use sipd_tests::{text, wait_for, Sipd, Ua};
 
 const CONF: &str = "\
@@ -102,17 +102,23 @@ fn wrong_password_unknown_user_and_outside_permit_get_the_same_403() {
     assert!(regs(&sipd).is_empty());
 }
 
-#[test]
-fn replayed_register_is_not_accepted() {
-    let sipd = Sipd::start(CONF);
+/// alice registers (REGISTER, 401, REGISTER with nc=1, 200): her UA and
+/// the accepted request.
+fn register_alice(sipd: &Sipd) -> (Ua, Req) {
     let mut ua = Ua::udp(sipd.addr, "alice");
     let req = ua
         .request("REGISTER", &format!("sip:{}", sipd.addr))
         .set("Expires", "60");
     let ch = ua.transact(&req).unwrap();
     let authed = ua.authorized(&req, &ch, "wonderland", "MD5", 1);
-    let ok = ua.transact(&authed).unwrap();
-    assert_eq!(ok.status(), Some(200));
+    assert_eq!(ua.transact(&authed).unwrap().status(), Some(200));
+    (ua, authed)
+}
+
+#[test]
+fn replayed_register_is_not_accepted() {
+    let sipd = Sipd::start(CONF);
+    let (ua, authed) = register_alice(&sipd);
     // Byte-for-byte replay from another socket (an attacker), new branch not even needed:
     // same bytes, but the first transaction is long gone from the attacker's view.
     let mut attacker = Ua::udp(sipd.addr, "alice");
@@ -136,13 +142,7 @@ fn late_retransmission_of_the_accepted_register_still_gets_200() {
     // up to 32 s) after sipd's server transaction ended (5 s): the same
     // request from the same place is processed again, not challenged.
     let sipd = Sipd::start(CONF);
-    let mut ua = Ua::udp(sipd.addr, "alice");
-    let req = ua
-        .request("REGISTER", &format!("sip:{}", sipd.addr))
-        .set("Expires", "60");
-    let ch = ua.transact(&req).unwrap();
-    let authed = ua.authorized(&req, &ch, "wonderland", "MD5", 1);
-    assert_eq!(ua.transact(&authed).unwrap().status(), Some(200));
+    let (mut ua, authed) = register_alice(&sipd);
     std::thread::sleep(Duration::from_millis(5_600));
     ua.send(&authed);
     let r = ua.final_response(5 * SECOND).unwrap();

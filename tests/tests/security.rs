@@ -7,7 +7,6 @@
 use std::net::UdpSocket;
 use std::time::Duration;
 
-use sipd::sip::{HeaderName, Message};
 use sipd_tests::ua::{unique, Dialog};
 use sipd_tests::{text, wait_for, Sipd, Ua};
 
@@ -138,28 +137,25 @@ fn phones_cannot_assert_identity_headers() {
     }
 }
 
-fn establish(caller: &mut Ua, callee: &mut Ua, uri: &str, secret: &str) -> (Dialog, Message) {
-    let inv = caller.invite(uri, secret);
-    let got = callee.expect_request("INVITE", S);
-    callee.respond(&got, 200, "OK", "callee-tag");
-    let ok = caller.expect_status(200, S);
+/// alice and bob registered, alice's call to bob answered and ACKed: both
+/// phones and alice's dialog.
+fn answered_call(sipd: &Sipd) -> (Ua, Ua, Dialog) {
+    let mut alice = phone(sipd, "alice");
+    let mut bob = phone(sipd, "bob");
+    let inv = alice.invite(&format!("sip:bob@{}", sipd.addr), "alice-pw");
+    let got = bob.expect_request("INVITE", S);
+    bob.respond(&got, 200, "OK", "callee-tag");
+    let ok = alice.expect_status(200, S);
     let mut d = Dialog::uac(&inv, &ok);
-    caller.send(&caller.in_dialog(&mut d, "ACK"));
-    callee.expect_request("ACK", S);
-    (d, got)
+    alice.send(&alice.in_dialog(&mut d, "ACK"));
+    bob.expect_request("ACK", S);
+    (alice, bob, d)
 }
 
 #[test]
 fn forged_bye_and_reused_call_id_leave_the_call_alone() {
     let sipd = Sipd::start(CONF);
-    let mut alice = phone(&sipd, "alice");
-    let mut bob = phone(&sipd, "bob");
-    let (d, _) = establish(
-        &mut alice,
-        &mut bob,
-        &format!("sip:bob@{}", sipd.addr),
-        "alice-pw",
-    );
+    let (mut alice, _bob, d) = answered_call(&sipd);
     // A BYE with the right Call-ID but a wrong To tag.
     let mut forged = d.clone();
     forged.remote = forged.remote.replace("callee-tag", "WRONG");
@@ -186,14 +182,7 @@ fn forged_bye_and_reused_call_id_leave_the_call_alone() {
 #[test]
 fn max_forwards_zero_in_dialog() {
     let sipd = Sipd::start(CONF);
-    let mut alice = phone(&sipd, "alice");
-    let mut bob = phone(&sipd, "bob");
-    let (mut d, _) = establish(
-        &mut alice,
-        &mut bob,
-        &format!("sip:bob@{}", sipd.addr),
-        "alice-pw",
-    );
+    let (mut alice, mut bob, mut d) = answered_call(&sipd);
     let info = alice.in_dialog(&mut d, "INFO").set("Max-Forwards", "0");
     assert_eq!(alice.transact(&info).unwrap().status(), Some(483));
     let opt = alice.in_dialog(&mut d, "OPTIONS").set("Max-Forwards", "0");
@@ -205,14 +194,7 @@ fn max_forwards_zero_in_dialog() {
 #[test]
 fn slow_reinvite_does_not_end_the_call() {
     let sipd = Sipd::start(CONF);
-    let mut alice = phone(&sipd, "alice");
-    let mut bob = phone(&sipd, "bob");
-    let (mut d, _) = establish(
-        &mut alice,
-        &mut bob,
-        &format!("sip:bob@{}", sipd.addr),
-        "alice-pw",
-    );
+    let (mut alice, mut bob, mut d) = answered_call(&sipd);
     alice.send(&alice.in_dialog(&mut d, "INVITE"));
     let re = bob.expect_request("INVITE", S);
     // bob thinks for longer than the no-response time of initial INVITEs.
@@ -256,5 +238,4 @@ fn noanswer_also_applies_to_the_last_target() {
     })
     .unwrap();
     assert_eq!(cdr.disposition, "NO ANSWER");
-    let _ = HeaderName::To;
 }

@@ -113,16 +113,13 @@ impl Core {
         }
     }
 
-    /// Is `msg` the REGISTER that made `user`'s current binding (same
-    /// Call-ID and CSeq), arriving from the binding's source address?
+    /// Is `msg` the REGISTER that made `user`'s current binding?
     fn is_accepted_register(&self, msg: &Message, peer: Peer, user: &str) -> bool {
-        if msg.method() != Some(&Method::Register) {
-            return false;
-        }
-        let Some(b) = self.registrar.get(user) else {
-            return false;
-        };
-        b.source == peer && b.call_id == msg.call_id() && b.cseq == msg.cseq().seq
+        msg.method() == Some(&Method::Register)
+            && self
+                .registrar
+                .get(user)
+                .is_some_and(|b| b.made_by(msg, peer))
     }
 
     /// 403, stateless: unauthenticated rejections are not retransmitted (a

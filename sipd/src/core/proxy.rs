@@ -36,8 +36,8 @@ pub(super) struct Hop {
     /// `None`: any final response is passed on (in-dialog, non-INVITE).
     pub next_on: Option<NextOn>,
     pub noanswer: Option<u32>,
-    /// Headers replaced in the forwarded request.
-    pub req_set: Vec<(HeaderName, String)>,
+    /// Headers replaced in the forwarded request (`None`: removed).
+    pub req_set: Vec<(HeaderName, Option<String>)>,
     /// Headers added to the forwarded request.
     pub req_add: Vec<(HeaderName, String)>,
     /// Headers replaced in responses passed back upstream.
@@ -89,8 +89,7 @@ pub(super) struct Ctx {
     call_id: Option<String>,
     record_route: bool,
     pop_routes: usize,
-    /// Remove Proxy-Authorization (credentials we consumed) and identity
-    /// headers a user client may not assert itself.
+    /// Remove Proxy-Authorization (credentials we consumed).
     strip_credentials: bool,
     /// Remove identity headers (the caller is a user client).
     strip_identity: bool,
@@ -302,8 +301,9 @@ impl Core {
                                 Some(t) => format!("{addr};tag={t}"),
                                 None => addr.clone(),
                             };
-                            hop.req_set.push((HeaderName::From, from.clone()));
-                            hop.req_set.push((HeaderName::PAssertedIdentity, addr));
+                            hop.req_set.push((HeaderName::From, Some(from.clone())));
+                            hop.req_set
+                                .push((HeaderName::PAssertedIdentity, Some(addr)));
                             hop.resp_set.push((HeaderName::From, from_original.clone()));
                             hop.presented_from = Some(from);
                         }
@@ -566,10 +566,9 @@ impl Core {
             }
         }
         for (n, v) in &hop.req_set {
-            e = if v.is_empty() {
-                e.remove_header(n.clone())
-            } else {
-                e.set_header(n.clone(), v)
+            e = match v {
+                Some(v) => e.set_header(n.clone(), v),
+                None => e.remove_header(n.clone()),
             };
         }
         for (n, v) in &hop.req_add {
@@ -647,7 +646,7 @@ impl Core {
         // An INVITE context stays to pass on 2xx retransmissions and to hang
         // up late answers; any other one is done with its final response.
         let linger = if ctx.invite {
-            crate::transaction::ACCEPTED_LINGER + Duration::from_secs(1)
+            crate::transaction::LINGER + Duration::from_secs(1)
         } else {
             Duration::ZERO
         };
@@ -909,7 +908,7 @@ impl Core {
             });
             if busy {
                 self.ctx_timers.push(std::cmp::Reverse((
-                    now + crate::transaction::ACCEPTED_LINGER,
+                    now + crate::transaction::LINGER,
                     cid,
                     0,
                     CtxTimer::Cleanup,
@@ -1051,11 +1050,8 @@ impl Core {
             let last = routes.pop().expect("not empty");
             hop.ruri = Some(last.uri.to_string());
             let rest: Vec<String> = routes.iter().map(|r| r.to_string()).collect();
-            if rest.is_empty() {
-                hop.req_set.push((HeaderName::Route, String::new()));
-            } else {
-                hop.req_set.push((HeaderName::Route, rest.join(", ")));
-            }
+            let rest = (!rest.is_empty()).then(|| rest.join(", "));
+            hop.req_set.push((HeaderName::Route, rest));
         }
         let via_us = pops > 0 || hop.ruri.is_some();
         let from_tag = msg.from().tag().unwrap_or("");
@@ -1070,7 +1066,7 @@ impl Core {
             Some(call) => {
                 if from_tag == call.caller_tag {
                     if let Some(p) = &call.from_presented {
-                        hop.req_set.push((HeaderName::From, p.clone()));
+                        hop.req_set.push((HeaderName::From, Some(p.clone())));
                         hop.resp_set
                             .push((HeaderName::From, call.from_original.clone()));
                     }
@@ -1079,7 +1075,7 @@ impl Core {
                 } else {
                     if let Some(p) = &call.from_presented {
                         hop.req_set
-                            .push((HeaderName::To, call.from_original.clone()));
+                            .push((HeaderName::To, Some(call.from_original.clone())));
                         hop.resp_set.push((HeaderName::To, p.clone()));
                     }
                     hop.target = call.caller.clone();
@@ -1135,10 +1131,6 @@ impl Core {
         now: Instant,
         out: &mut Vec<Out>,
     ) {
-        if msg.max_forwards() == Some(0) {
-            self.txns.reply(id, 483, "Too Many Hops", &[], now, out);
-            return;
-        }
         let Some((pops, hop, tracked)) = self.dialog_hop(&msg, &peer) else {
             // Not ours to relay: answered once, without retransmissions.
             self.txns.reply(id, 404, "Not Found", &[], now, out);

@@ -30,6 +30,7 @@ impl Core {
             return;
         };
         let msg = &*msg;
+        let now_unix = registrar::unix_now();
         let current = self.registrar.get(&user);
         let outcome = registrar::process(
             &self.config.general,
@@ -38,13 +39,13 @@ impl Core {
             peer,
             current,
             now,
-            registrar::unix_now(),
+            now_unix,
         );
         match outcome {
             Outcome::Bind(mut b) => {
                 self.counters.registrations += 1;
                 let prev = self.registrar.get(&user);
-                let lifetime = b.expires_unix.saturating_sub(registrar::unix_now());
+                let lifetime = b.expires_unix.saturating_sub(now_unix);
                 if b.worth_storing(prev, lifetime) {
                     if let Some(s) = &self.store {
                         s.put_binding(b.to_row());

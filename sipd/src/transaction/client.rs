@@ -187,8 +187,8 @@ impl ClientTx {
                     self.c_gen += 1;
                     if code < 300 {
                         self.state = ClientState::Accepted;
-                        // Timer M (RFC 6026), shortened like timer J.
-                        timers.push((now + super::ACCEPTED_LINGER, TimerKind::Terminate, self.gen));
+                        // Timer M (RFC 6026; see LINGER).
+                        timers.push((now + super::LINGER, TimerKind::Terminate, self.gen));
                     } else {
                         self.state = ClientState::Completed;
                         self.ack = self.build_ack(&msg);
@@ -198,12 +198,8 @@ impl ClientTx {
                                 data: ack.clone(),
                             });
                         }
-                        // Timer D, shortened like timer J.
-                        let d = if reliable {
-                            now
-                        } else {
-                            now + super::ACCEPTED_LINGER
-                        };
+                        // Timer D (see LINGER).
+                        let d = if reliable { now } else { now + super::LINGER };
                         timers.push((d, TimerKind::Terminate, self.gen));
                     }
                     (Some(TxEvent::Final { owner, tx, msg }), timers)

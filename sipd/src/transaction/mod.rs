@@ -29,18 +29,15 @@ pub const T2: Duration = Duration::from_secs(4);
 pub const T4: Duration = Duration::from_secs(5);
 /// 64*T1: timers B, F, H, J, L, M.
 pub const T64: Duration = Duration::from_secs(32);
-/// How long a completed non-INVITE server transaction absorbs
-/// retransmissions over UDP (timer J; RFC 3261 says 64*T1, Kamailio's tm
-/// waits 5 s; at thousands of requests per second the difference is
-/// hundreds of megabytes).
-pub const NON_INVITE_LINGER: Duration = T4;
-/// How long an INVITE transaction stays after a 2xx (timers L and M,
-/// RFC 6026: 64*T1) or after ACKing a non-2xx (timer D: 32 s): like
-/// Kamailio's tm, 5 s. A proxy holds a few kilobytes per call in them, so
-/// at 3,000 calls/s the RFC's 32 s cost half a gigabyte of memory; 2xx
-/// retransmissions later than this (the caller's ACK lost for 5 s) are not
-/// forwarded.
-pub const ACCEPTED_LINGER: Duration = T4;
+/// How long a finished transaction stays over UDP to absorb or pass on
+/// retransmissions: timer J of a non-INVITE server transaction, timers L
+/// and M of an INVITE after a 2xx (RFC 6026) and timer D after ACKing a
+/// non-2xx. RFC 3261 says 64*T1 (32 s); like Kamailio's tm we wait 5 s: at
+/// thousands of transactions per second the difference is hundreds of
+/// megabytes. Later retransmissions of a non-INVITE request are processed
+/// again; 2xx retransmissions later than this (the caller's ACK lost for
+/// 5 s) are not forwarded.
+pub const LINGER: Duration = T4;
 /// Proxy INVITE timer C (RFC 3261 §16.6 item 11: more than 3 minutes).
 pub const TIMER_C: Duration = Duration::from_secs(181);
 

@@ -183,8 +183,8 @@ impl ServerTx {
         } else if self.invite && code < 300 {
             self.state = ServerState::Accepted;
             self.last = None;
-            // Timer L (RFC 6026), shortened like timer J.
-            timers.push((now + super::ACCEPTED_LINGER, TimerKind::Terminate, self.gen));
+            // Timer L (RFC 6026; see LINGER).
+            timers.push((now + super::LINGER, TimerKind::Terminate, self.gen));
         } else if self.invite {
             self.state = ServerState::Completed;
             self.last = Some(data);
@@ -197,14 +197,8 @@ impl ServerTx {
         } else {
             self.state = ServerState::Completed;
             self.last = Some(data);
-            // Timer J, shortened from 64*T1 to T4 as Kamailio's tm does
-            // (wait timer, 5 s): a late retransmission of a non-INVITE
-            // request is then simply processed again.
-            let j = if reliable {
-                now
-            } else {
-                now + super::NON_INVITE_LINGER
-            };
+            // Timer J (see LINGER).
+            let j = if reliable { now } else { now + super::LINGER };
             timers.push((j, TimerKind::Terminate, self.gen));
         }
         timers

@@ -154,7 +154,7 @@ impl DebugLog {
             peer.transport.via_name(),
             peer.addr
         );
-        let mut out = self.out.lock().unwrap_or_else(|e| e.into_inner());
+        let mut out = crate::lock(&self.out);
         // stdout closed or full: debugging output is best effort.
         let _ = out.write_all(head.as_bytes());
         let _ = out.write_all(text.as_bytes());

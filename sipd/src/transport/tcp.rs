@@ -115,18 +115,13 @@ impl Tcp {
     }
 
     pub fn connections(&self) -> usize {
-        self.table
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .by_id
-            .len()
+        crate::lock(&self.table).by_id.len()
     }
 
     /// Start accepting; received messages go to `sink`.
     pub fn start(self: &Arc<Self>, sink: Arc<dyn Sink>) {
         let _ = self.sink.set(sink);
-        let listeners =
-            std::mem::take(&mut *self.listeners.lock().unwrap_or_else(|e| e.into_inner()));
+        let listeners = std::mem::take(&mut *crate::lock(&self.listeners));
         for l in listeners {
             let me = self.clone();
             tokio::spawn(async move {
@@ -158,7 +153,7 @@ impl Tcp {
         let queued = Arc::new(AtomicUsize::new(0));
         let close = Arc::new(Notify::new());
         {
-            let mut t = self.table.lock().unwrap_or_else(|e| e.into_inner());
+            let mut t = crate::lock(&self.table);
             let from_ip = t.per_ip.get(&addr.ip()).copied().unwrap_or(0);
             if t.by_id.len() >= self.limits.max_connections
                 || (inbound && from_ip >= self.limits.max_per_ip)
@@ -206,7 +201,7 @@ impl Tcp {
     }
 
     fn forget(&self, id: FlowId, addr: SocketAddr) {
-        let mut t = self.table.lock().unwrap_or_else(|e| e.into_inner());
+        let mut t = crate::lock(&self.table);
         if let Some(flow) = t.by_id.remove(&id) {
             if flow.inbound {
                 if let Some(n) = t.per_ip.get_mut(&addr.ip()) {
@@ -289,7 +284,7 @@ impl Tcp {
 
     /// Queue bytes on a flow; a peer that does not read loses its connection.
     fn queue(&self, id: FlowId, data: Vec<u8>) -> bool {
-        let t = self.table.lock().unwrap_or_else(|e| e.into_inner());
+        let t = crate::lock(&self.table);
         let Some(flow) = t.by_id.get(&id) else {
             return false;
         };
@@ -315,7 +310,7 @@ impl Tcp {
     /// any connection to its address, else over a new connection.
     pub fn send(self: &Arc<Self>, dest: Peer, data: Vec<u8>) {
         let id = {
-            let t = self.table.lock().unwrap_or_else(|e| e.into_inner());
+            let t = crate::lock(&self.table);
             dest.flow
                 .filter(|id| t.by_id.contains_key(id))
                 .or_else(|| t.by_addr.get(&dest.addr).copied())
@@ -353,21 +348,12 @@ impl Tcp {
 
     /// Is this flow still open?
     pub fn is_open(&self, id: FlowId) -> bool {
-        self.table
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .by_id
-            .contains_key(&id)
+        crate::lock(&self.table).by_id.contains_key(&id)
     }
 
     /// The remote address of a flow.
     pub fn flow_addr(&self, id: FlowId) -> Option<SocketAddr> {
-        self.table
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .by_id
-            .get(&id)
-            .map(|f| f.addr)
+        crate::lock(&self.table).by_id.get(&id).map(|f| f.addr)
     }
 }
 

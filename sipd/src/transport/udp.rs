@@ -24,7 +24,7 @@ pub struct Udp {
     pub send_errors: AtomicU64,
 }
 
-/// One received datagram handed to the sink.
+/// One received datagram (or one framed TCP message) handed to the sink.
 pub struct Datagram<'a> {
     pub data: &'a [u8],
     pub peer: Peer,
