@@ -9,8 +9,9 @@
 use std::fmt::Write as _;
 
 use super::edit::{push_header_line, push_sanitized};
-use super::header::HeaderName;
-use super::message::{Message, Method};
+use super::message::Message;
+use super::method::Method;
+use super::name::HeaderName;
 use super::parse::list_ranges;
 
 /// Builds a response to `req`: copies every Via (in order), From, To, Call-ID
@@ -161,7 +162,7 @@ impl RequestBuilder {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sip::message::Limits;
+    use crate::sip::limits::Limits;
 
     const REQ: &str = "INVITE sip:bob@example.com SIP/2.0\r\n\
         v: SIP/2.0/UDP a.example.com;branch=z9hG4bK1 , SIP/2.0/UDP b.example.com;branch=z9hG4bK2\r\n\

@@ -15,8 +15,8 @@
 use std::fmt::Write as _;
 use std::ops::Range;
 
-use super::header::HeaderName;
 use super::message::{HeaderLine, Message, StartLine};
+use super::name::HeaderName;
 use super::parse::list_ranges;
 
 #[derive(Debug, Clone, Copy)]
@@ -39,6 +39,8 @@ pub struct Edit<'a> {
     max_forwards: Option<MaxForwards>,
     /// set_header (`Some`) / remove_header (`None`), one entry per name.
     line_ops: Vec<(HeaderName, Option<String>)>,
+    /// Single header lines removed by `remove_header_if`.
+    drop_lines: Vec<Range<usize>>,
     adds: Vec<(HeaderName, String)>,
 }
 
@@ -54,6 +56,7 @@ impl Message {
             request_uri: None,
             max_forwards: None,
             line_ops: Vec::new(),
+            drop_lines: Vec::new(),
             adds: Vec::new(),
         }
     }
@@ -159,6 +162,16 @@ impl<'a> Edit<'a> {
         self
     }
 
+    /// Remove the lines of `name` whose value `pred` accepts (others stay).
+    pub fn remove_header_if(mut self, name: HeaderName, pred: impl Fn(&str) -> bool) -> Self {
+        for h in self.msg.headers.iter().filter(|h| h.name == name) {
+            if pred(self.msg.text(h.value.clone())) {
+                self.drop_lines.push(h.line.clone());
+            }
+        }
+        self
+    }
+
     fn lines(&self, name: &'a HeaderName) -> impl Iterator<Item = &'a HeaderLine> + 'a {
         self.msg.headers.iter().filter(move |h| &h.name == name)
     }
@@ -214,6 +227,10 @@ impl<'a> Edit<'a> {
                     }
                 }
             }
+        }
+
+        for r in &self.drop_lines {
+            add(&mut sp, r.clone(), String::new());
         }
 
         self.pop_ranges(&HeaderName::Via, self.pop_vias, &mut sp);
@@ -327,7 +344,7 @@ fn insert(sp: &mut Vec<Splice>, at: usize, text: String) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sip::message::Limits;
+    use crate::sip::limits::Limits;
 
     const MSG: &str = "INVITE sip:bob@example.com SIP/2.0\r\n\
         Via: SIP/2.0/UDP a.example.com;branch=z9hG4bK1, SIP/2.0/UDP b.example.com;branch=z9hG4bK2\r\n\
@@ -457,6 +474,25 @@ mod tests {
             .remove_header(HeaderName::Route)
             .finish();
         assert!(reparse(&out).routes().unwrap().is_empty());
+    }
+
+    #[test]
+    fn remove_header_if_keeps_the_others() {
+        let m = reparse(
+            b"INVITE sip:b@x SIP/2.0\r\nVia: SIP/2.0/UDP h;branch=z9hG4bK1\r\n\
+              Proxy-Authorization: Digest realm=\"us\", username=\"a\"\r\n\
+              Proxy-Authorization: Digest realm=\"them\", username=\"a\"\r\n\
+              From: <sip:a@x>;tag=1\r\nTo: <sip:b@x>\r\nCall-ID: c\r\nCSeq: 1 INVITE\r\n\
+              Content-Length: 0\r\n\r\n",
+        );
+        let out = m
+            .edit()
+            .remove_header_if(HeaderName::ProxyAuthorization, |v| v.contains("\"us\""))
+            .finish();
+        let text = String::from_utf8(out).unwrap();
+        assert!(!text.contains("realm=\"us\""), "{text}");
+        assert!(text.contains("realm=\"them\""), "{text}");
+        reparse(text.as_bytes());
     }
 
     #[test]

@@ -1,136 +1,14 @@
 //! The parsed message: raw bytes, start line, header index, body range.
 
-use std::fmt;
 use std::ops::Range;
 
-use super::header::{parse_u32, CSeq, Contact, HeaderName, NameAddr, Via};
-use super::parse::{is_token, list_ranges, scan_head, single_name, unfold, RawHeader};
+use super::error::ParseError;
+use super::header::{CSeq, Contact, NameAddr, Via};
+use super::limits::Limits;
+use super::method::Method;
+use super::name::{single_name, HeaderName};
+use super::parse::{is_token, list_ranges, parse_u32, scan_head, unfold, RawHeader};
 use super::uri::Uri;
-
-/// A SIP method. Methods are case-sensitive tokens (RFC 3261 §7.1).
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
-pub enum Method {
-    Invite,
-    Ack,
-    Bye,
-    Cancel,
-    Register,
-    Options,
-    Info,
-    Prack,
-    Update,
-    Refer,
-    Subscribe,
-    Notify,
-    Message,
-    Publish,
-    Other(Box<str>),
-}
-
-impl Method {
-    /// Parse a method token (case-sensitive; an unknown valid token is `Other`).
-    pub fn from_token(token: &str) -> Method {
-        match token {
-            "INVITE" => Method::Invite,
-            "ACK" => Method::Ack,
-            "BYE" => Method::Bye,
-            "CANCEL" => Method::Cancel,
-            "REGISTER" => Method::Register,
-            "OPTIONS" => Method::Options,
-            "INFO" => Method::Info,
-            "PRACK" => Method::Prack,
-            "UPDATE" => Method::Update,
-            "REFER" => Method::Refer,
-            "SUBSCRIBE" => Method::Subscribe,
-            "NOTIFY" => Method::Notify,
-            "MESSAGE" => Method::Message,
-            "PUBLISH" => Method::Publish,
-            _ => Method::Other(token.into()),
-        }
-    }
-    pub fn as_str(&self) -> &str {
-        match self {
-            Method::Invite => "INVITE",
-            Method::Ack => "ACK",
-            Method::Bye => "BYE",
-            Method::Cancel => "CANCEL",
-            Method::Register => "REGISTER",
-            Method::Options => "OPTIONS",
-            Method::Info => "INFO",
-            Method::Prack => "PRACK",
-            Method::Update => "UPDATE",
-            Method::Refer => "REFER",
-            Method::Subscribe => "SUBSCRIBE",
-            Method::Notify => "NOTIFY",
-            Method::Message => "MESSAGE",
-            Method::Publish => "PUBLISH",
-            Method::Other(s) => s,
-        }
-    }
-}
-
-impl fmt::Display for Method {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-/// Size limits applied while parsing; anything over them is a [`ParseError`].
-#[derive(Clone, Debug)]
-pub struct Limits {
-    /// Whole message including body.
-    pub max_message: usize,
-    /// Number of header lines (after unfolding).
-    pub max_headers: usize,
-    /// One header line including continuation lines.
-    pub max_line: usize,
-}
-
-impl Default for Limits {
-    fn default() -> Self {
-        Limits {
-            max_message: 65_535,
-            max_headers: 128,
-            max_line: 8_192,
-        }
-    }
-}
-
-/// Why a message was rejected. Never a panic: the transport answers a request
-/// that fails here with `400 Bad Request` (when it can find enough headers to
-/// build a response) and drops a malformed response.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum ParseError {
-    TooLarge,
-    TooManyHeaders,
-    LineTooLong,
-    BadStartLine,
-    BadVersion,
-    BadHeader(String),
-    MissingHeader(&'static str),
-    BadContentLength,
-    BodyTruncated,
-    NotUtf8,
-}
-
-impl fmt::Display for ParseError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            ParseError::TooLarge => f.write_str("message too large"),
-            ParseError::TooManyHeaders => f.write_str("too many header lines"),
-            ParseError::LineTooLong => f.write_str("line too long"),
-            ParseError::BadStartLine => f.write_str("malformed start line"),
-            ParseError::BadVersion => f.write_str("unsupported SIP version"),
-            ParseError::BadHeader(what) => write!(f, "malformed header: {what}"),
-            ParseError::MissingHeader(name) => write!(f, "missing {name} header"),
-            ParseError::BadContentLength => f.write_str("bad Content-Length"),
-            ParseError::BodyTruncated => f.write_str("body shorter than Content-Length"),
-            ParseError::NotUtf8 => f.write_str("header section is not UTF-8"),
-        }
-    }
-}
-
-impl std::error::Error for ParseError {}
 
 /// Result of looking for one message at the front of a stream (TCP) buffer.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -645,31 +523,6 @@ mod tests {
     }
 
     #[test]
-    fn methods() {
-        for m in [
-            "INVITE",
-            "ACK",
-            "BYE",
-            "CANCEL",
-            "REGISTER",
-            "OPTIONS",
-            "INFO",
-            "PRACK",
-            "UPDATE",
-            "REFER",
-            "SUBSCRIBE",
-            "NOTIFY",
-            "MESSAGE",
-            "PUBLISH",
-            "FOO",
-        ] {
-            assert_eq!(Method::from_token(m).as_str(), m);
-        }
-        assert_eq!(Method::from_token("invite"), Method::Other("invite".into()));
-        assert_eq!(Method::Invite.to_string(), "INVITE");
-    }
-
-    #[test]
     fn parse_request() {
         let m = Message::parse(INVITE.as_bytes(), &lim()).unwrap();
         assert!(m.is_request());
@@ -795,14 +648,5 @@ mod tests {
             Message::parse_owned(b"\r\n".to_vec(), &lim()).unwrap_err(),
             ParseError::BadStartLine
         );
-    }
-
-    #[test]
-    fn errors_display() {
-        assert_eq!(
-            ParseError::MissingHeader("Via").to_string(),
-            "missing Via header"
-        );
-        assert!(ParseError::BadHeader("x".into()).to_string().contains('x'));
     }
 }

@@ -1,5 +1,6 @@
-//! Low-level parsing: start line, header lines with folding, Content-Length
-//! framing, limits. Used by `message.rs`.
+//! Low-level parsing: the shared lexing helpers (tokens, LWS, quoted
+//! strings, comma lists, decimal numbers) and the scan of the header section
+//! for `message.rs` (lines with folding, Content-Length framing, limits).
 //!
 //! Everything here works on byte offsets with checked slicing (`get`), so no
 //! input can make it panic. Line endings may be CRLF or a bare LF; raw bytes
@@ -7,8 +8,8 @@
 
 use std::ops::Range;
 
-use super::header::{HeaderName, Params};
-use super::message::{Limits, ParseError};
+use super::error::ParseError;
+use super::limits::Limits;
 
 /// RFC 3261 `token` character.
 pub(crate) fn is_token_byte(b: u8) -> bool {
@@ -69,6 +70,32 @@ pub(crate) fn parse_quoted(s: &str, start: usize) -> Option<(String, usize)> {
 }
 
 /// Write `s` as a quoted string, escaping `"` and `\`.
+/// Append `n` in decimal (no formatting machinery: this is on the
+/// packet path).
+pub fn push_u32(out: &mut String, mut n: u32) {
+    let mut buf = [0u8; 10];
+    let mut i = buf.len();
+    loop {
+        i -= 1;
+        buf[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    for &b in &buf[i..] {
+        out.push(char::from(b));
+    }
+}
+
+/// Append `n` as `width` lower-case hex digits (the low ones).
+pub fn push_hex(out: &mut String, n: u64, width: usize) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    for k in (0..width.min(16)).rev() {
+        out.push(char::from(HEX[((n >> (4 * k)) & 0xf) as usize]));
+    }
+}
+
 pub(crate) fn write_quoted(f: &mut impl std::fmt::Write, s: &str) -> std::fmt::Result {
     f.write_char('"')?;
     for c in s.chars() {
@@ -146,58 +173,6 @@ impl Iterator for ListRanges<'_> {
     }
 }
 
-/// Parse `*( SEMI generic-param )` header parameters from `s` starting at
-/// `i`; the rest of the string must be parameters only (LWS allowed around
-/// `;` and `=`). Values: quoted-string (unquoted, unescaped) or a run of
-/// characters other than LWS, `;`, `,`, `"`.
-pub(crate) fn parse_header_params(s: &str, mut i: usize) -> Result<Params, ParseError> {
-    let b = s.as_bytes();
-    let mut params = Params::default();
-    loop {
-        i = skip_lws(b, i);
-        match b.get(i) {
-            None => return Ok(params),
-            Some(b';') => i += 1,
-            Some(_) => return Err(ParseError::BadHeader("unexpected text after value".into())),
-        }
-        i = skip_lws(b, i);
-        let ns = i;
-        while b.get(i).is_some_and(|&c| is_token_byte(c)) {
-            i += 1;
-        }
-        let name = s.get(ns..i).unwrap_or("");
-        if name.is_empty() {
-            return Err(ParseError::BadHeader("empty parameter name".into()));
-        }
-        let after_name = i;
-        i = skip_lws(b, i);
-        if b.get(i) == Some(&b'=') {
-            i = skip_lws(b, i + 1);
-            if b.get(i) == Some(&b'"') {
-                let (v, end) = parse_quoted(s, i)
-                    .ok_or_else(|| ParseError::BadHeader("unterminated quoted string".into()))?;
-                params.0.push((name.to_string(), Some(v)));
-                i = end;
-            } else {
-                let vs = i;
-                while b
-                    .get(i)
-                    .is_some_and(|&c| !is_lws(c) && !matches!(c, b';' | b',' | b'"'))
-                {
-                    i += 1;
-                }
-                params.0.push((
-                    name.to_string(),
-                    Some(s.get(vs..i).unwrap_or("").to_string()),
-                ));
-            }
-        } else {
-            params.0.push((name.to_string(), None));
-            i = after_name;
-        }
-    }
-}
-
 /// One header line found by [`scan_head`], as offsets into the buffer.
 #[derive(Clone, Debug)]
 pub(crate) struct RawHeader {
@@ -240,6 +215,15 @@ fn line_at(buf: &[u8], pos: usize, max_line: usize) -> Result<Option<(usize, usi
         None if rest.len() > max_line => Err(ParseError::LineTooLong),
         None => Ok(None),
     }
+}
+
+/// Parse an unsigned decimal made of ASCII digits only (no sign, no
+/// spaces); `None` on anything else or on overflow.
+pub(crate) fn parse_u32(s: &str) -> Option<u32> {
+    if s.is_empty() || s.len() > 10 || !s.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    s.parse().ok()
 }
 
 /// Parse a Content-Length value: digits only (LWS trimmed), no overflow.
@@ -413,17 +397,6 @@ pub(crate) fn unfold(v: &str) -> String {
     out
 }
 
-/// Header names that must appear exactly once in every message.
-pub(crate) fn single_name(name: &HeaderName) -> Option<&'static str> {
-    match name {
-        HeaderName::From => Some("From"),
-        HeaderName::To => Some("To"),
-        HeaderName::CallId => Some("Call-ID"),
-        HeaderName::CSeq => Some("CSeq"),
-        _ => None,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -474,17 +447,11 @@ mod tests {
     }
 
     #[test]
-    fn header_params() {
-        let p =
-            parse_header_params(" ; tag = abc ;lr; x=\"a b;c\";received=2001:db8::1", 0).unwrap();
-        assert_eq!(p.value("tag"), Some("abc"));
-        assert_eq!(p.get("lr"), Some(None));
-        assert_eq!(p.value("x"), Some("a b;c"));
-        assert_eq!(p.value("received"), Some("2001:db8::1"));
-        assert!(parse_header_params(";;tag=1", 0).is_err());
-        assert!(parse_header_params("junk", 0).is_err());
-        assert!(parse_header_params(";x=\"open", 0).is_err());
-        assert!(parse_header_params("", 0).unwrap().0.is_empty());
+    fn u32_digits() {
+        assert_eq!(parse_u32("70"), Some(70));
+        assert_eq!(parse_u32("+70"), None);
+        assert_eq!(parse_u32(""), None);
+        assert_eq!(parse_u32("99999999999"), None);
     }
 
     #[test]

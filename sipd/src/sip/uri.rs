@@ -3,7 +3,7 @@
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-use super::header::Params;
+use super::params::Params;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Scheme {
@@ -61,6 +61,42 @@ impl Host {
 }
 
 /// Writes IPv6 in brackets.
+impl Host {
+    /// Append the host as written in a URI or Via (IPv6 in brackets).
+    pub fn push_to(&self, out: &mut String) {
+        match self {
+            Host::Name(n) => out.push_str(n),
+            Host::V4(a) => push_ipv4(out, *a),
+            Host::V6(a) => {
+                use fmt::Write as _;
+                let _ = write!(out, "[{a}]");
+            }
+        }
+    }
+}
+
+/// Append an IP address (IPv6 without brackets, as in `received=`).
+pub fn push_ip(out: &mut String, ip: IpAddr) {
+    match ip {
+        IpAddr::V4(a) => push_ipv4(out, a),
+        IpAddr::V6(a) => {
+            use fmt::Write as _;
+            let _ = write!(out, "{a}");
+        }
+    }
+}
+
+/// Dotted quad without the formatting machinery (this is on the packet
+/// path: `Ipv4Addr`'s `Display` showed up in profiles).
+fn push_ipv4(out: &mut String, a: std::net::Ipv4Addr) {
+    for (i, o) in a.octets().into_iter().enumerate() {
+        if i > 0 {
+            out.push('.');
+        }
+        super::parse::push_u32(out, u32::from(o));
+    }
+}
+
 impl fmt::Display for Host {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
@@ -318,7 +354,7 @@ impl Uri {
         let port = match port_s {
             None => None,
             Some(p) => Some(
-                super::header::parse_u32(p)
+                super::parse::parse_u32(p)
                     .and_then(|p| u16::try_from(p).ok())
                     .ok_or("bad port")?,
             ),

@@ -1,7 +1,7 @@
 //! ResponseBuilder / RequestBuilder output re-parses and copies the
 //! request's Via/From/To/Call-ID/CSeq as received.
 
-use sipd::sip::{HeaderName, Limits, Message, Method, RequestBuilder, ResponseBuilder};
+use crate::sip::{HeaderName, Limits, Message, Method, RequestBuilder, ResponseBuilder};
 
 /// Compact names, bare LF, folding, odd spacing: the response still uses
 /// canonical names and CRLF and keeps the values as received.
@@ -74,8 +74,8 @@ fn response_top_via_headers_and_body() {
     assert!(text.ends_with("Content-Type: application/sdp\r\nContent-Length: 5\r\n\r\nv=0\r\n"));
     // framed as a stream message too
     assert_eq!(
-        sipd::sip::frame_stream(&out, &Limits::default()),
-        Ok(sipd::sip::StreamFrame::Message(out.len()))
+        crate::sip::frame_stream(&out, &Limits::default()),
+        Ok(crate::sip::StreamFrame::Message(out.len()))
     );
 }
 

@@ -4,7 +4,7 @@
 
 use std::net::IpAddr;
 
-use sipd::sip::{Contact, HeaderName, Host, Limits, Message, Method, ParseError, Scheme};
+use crate::sip::{Contact, HeaderName, Host, Limits, Message, Method, ParseError, Scheme};
 
 enum Expect {
     Ok(fn(&Message)),

@@ -3,8 +3,8 @@
 
 use proptest::prelude::*;
 
-use sipd::sip::auth::AuthParams;
-use sipd::sip::{
+use crate::sip::auth::AuthParams;
+use crate::sip::{
     frame_stream, split_list, CSeq, Contact, HeaderName, Host, Limits, Message, NameAddr,
     ResponseBuilder, StreamFrame, Uri, Via,
 };

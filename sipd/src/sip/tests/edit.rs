@@ -2,7 +2,7 @@
 //! re-parsed, the edited value checked, and every other byte compared with
 //! the original.
 
-use sipd::sip::{HeaderName, Limits, Message};
+use crate::sip::{HeaderName, Limits, Message};
 
 const ORIG: &str = "INVITE sip:bob@example.com SIP/2.0\r\n\
     Via: SIP/2.0/UDP a.example.com;branch=z9hG4bK1, SIP/2.0/UDP b.example.com;branch=z9hG4bK2\r\n\
@@ -96,7 +96,7 @@ fn pop_via_from_multi_value_line() {
     let out3 = parse(&orig()).edit().pop_via().pop_via().pop_via().finish();
     assert_eq!(
         Message::parse(&out3, &Limits::default()).unwrap_err(),
-        sipd::sip::ParseError::MissingHeader("Via")
+        crate::sip::ParseError::MissingHeader("Via")
     );
 }
 
