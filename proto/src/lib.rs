@@ -21,7 +21,9 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+pub mod forwarding;
 pub mod types;
+pub use forwarding::Forwarding;
 pub use types::*;
 
 /// Protocol version spoken by this build.
@@ -70,21 +72,17 @@ pub enum Command {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         last: Option<u32>,
     },
-    /// Show (no action) or change the forwarding of a client.
+    /// Show (no action) or change the forwarding of a client (`sipctl fwd
+    /// WHO always F|unavail F|clear`; `clear` is [`Forwarding::None`]).
     Fwd {
         who: String,
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        action: Option<FwdAction>,
+        #[serde(
+            default,
+            skip_serializing_if = "Option::is_none",
+            with = "forwarding::action"
+        )]
+        action: Option<Forwarding>,
     },
-}
-
-/// A change of forwarding requested by `sipctl fwd WHO …`.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "kind", rename_all = "snake_case")]
-pub enum FwdAction {
-    Always { number: String },
-    Unavail { number: String },
-    Clear,
 }
 
 /// One response line: `ok` with a `result`, or not `ok` with an `error`.
@@ -272,9 +270,7 @@ mod tests {
     fn request_wire_format() {
         let r = Request::new(Command::Fwd {
             who: "1001".into(),
-            action: Some(FwdAction::Always {
-                number: "4991234567".into(),
-            }),
+            action: Some(Forwarding::always("4991234567")),
         });
         let line = to_line(&r);
         assert_eq!(
@@ -295,6 +291,94 @@ mod tests {
                 .unwrap()
                 .cmd,
             Command::Cdr { last: Some(5) }
+        );
+    }
+
+    /// Every forwarding value as a `fwd` request, byte for byte.
+    #[test]
+    fn fwd_request_wire_format() {
+        let cases = [
+            (None, r#"{"v":1,"cmd":"fwd","who":"1001"}"#),
+            (
+                Some(Forwarding::always("4991234567")),
+                r#"{"v":1,"cmd":"fwd","who":"1001","action":{"kind":"always","number":"4991234567"}}"#,
+            ),
+            (
+                Some(Forwarding::unavailable("+44123")),
+                r#"{"v":1,"cmd":"fwd","who":"1001","action":{"kind":"unavail","number":"+44123"}}"#,
+            ),
+            (
+                Some(Forwarding::None),
+                r#"{"v":1,"cmd":"fwd","who":"1001","action":{"kind":"clear"}}"#,
+            ),
+        ];
+        for (action, json) in cases {
+            let r = Request::new(Command::Fwd {
+                who: "1001".into(),
+                action,
+            });
+            assert_eq!(to_line(&r), format!("{json}\n"));
+            assert_eq!(parse_request(json).unwrap(), r);
+        }
+        // An explicit null is "show", as before.
+        assert_eq!(
+            parse_request(r#"{"v":1,"cmd":"fwd","who":"a","action":null}"#)
+                .unwrap()
+                .cmd,
+            Command::Fwd {
+                who: "a".into(),
+                action: None
+            }
+        );
+        // The reply's spelling of "no forwarding" is not a request kind, nor
+        // is a number optional.
+        for bad in [
+            r#"{"v":1,"cmd":"fwd","who":"a","action":{"kind":"none"}}"#,
+            r#"{"v":1,"cmd":"fwd","who":"a","action":{"kind":"always"}}"#,
+            r#"{"v":1,"cmd":"fwd","who":"a","action":{"number":"1"}}"#,
+        ] {
+            let err = parse_request(bad).unwrap_err();
+            assert!(err.contains("malformed request"), "{bad}: {err}");
+        }
+    }
+
+    /// Every forwarding value in a `fwd` reply, byte for byte.
+    #[test]
+    fn fwd_reply_wire_format() {
+        let state = |name: &str, forwarding: Forwarding, source: Option<&str>| FwdState {
+            name: name.into(),
+            forwarding,
+            source: source.map(Into::into),
+        };
+        let ok = Response::ok(Reply::Fwd(FwdReport {
+            clients: vec![
+                state("a", Forwarding::None, None),
+                state("b", Forwarding::None, Some("sipctl")),
+                state("c", Forwarding::always("4991234567"), Some("sip.conf")),
+                state("d", Forwarding::unavailable("1002"), Some("phone")),
+            ],
+        }));
+        let line = to_line(&ok);
+        assert_eq!(
+            line,
+            concat!(
+                r#"{"v":1,"ok":true,"result":{"type":"fwd","clients":["#,
+                r#"{"name":"a","kind":"none"},"#,
+                r#"{"name":"b","kind":"none","source":"sipctl"},"#,
+                r#"{"name":"c","kind":"always","number":"4991234567","source":"sip.conf"},"#,
+                r#"{"name":"d","kind":"unavail","number":"1002","source":"phone"}"#,
+                "]}}\n"
+            )
+        );
+        let back: Response = serde_json::from_str(line.trim_end()).unwrap();
+        assert_eq!(back, ok);
+        // sipctl --json prints the reply pretty: same fields, same order.
+        let pretty = serde_json::to_string_pretty(&ok.result.unwrap()).unwrap();
+        assert!(
+            pretty.contains(
+                "\"name\": \"c\",\n      \"kind\": \"always\",\n      \"number\": \"4991234567\",\n      \"source\": \"sip.conf\""
+            ),
+            "{pretty}"
         );
     }
 

@@ -2,6 +2,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::Forwarding;
+
 /// The `result` of a successful response, tagged by `type`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
@@ -141,10 +143,10 @@ pub struct FwdReport {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FwdState {
     pub name: String,
-    /// `none`, `always`, `unavail`
-    pub kind: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub number: Option<String>,
+    /// On the wire as `kind` (`none`, `always`, `unavail`) and, unless none,
+    /// `number`.
+    #[serde(flatten)]
+    pub forwarding: Forwarding,
     /// `sip.conf`, `phone`, `sipctl` (absent for none)
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub source: Option<String>,

@@ -4,8 +4,8 @@
 //! | dialed          | [`Feature`]                  | announced as (Request-URI user / `480` reason) |
 //! |-----------------|------------------------------|------------------------------------------------|
 //! | `*11`           | `Pickup`                     | — (the proxy: `404 Nothing To Pick Up`, `480 Picked Up`) |
-//! | `*72F`          | `SetForward { Always, F }`   | `*72F` / `Forwarding To F`                     |
-//! | `*71F`          | `SetForward { Unavailable, F }` | `*71F` / `Forwarding On Unavailable To F`   |
+//! | `*72F`          | `SetForward(Always F)`       | `*72F` / `Forwarding To F`                     |
+//! | `*71F`          | `SetForward(Unavailable F)`  | `*71F` / `Forwarding On Unavailable To F`      |
 //! | `*72`, `*71`    | `CheckForward`               | `*72F` / `*71F` for the one set, `*73` / `No Forwarding` when none |
 //! | `*73`           | `ClearForward`               | `*73` / `No Forwarding`                        |
 //! | other `*7…`     | `BadForward`                 | `*70` / `Bad Forwarding Number`                |
@@ -16,13 +16,10 @@
 //!   `Unknown`; `*73` followed by anything is `BadForward` (an "other
 //!   `*7…`"), as are `*7` and `*70`.
 //! - F is a number: digits with an optional leading `+` (a name is not
-//!   allowed). It must be something the client itself may dial
-//!   ([`validate_forward`]): a number that resolves (as the router resolves
-//!   it) to another user client, or an external number its dialplan allows.
-//!   F resolving to the client itself is refused (it would loop). Whether a
-//!   gateway exists is not checked (one may be added by a reload).
-//!   Forwarding chains through other clients are checked when a call is
-//!   routed (`482`), not here: they change as others set their forwarding.
+//!   allowed), and one the client itself may dial: the rules of
+//!   [`forwards::change`], which `sipctl fwd` applies too. [`parse_for`]
+//!   makes a refused F `BadForward`; [`decide`] changes the forwarding
+//!   through them.
 //! - Forwarding is for user clients: gateways and mediagates may not set
 //!   one (the router already refuses their star codes with `404`).
 //! - `*73` (and a check with no forwarding) answers `No Forwarding`.
@@ -33,9 +30,11 @@
 //!
 //! Everything here is pure.
 
-use crate::config::{Client, Config, ForwardKind, Role};
-use crate::forwards::{is_number, Forwarding, Override, SetBy};
-use crate::router::{self, Location, Resolved};
+use proto::Forwarding;
+
+use super::forwards::{self, is_number, Override, SetBy};
+use super::reach::{self, Location};
+use crate::config::{Client, Config};
 use crate::transport::Peer;
 
 /// What a `*` code asks for.
@@ -43,9 +42,10 @@ use crate::transport::Peer;
 pub enum Feature {
     /// `*11`: pick up a call ringing in the caller's group.
     Pickup,
-    /// `*72F` (Always) / `*71F` (Unavailable); F syntactically a number, and
-    /// when returned by [`parse_for`] also allowed for the caller.
-    SetForward { kind: ForwardKind, number: String },
+    /// `*72F` ([`Forwarding::Always`]) / `*71F` ([`Forwarding::Unavailable`],
+    /// never [`Forwarding::None`]); F syntactically a number, and when
+    /// returned by [`parse_for`] also allowed for the caller.
+    SetForward(Forwarding),
     /// `*72` or `*71` alone.
     CheckForward,
     /// `*73`.
@@ -54,20 +54,6 @@ pub enum Feature {
     BadForward,
     /// Any other `*…` (and anything not starting with `*`).
     Unknown,
-}
-
-impl Feature {
-    /// The override (set by phone) this feature makes: `SetForward` →
-    /// always/unavailable F, `ClearForward` → off. `None` for the others.
-    pub fn override_by_phone(&self) -> Option<Override> {
-        match self {
-            Feature::SetForward { kind, number } => {
-                Some(Override::new(Forwarding::new(*kind, number), SetBy::Phone))
-            }
-            Feature::ClearForward => Some(Override::new(Forwarding::None, SetBy::Phone)),
-            _ => None,
-        }
-    }
 }
 
 /// Parse a dialed `*` code (syntax only: F is checked to be a number, not
@@ -82,30 +68,31 @@ pub fn parse(dialed: &str) -> Feature {
     let Some(rest) = code.strip_prefix('7') else {
         return Feature::Unknown;
     };
-    let (kind, number) = match rest.as_bytes().first() {
-        Some(b'2') => (ForwardKind::Always, &rest[1..]),
-        Some(b'1') => (ForwardKind::Unavailable, &rest[1..]),
+    let (always, number) = match rest.as_bytes().first() {
+        Some(b'2') => (true, &rest[1..]),
+        Some(b'1') => (false, &rest[1..]),
         Some(b'3') if rest.len() == 1 => return Feature::ClearForward,
         _ => return Feature::BadForward,
     };
     if number.is_empty() {
         Feature::CheckForward
     } else if is_number(number) {
-        Feature::SetForward {
-            kind,
-            number: number.to_string(),
-        }
+        Feature::SetForward(if always {
+            Forwarding::always(number)
+        } else {
+            Forwarding::unavailable(number)
+        })
     } else {
         Feature::BadForward
     }
 }
 
 /// Parse a `*` code dialed by `caller`: as [`parse`], and a `SetForward`
-/// whose F the caller may not forward to becomes `BadForward`.
+/// that [`forwards::change`] refuses for the caller becomes `BadForward`.
 pub fn parse_for(config: &Config, caller: &Client, dialed: &str) -> Feature {
     match parse(dialed) {
-        Feature::SetForward { number, .. }
-            if validate_forward(config, caller, &number).is_err() =>
+        Feature::SetForward(forwarding)
+            if forwards::change(config, caller, forwarding.clone(), SetBy::Phone).is_err() =>
         {
             Feature::BadForward
         }
@@ -113,43 +100,30 @@ pub fn parse_for(config: &Config, caller: &Client, dialed: &str) -> Feature {
     }
 }
 
-/// Check that `caller` may forward its calls to `number` (for `*72F`/`*71F`
-/// and `sipctl fwd`). The error says why not, e.g. `4412345 is not allowed
-/// by siphone1's dialplan`.
-pub fn validate_forward(config: &Config, caller: &Client, number: &str) -> Result<(), String> {
-    match caller.role {
-        Role::User => {}
-        Role::Gateway => {
-            return Err(format!(
-                "{} is a gateway: it has no forwarding",
-                caller.name
-            ))
-        }
-        Role::Mediagate => {
-            return Err(format!(
-                "{} is a mediagate: it has no forwarding",
-                caller.name
-            ))
-        }
-    }
-    if !is_number(number) {
-        return Err(format!(
-            "'{number}' is not a number (digits, optionally with a leading '+')"
-        ));
-    }
-    match router::resolve(config, caller, number) {
-        Resolved::Client(target) if target.name == caller.name => Err(format!(
-            "{number} is {}'s own number: forwarding there would loop",
-            caller.name
-        )),
-        Resolved::Client(_) => Ok(()),
-        Resolved::External(normalised) if caller.dialplan.is_match(&normalised) => Ok(()),
-        Resolved::External(normalised) => Err(format!(
-            "{number} is not allowed by {}'s dialplan ({} does not match {})",
-            caller.name, normalised, caller.dialplan_src
-        )),
-        Resolved::NotANumber => Err(format!("{number} is not a dialable number")),
-    }
+/// What `feature`, dialed by `caller` whose effective forwarding is
+/// `current`, does: the override to set (and persist before the
+/// announcement), and the announcement. `*72F`, `*71F` and `*73` change the
+/// forwarding through [`forwards::change`]; a change it refuses sets
+/// nothing and is announced as `*70`. `None` for `Pickup`, which is not
+/// announced.
+pub fn decide(
+    config: &Config,
+    caller: &Client,
+    feature: &Feature,
+    current: &Forwarding,
+) -> Option<(Option<Override>, Outcome)> {
+    let outcome = outcome(feature, current)?;
+    let wanted = match feature {
+        Feature::SetForward(forwarding) => forwarding.clone(),
+        Feature::ClearForward => Forwarding::None,
+        _ => return Some((None, outcome)),
+    };
+    Some(
+        match forwards::change(config, caller, wanted, SetBy::Phone) {
+            Ok(ov) => (Some(ov), outcome),
+            Err(_) => (None, outcome_bad()),
+        },
+    )
 }
 
 /// The voice guidance for a feature's result.
@@ -171,25 +145,19 @@ impl Outcome {
     }
 }
 
-/// Forwarding to `number` was set (or is the current one): `*72F` /
-/// `Forwarding To F`, `*71F` / `Forwarding On Unavailable To F`.
-pub fn outcome_set(kind: ForwardKind, number: &str) -> Outcome {
-    match kind {
-        ForwardKind::Always => {
+/// A forwarding just set (`*72F`, `*71F`) or the current one (`*72`, `*71`):
+/// `*72F` / `Forwarding To F`, `*71F` / `Forwarding On Unavailable To F`,
+/// and for none `*73` / `No Forwarding`.
+pub fn outcome_forwarding(forwarding: &Forwarding) -> Outcome {
+    match forwarding {
+        Forwarding::Always { number } => {
             Outcome::new(format!("*72{number}"), format!("Forwarding To {number}"))
         }
-        ForwardKind::Unavailable => Outcome::new(
+        Forwarding::Unavailable { number } => Outcome::new(
             format!("*71{number}"),
             format!("Forwarding On Unavailable To {number}"),
         ),
-    }
-}
-
-/// `*72`/`*71`: the current forwarding; `*73` / `No Forwarding` when none.
-pub fn outcome_check(current: &Forwarding) -> Outcome {
-    match current.kind() {
-        Some((kind, number)) => outcome_set(kind, number),
-        None => outcome_clear(),
+        Forwarding::None => outcome_clear(),
     }
 }
 
@@ -214,8 +182,8 @@ pub fn outcome_unknown() -> Outcome {
 pub fn outcome(feature: &Feature, current: &Forwarding) -> Option<Outcome> {
     Some(match feature {
         Feature::Pickup => return None,
-        Feature::SetForward { kind, number } => outcome_set(*kind, number),
-        Feature::CheckForward => outcome_check(current),
+        Feature::SetForward(forwarding) => outcome_forwarding(forwarding),
+        Feature::CheckForward => outcome_forwarding(current),
         Feature::ClearForward => outcome_clear(),
         Feature::BadForward => outcome_bad(),
         Feature::Unknown => outcome_unknown(),
@@ -249,7 +217,7 @@ pub fn announce(
     outcome: &Outcome,
 ) -> Announce {
     for mg in config.mediagates() {
-        if let Some(loc) = router::reach_as(mg, &outcome.uri_user, locate) {
+        if let Some(loc) = reach::reach_as(mg, &outcome.uri_user, locate) {
             return Announce::Mediagate {
                 target: mg.name.clone(),
                 dest: loc.dest,
@@ -289,14 +257,11 @@ mod tests {
     }
 
     fn example() -> Config {
-        config(include_str!("../../sip.conf.example"))
+        config(include_str!("../../../sip.conf.example"))
     }
 
-    fn set(kind: ForwardKind, n: &str) -> Feature {
-        Feature::SetForward {
-            kind,
-            number: n.to_string(),
-        }
+    fn set(forwarding: Forwarding) -> Feature {
+        Feature::SetForward(forwarding)
     }
 
     // ------------------------------------------------------------ parse
@@ -313,16 +278,16 @@ mod tests {
     fn parse_set_forward() {
         assert_eq!(
             parse("*724991234567"),
-            set(ForwardKind::Always, "4991234567")
+            set(Forwarding::always("4991234567"))
         );
-        assert_eq!(parse("*711002"), set(ForwardKind::Unavailable, "1002"));
+        assert_eq!(parse("*711002"), set(Forwarding::unavailable("1002")));
         assert_eq!(
             parse("*72+44123456789"),
-            set(ForwardKind::Always, "+44123456789")
+            set(Forwarding::always("+44123456789"))
         );
-        assert_eq!(parse("*710"), set(ForwardKind::Unavailable, "0"));
+        assert_eq!(parse("*710"), set(Forwarding::unavailable("0")));
         // F is digits after *72 / *71, nothing else.
-        assert_eq!(parse("*7272"), set(ForwardKind::Always, "72"));
+        assert_eq!(parse("*7272"), set(Forwarding::always("72")));
     }
 
     #[test]
@@ -364,110 +329,6 @@ mod tests {
         }
     }
 
-    // ------------------------------------------------------------ validate
-
-    #[test]
-    fn validate_accepts_short_long_and_allowed_external() {
-        let cfg = example();
-        let s1 = cfg.client("siphone1").unwrap();
-        // short number in the caller's group
-        assert_eq!(validate_forward(&cfg, s1, "1002"), Ok(()));
-        // long number of a client, written in any form that normalises to it
-        assert_eq!(validate_forward(&cfg, s1, "4999876543"), Ok(()));
-        assert_eq!(validate_forward(&cfg, s1, "84999876543"), Ok(()));
-        assert_eq!(validate_forward(&cfg, s1, "+74999876543"), Ok(()));
-        // external, dialplan .+
-        assert_eq!(validate_forward(&cfg, s1, "4991234567"), Ok(()));
-        assert_eq!(validate_forward(&cfg, s1, "+44123456789"), Ok(()));
-    }
-
-    #[test]
-    fn validate_refuses_names() {
-        let cfg = example();
-        let s1 = cfg.client("siphone1").unwrap();
-        let err = validate_forward(&cfg, s1, "siphone2").unwrap_err();
-        assert!(err.contains("not a number"), "{err}");
-        assert!(validate_forward(&cfg, s1, "").is_err());
-        assert!(validate_forward(&cfg, s1, "+").is_err());
-    }
-
-    #[test]
-    fn validate_refuses_own_number() {
-        let cfg = example();
-        let s1 = cfg.client("siphone1").unwrap();
-        let s2 = cfg.client("siphone2").unwrap();
-        let err = validate_forward(&cfg, s1, "1001").unwrap_err();
-        assert!(err.contains("siphone1's own number"), "{err}");
-        for own in ["1002", "4999876543", "84999876543", "+74999876543"] {
-            let err = validate_forward(&cfg, s2, own).unwrap_err();
-            assert!(err.contains("siphone2's own number"), "{own}: {err}");
-        }
-    }
-
-    #[test]
-    fn validate_short_numbers_only_in_own_group() {
-        let cfg = example();
-        // foo (FOOBAR, context=domestic) forwarding to 1002 = bar, its group.
-        let foo = cfg.client("foo").unwrap();
-        assert_eq!(validate_forward(&cfg, foo, "1002"), Ok(()));
-        // foo's own short number is 1001; siphone1's 1001 is in HOME.
-        assert!(validate_forward(&cfg, foo, "1001")
-            .unwrap_err()
-            .contains("foo's own number"));
-    }
-
-    #[test]
-    fn validate_applies_the_dialplan() {
-        let cfg = example();
-        // foo: context=domestic → ^7\d+$
-        let foo = cfg.client("foo").unwrap();
-        assert_eq!(validate_forward(&cfg, foo, "4991234567"), Ok(()));
-        assert_eq!(
-            validate_forward(&cfg, foo, "+4412345"),
-            Err(
-                "+4412345 is not allowed by foo's dialplan (4412345 does not match ^7\\d+$)"
-                    .to_string()
-            )
-        );
-        // A short number of another group is external for foo: 1001 is
-        // foo's own, but 7777 is nobody's → 74957777 matches ^7\d+$.
-        assert_eq!(validate_forward(&cfg, foo, "7777"), Ok(()));
-
-        let em = config("[e]\nsecret=s\ncontext=em\n[x]\nsecret=s\nexten=4990000000\n");
-        let e = em.client("e").unwrap();
-        assert_eq!(validate_forward(&em, e, "12"), Ok(())); // 749512
-        assert_eq!(validate_forward(&em, e, "123"), Ok(())); // 7495123
-        let err = validate_forward(&em, e, "1234567").unwrap_err();
-        assert!(err.contains("not allowed by e's dialplan"), "{err}");
-        assert!(validate_forward(&em, e, "+44123456789").is_err());
-        // a client's long number is not external: the dialplan does not apply
-        assert_eq!(validate_forward(&em, e, "4990000000"), Ok(()));
-    }
-
-    #[test]
-    fn validate_refuses_undialable_numbers() {
-        let cfg = example();
-        let s1 = cfg.client("siphone1").unwrap();
-        // "8" alone normalises to nothing.
-        assert_eq!(
-            validate_forward(&cfg, s1, "8"),
-            Err("8 is not a dialable number".to_string())
-        );
-    }
-
-    #[test]
-    fn validate_refuses_gateways_and_mediagates() {
-        let cfg = example();
-        let g = cfg.client("GATE1").unwrap();
-        let m = cfg.client("MEDIAGATE").unwrap();
-        assert!(validate_forward(&cfg, g, "1002")
-            .unwrap_err()
-            .contains("gateway"));
-        assert!(validate_forward(&cfg, m, "1002")
-            .unwrap_err()
-            .contains("mediagate"));
-    }
-
     #[test]
     fn parse_for_validates_f() {
         let cfg = example();
@@ -475,11 +336,11 @@ mod tests {
         let foo = cfg.client("foo").unwrap();
         assert_eq!(
             parse_for(&cfg, s1, "*721002"),
-            set(ForwardKind::Always, "1002")
+            set(Forwarding::always("1002"))
         );
         assert_eq!(
             parse_for(&cfg, s1, "*711002"),
-            set(ForwardKind::Unavailable, "1002")
+            set(Forwarding::unavailable("1002"))
         );
         assert_eq!(parse_for(&cfg, s1, "*721001"), Feature::BadForward); // itself
         assert_eq!(parse_for(&cfg, s1, "*711001"), Feature::BadForward);
@@ -497,22 +358,20 @@ mod tests {
 
     #[test]
     fn overrides_made_by_features() {
+        let cfg = example();
+        let s1 = cfg.client("siphone1").unwrap();
+        let none = Forwarding::None;
+        let ov = |f: &Feature| decide(&cfg, s1, f, &none).and_then(|(ov, _)| ov);
         assert_eq!(
-            set(ForwardKind::Always, "1002").override_by_phone(),
-            Some(Override::new(
-                Forwarding::Always("1002".into()),
-                SetBy::Phone
-            ))
+            ov(&set(Forwarding::always("1002"))),
+            Some(Override::new(Forwarding::always("1002"), SetBy::Phone))
         );
         assert_eq!(
-            set(ForwardKind::Unavailable, "1002").override_by_phone(),
-            Some(Override::new(
-                Forwarding::Unavailable("1002".into()),
-                SetBy::Phone
-            ))
+            ov(&set(Forwarding::unavailable("1002"))),
+            Some(Override::new(Forwarding::unavailable("1002"), SetBy::Phone))
         );
         assert_eq!(
-            Feature::ClearForward.override_by_phone(),
+            ov(&Feature::ClearForward),
             Some(Override::new(Forwarding::None, SetBy::Phone))
         );
         for f in [
@@ -521,8 +380,67 @@ mod tests {
             Feature::BadForward,
             Feature::Unknown,
         ] {
-            assert_eq!(f.override_by_phone(), None, "{f:?}");
+            assert_eq!(ov(&f), None, "{f:?}");
         }
+    }
+
+    #[test]
+    fn decide_changes_through_the_rules_and_announces() {
+        let cfg = example();
+        let s1 = cfg.client("siphone1").unwrap();
+        let foo = cfg.client("foo").unwrap();
+        let current = Forwarding::unavailable("1002");
+        // Allowed: the override and the announcement of the new forwarding.
+        assert_eq!(
+            decide(&cfg, s1, &set(Forwarding::always("4991234567")), &current),
+            Some((
+                Some(Override::new(
+                    Forwarding::always("4991234567"),
+                    SetBy::Phone
+                )),
+                o("*724991234567", "Forwarding To 4991234567")
+            ))
+        );
+        assert_eq!(
+            decide(&cfg, s1, &Feature::ClearForward, &current),
+            Some((
+                Some(Override::new(Forwarding::None, SetBy::Phone)),
+                o("*73", "No Forwarding")
+            ))
+        );
+        // Refused by forwards::change (own number, dialplan): nothing set, *70.
+        for (client, f) in [
+            (s1, Forwarding::always("1001")),
+            (s1, Forwarding::unavailable("1001")),
+            (foo, Forwarding::always("+4412345")),
+        ] {
+            assert_eq!(
+                decide(&cfg, client, &set(f.clone()), &current),
+                Some((None, o("*70", "Bad Forwarding Number"))),
+                "{f}"
+            );
+        }
+        // Checks and bad or unknown codes change nothing.
+        assert_eq!(
+            decide(&cfg, s1, &Feature::CheckForward, &current),
+            Some((None, o("*711002", "Forwarding On Unavailable To 1002")))
+        );
+        assert_eq!(
+            decide(&cfg, s1, &Feature::BadForward, &current),
+            Some((None, o("*70", "Bad Forwarding Number")))
+        );
+        assert_eq!(
+            decide(&cfg, s1, &Feature::Unknown, &current),
+            Some((None, o("*00", "Unknown Feature Code")))
+        );
+        assert_eq!(decide(&cfg, s1, &Feature::Pickup, &current), None);
+        // A gateway's star codes never get here (the router answers 404),
+        // but the rules refuse them too.
+        let g = cfg.client("GATE1").unwrap();
+        assert_eq!(
+            decide(&cfg, g, &Feature::ClearForward, &current),
+            Some((None, o("*70", "Bad Forwarding Number")))
+        );
     }
 
     // ------------------------------------------------------------ outcomes
@@ -537,15 +455,15 @@ mod tests {
     #[test]
     fn outcome_table() {
         let none = Forwarding::None;
-        let always = Forwarding::Always("4991234567".into());
-        let unavail = Forwarding::Unavailable("1002".into());
+        let always = Forwarding::always("4991234567");
+        let unavail = Forwarding::unavailable("1002");
         // *72F, *71F
         assert_eq!(
-            outcome(&set(ForwardKind::Always, "4991234567"), &none),
+            outcome(&set(Forwarding::always("4991234567")), &none),
             Some(o("*724991234567", "Forwarding To 4991234567"))
         );
         assert_eq!(
-            outcome(&set(ForwardKind::Unavailable, "1002"), &none),
+            outcome(&set(Forwarding::unavailable("1002")), &none),
             Some(o("*711002", "Forwarding On Unavailable To 1002"))
         );
         // *72 / *71: the one set, *73 when none
@@ -583,7 +501,7 @@ mod tests {
         // Dialed → the Request-URI user of the table.
         let cfg = example();
         let s1 = cfg.client("siphone1").unwrap();
-        let current = Forwarding::Unavailable("1002".into());
+        let current = Forwarding::unavailable("1002");
         let user =
             |dialed: &str| outcome(&parse_for(&cfg, s1, dialed), &current).map(|o| o.uri_user);
         assert_eq!(user("*724991234567").as_deref(), Some("*724991234567"));
@@ -599,13 +517,13 @@ mod tests {
 
     #[test]
     fn reasons_are_valid_phrases() {
-        let weird = Forwarding::Always("1\r\n2\t3".into());
-        let out = outcome_check(&weird);
+        let weird = Forwarding::always("1\r\n2\t3");
+        let out = outcome_forwarding(&weird);
         assert_eq!(out.reason, "Forwarding To 1  2 3");
         assert!(!out.reason.contains(['\r', '\n']));
         for out in [
-            outcome_set(ForwardKind::Always, "+44123"),
-            outcome_set(ForwardKind::Unavailable, "1"),
+            outcome_forwarding(&Forwarding::always("+44123")),
+            outcome_forwarding(&Forwarding::unavailable("1")),
             outcome_clear(),
             outcome_bad(),
             outcome_unknown(),
@@ -623,7 +541,7 @@ mod tests {
     #[test]
     fn announce_at_the_mediagate_host() {
         let cfg = example();
-        let out = outcome_set(ForwardKind::Always, "4991234567");
+        let out = outcome_forwarding(&Forwarding::always("4991234567"));
         assert_eq!(
             announce(&cfg, &nobody, &out),
             Announce::Mediagate {
@@ -632,6 +550,7 @@ mod tests {
                     transport: Transport::Udp,
                     addr: "192.168.1.100:5070".parse().unwrap(),
                     flow: None,
+                    local: None,
                 },
                 ruri: "sip:*724991234567@192.168.1.100:5070".to_string(),
             }
@@ -643,7 +562,7 @@ mod tests {
         let cfg = config("[a]\nsecret=s\n");
         for (out, reason) in [
             (
-                outcome_set(ForwardKind::Always, "4991234567"),
+                outcome_forwarding(&Forwarding::always("4991234567")),
                 "Forwarding To 4991234567",
             ),
             (outcome_clear(), "No Forwarding"),
@@ -673,6 +592,7 @@ mod tests {
             transport: Transport::Tcp,
             addr: "10.0.0.2:40000".parse::<SocketAddr>().unwrap(),
             flow: Some(7),
+            local: None,
         };
         let locate = move |name: &str| {
             (name == "M2").then(|| Location {

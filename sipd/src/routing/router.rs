@@ -71,22 +71,16 @@
 
 use std::collections::HashSet;
 
+use proto::Forwarding;
+
+use super::features::{self, Feature};
+use super::forwards::Forwards;
+use super::reach::{reach, reach_as, resolve, Location, Resolved};
 use crate::config::{CallerId, Client, Config, Role};
-use crate::features::{self, Feature};
-use crate::forwards::{Forwarding, Forwards};
-use crate::transport::{Peer, Transport};
+use crate::transport::Peer;
 
 /// Forwarding steps followed at most in one call.
 pub const MAX_FORWARD_STEPS: usize = 5;
-
-/// Where a client can be reached now.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Location {
-    /// Where to send (the registration's source transport/address/flow).
-    pub dest: Peer,
-    /// Request-URI to use: the registered Contact.
-    pub uri: String,
-}
 
 /// Everything [`route`] looks at.
 pub struct Call<'a> {
@@ -162,38 +156,6 @@ pub struct Attempt {
     pub diversion: Vec<String>,
 }
 
-/// What a dialed number means for a dialer (rules 2–5, without the checks
-/// of rule 5).
-#[derive(Clone, Debug)]
-pub enum Resolved<'a> {
-    /// A user client (by name, short number in the dialer's group, long number).
-    Client(&'a Client),
-    /// An external number, normalised.
-    External(String),
-    /// Neither a client nor a number that normalises.
-    NotANumber,
-}
-
-/// Resolve `number` as dialed by `dialer` (rules 2–4, else external).
-pub fn resolve<'a>(config: &'a Config, dialer: &Client, number: &str) -> Resolved<'a> {
-    let user = |c: &'a Client| (c.role == Role::User).then_some(c);
-    let target = config
-        .client(number)
-        .and_then(user)
-        .or_else(|| {
-            let acc = dialer.accountcode.as_deref()?;
-            config.by_short(acc, number).and_then(user)
-        })
-        .or_else(|| config.by_long(number).and_then(user));
-    match target {
-        Some(t) => Resolved::Client(t),
-        None => match config.normalise(number) {
-            Some(n) => Resolved::External(n),
-            None => Resolved::NotANumber,
-        },
-    }
-}
-
 /// How `client` presents itself on external calls: `callerid`, else its
 /// long number (as written), else its name.
 pub fn caller_id(client: &Client) -> CallerId {
@@ -213,58 +175,6 @@ pub fn caller_id(client: &Client) -> CallerId {
 /// A Diversion header value (RFC 5806) naming client `name`.
 pub fn diversion(name: &str, realm: &str, reason: &str) -> String {
     format!("<sip:{name}@{realm}>;reason={reason};counter=1")
-}
-
-/// Where to reach user client `client` now: its registration (Request-URI
-/// = the registered Contact), else its `host` over UDP with Request-URI
-/// `sip:{user}@{host:port}`, else `None`.
-pub fn reach(
-    client: &Client,
-    user: &str,
-    locate: &dyn Fn(&str) -> Option<Location>,
-) -> Option<Location> {
-    locate(&client.name).or_else(|| host_location(client, user))
-}
-
-/// Like [`reach`], but the Request-URI user is always `user` (also in a
-/// registered Contact): for gateways and mediagates, where the user part
-/// carries the number or feature code.
-pub fn reach_as(
-    client: &Client,
-    user: &str,
-    locate: &dyn Fn(&str) -> Option<Location>,
-) -> Option<Location> {
-    match locate(&client.name) {
-        Some(loc) => Some(Location {
-            dest: loc.dest,
-            uri: with_user(&loc.uri, user),
-        }),
-        None => host_location(client, user),
-    }
-}
-
-fn host_location(client: &Client, user: &str) -> Option<Location> {
-    let addr = client.host?.socket_addr();
-    Some(Location {
-        dest: Peer {
-            transport: Transport::Udp,
-            addr,
-            flow: None,
-        },
-        uri: format!("sip:{user}@{addr}"),
-    })
-}
-
-/// `uri` (`sip:[user@]host…`) with its user part set to `user`.
-fn with_user(uri: &str, user: &str) -> String {
-    let Some(colon) = uri.find(':') else {
-        return format!("sip:{user}@{uri}");
-    };
-    let (scheme, rest) = uri.split_at(colon + 1);
-    // '@' may not appear unescaped in URI parameters or headers: the first
-    // one ends the userinfo.
-    let hostport = rest.split_once('@').map_or(rest, |(_, h)| h);
-    format!("{scheme}{user}@{hostport}")
 }
 
 /// Route an INVITE (see the module docs for the rules).
@@ -363,7 +273,7 @@ impl<'a> Router<'a, '_> {
     fn client(&mut self, t: &'a Client, user: &str, div: &[String]) -> Routed {
         let realm = &self.call.config.general.realm;
         let (forwarding, _) = self.call.forwards.effective(t);
-        if let Forwarding::Always(f) = &forwarding {
+        if let Forwarding::Always { number: f } = &forwarding {
             self.step()?;
             let div = prepend(diversion(&t.name, realm, "unconditional"), div);
             return self.number(t, f, &div, false);
@@ -375,7 +285,7 @@ impl<'a> Router<'a, '_> {
                 self.ring(member, &member.name, &unavailable);
             }
         }
-        if let Forwarding::Unavailable(f) = &forwarding {
+        if let Forwarding::Unavailable { number: f } = &forwarding {
             if self.step().is_ok() {
                 // A Reply here (loop, 403, …) only means no more attempts.
                 let _ = self.number(t, f, &unavailable, false);
@@ -474,10 +384,11 @@ mod tests {
     use std::net::SocketAddr;
 
     use super::*;
-    use crate::config::{ForwardKind, Options};
-    use crate::forwards::{Override, SetBy};
+    use crate::config::Options;
+    use crate::routing::forwards::{Override, SetBy};
+    use crate::transport::Transport;
 
-    const EXAMPLE: &str = include_str!("../../sip.conf.example");
+    const EXAMPLE: &str = include_str!("../../../sip.conf.example");
     const REALM: &str = "pbx.test";
 
     fn config(text: &str) -> Config {
@@ -495,6 +406,7 @@ mod tests {
             transport: Transport::Udp,
             addr: addr.parse::<SocketAddr>().unwrap(),
             flow: None,
+            local: None,
         }
     }
 
@@ -620,11 +532,11 @@ mod tests {
     }
 
     fn always(n: &str) -> Forwarding {
-        Forwarding::Always(n.to_string())
+        Forwarding::always(n)
     }
 
     fn unavail(n: &str) -> Forwarding {
-        Forwarding::Unavailable(n.to_string())
+        Forwarding::unavailable(n)
     }
 
     fn cid(number: &str) -> Option<CallerId> {
@@ -740,17 +652,11 @@ mod tests {
             ("*11", Feature::Pickup),
             (
                 "*724991234567",
-                Feature::SetForward {
-                    kind: ForwardKind::Always,
-                    number: "4991234567".to_string(),
-                },
+                Feature::SetForward(Forwarding::always("4991234567")),
             ),
             (
                 "*711002",
-                Feature::SetForward {
-                    kind: ForwardKind::Unavailable,
-                    number: "1002".to_string(),
-                },
+                Feature::SetForward(Forwarding::unavailable("1002")),
             ),
             ("*72", Feature::CheckForward),
             ("*71", Feature::CheckForward),
@@ -781,10 +687,7 @@ mod tests {
         );
         assert_eq!(
             w.route("bar", "*72+4412345"),
-            Decision::Feature(Feature::SetForward {
-                kind: ForwardKind::Always,
-                number: "+4412345".to_string()
-            })
+            Decision::Feature(Feature::SetForward(Forwarding::always("+4412345")))
         );
     }
 
@@ -937,6 +840,7 @@ mod tests {
                 transport: Transport::Tcp,
                 addr: "203.0.113.7:51234".parse().unwrap(),
                 flow: Some(42),
+                local: None,
             },
             uri: "sip:siphone1@10.0.0.7:5060;transport=tcp".to_string(),
         };
@@ -1817,36 +1721,6 @@ exten=00
         assert_eq!(w.targets("out", "h1"), ["h3", "h2"]);
     }
 
-    #[test]
-    fn with_user_replaces_the_user_part() {
-        assert_eq!(with_user("sip:a@h:5060;ob", "123"), "sip:123@h:5060;ob");
-        assert_eq!(with_user("sip:h:5060", "123"), "sip:123@h:5060");
-        assert_eq!(with_user("sips:a:pw@h", "*70"), "sips:*70@h");
-        assert_eq!(
-            with_user("sip:a;x=y@[::1]:5070;transport=tcp", "1"),
-            "sip:1@[::1]:5070;transport=tcp"
-        );
-        assert_eq!(with_user("h", "1"), "sip:1@h");
-    }
-
-    #[test]
-    fn resolve_order_and_kinds() {
-        let cfg = config(EXAMPLE);
-        let s1 = cfg.client("siphone1").unwrap();
-        let g = cfg.client("GATE1").unwrap();
-        let name = |r: Resolved| match r {
-            Resolved::Client(c) => c.name.clone(),
-            Resolved::External(n) => format!("ext:{n}"),
-            Resolved::NotANumber => "none".to_string(),
-        };
-        assert_eq!(name(resolve(&cfg, s1, "foo")), "foo");
-        assert_eq!(name(resolve(&cfg, s1, "1002")), "siphone2");
-        assert_eq!(name(resolve(&cfg, g, "1002")), "ext:74951002");
-        assert_eq!(name(resolve(&cfg, s1, "+74999876543")), "siphone2");
-        assert_eq!(name(resolve(&cfg, s1, "GATE1")), "none");
-        assert_eq!(name(resolve(&cfg, s1, "*72")), "none");
-    }
-
     // ------------------------------------------------ scale and properties
 
     #[test]
@@ -1931,8 +1805,8 @@ exten=00
             prop_oneof![
                 Just(None),
                 Just(Some(Forwarding::None)),
-                number(n).prop_map(|f| Some(Forwarding::Always(f))),
-                number(n).prop_map(|f| Some(Forwarding::Unavailable(f))),
+                number(n).prop_map(|f| Some(Forwarding::always(f))),
+                number(n).prop_map(|f| Some(Forwarding::unavailable(f))),
             ]
         }
 
