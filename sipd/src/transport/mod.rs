@@ -49,7 +49,8 @@ impl Transport {
 }
 
 /// Receiver of every message the transports read: the server parses it
-/// and hands it to the core.
+/// and hands it to the core. Called from any thread (UDP reader threads,
+/// tokio workers).
 pub trait Sink: Send + Sync + 'static {
     /// One datagram (UDP) or one message framed by Content-Length (TCP).
     /// `oversized`: a datagram larger than the SIP message limit.
@@ -61,18 +62,39 @@ pub trait Sink: Send + Sync + 'static {
             self.on_message(d.data, d.peer, d.oversized);
         }
     }
+
+    /// A request sent with [`IfClosed::ConnectOrFail`] could not be
+    /// delivered: its flow was gone and a new connection failed. Never
+    /// called with the sender's locks held.
+    fn on_send_failed(&self, report: u64);
 }
 
 /// Id of one TCP connection.
 pub type FlowId = u64;
 
-/// Where a message came from.
+/// Where a message came from (or goes to).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct Peer {
     pub transport: Transport,
     pub addr: SocketAddr,
     /// The TCP connection it arrived on.
     pub flow: Option<FlowId>,
+    /// Our listen address it arrived on (responses leave from it, Via and
+    /// Record-Route name it); `None` for a destination we have not heard
+    /// from: the first listen address of its address family.
+    pub local: Option<SocketAddr>,
+}
+
+impl Peer {
+    /// A destination with no flow and no local address chosen yet.
+    pub fn to(transport: Transport, addr: SocketAddr) -> Peer {
+        Peer {
+            transport,
+            addr,
+            flow: None,
+            local: None,
+        }
+    }
 }
 
 impl fmt::Display for Peer {
@@ -85,11 +107,54 @@ impl fmt::Display for Peer {
 /// `addr` (opening a TCP connection if needed).
 pub type Dest = Peer;
 
+/// What to do with a message whose TCP flow has closed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum IfClosed {
+    /// A response: dropped (with a debug log); its client is gone.
+    Drop,
+    /// A request: a new connection to the destination address.
+    Connect,
+    /// A request of a client transaction: a new connection, and when that
+    /// fails the sink hears [`Sink::on_send_failed`] with this id, so the
+    /// branch fails at once (RFC 3261 §16.9: as a 503).
+    ConnectOrFail(u64),
+}
+
 /// One message to send.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Out {
     pub dest: Dest,
     pub data: Vec<u8>,
+    pub if_closed: IfClosed,
+}
+
+impl Out {
+    /// A response (dropped when its flow is gone).
+    pub fn response(dest: Dest, data: Vec<u8>) -> Out {
+        Out {
+            dest,
+            data,
+            if_closed: IfClosed::Drop,
+        }
+    }
+
+    /// A request sent without a transaction (ACK, our own BYE's ACK).
+    pub fn request(dest: Dest, data: Vec<u8>) -> Out {
+        Out {
+            dest,
+            data,
+            if_closed: IfClosed::Connect,
+        }
+    }
+
+    /// A request of client transaction `tx`.
+    pub fn tx_request(dest: Dest, data: Vec<u8>, tx: u64) -> Out {
+        Out {
+            dest,
+            data,
+            if_closed: IfClosed::ConnectOrFail(tx),
+        }
+    }
 }
 
 /// The open sockets, used by the core's output path.
@@ -118,7 +183,7 @@ impl Transports {
         }
         for out in outs {
             if out.dest.transport == Transport::Tcp {
-                self.tcp.send(out.dest, out.data);
+                self.tcp.send(out);
             }
         }
     }

@@ -5,7 +5,13 @@
 //! own connection. The table is bounded overall and per remote IP; a
 //! connection must deliver a first message within a fixed time after it is
 //! opened, and idle ones are closed.
-
+//!
+//! Sends work from any thread (UDP reader threads, tokio workers, the
+//! tick): tasks are spawned on the runtime handle taken at bind time. A
+//! request whose flow has closed opens a new connection to the
+//! destination (one connect per address at a time; what is sent meanwhile
+//! waits for it); when the connect fails, requests that asked for it are
+//! reported to the sink. A response whose flow has closed is dropped.
 use std::collections::HashMap;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
@@ -19,7 +25,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, Notify};
 use tokio::time::Instant;
 
-use super::{canonical, FlowId, Peer, Sink, Transport};
+use super::{canonical, FlowId, IfClosed, Out, Peer, Sink, Transport};
 use crate::sip::{frame_stream, Limits, StreamFrame};
 
 /// Bounds on what TCP peers can make us hold.
@@ -63,16 +69,25 @@ struct Flow {
     inbound: bool,
 }
 
+/// Messages waiting for a connection being opened to one address.
+struct Connecting {
+    queue: Vec<(Vec<u8>, IfClosed)>,
+    bytes: usize,
+}
+
 #[derive(Default)]
 struct Table {
     by_id: HashMap<FlowId, Flow>,
     by_addr: HashMap<SocketAddr, FlowId>,
     per_ip: HashMap<IpAddr, usize>,
+    connecting: HashMap<SocketAddr, Connecting>,
 }
 
 pub struct Tcp {
     listeners: Mutex<Vec<TcpListener>>,
     local: Vec<SocketAddr>,
+    /// Where every task of this transport runs, whichever thread sends.
+    runtime: tokio::runtime::Handle,
     table: Mutex<Table>,
     next_id: AtomicU64,
     sink: OnceLock<Arc<dyn Sink>>,
@@ -102,6 +117,7 @@ impl Tcp {
         Ok(Tcp {
             listeners: Mutex::new(listeners),
             local,
+            runtime: tokio::runtime::Handle::current(),
             table: Mutex::new(Table::default()),
             next_id: AtomicU64::new(1),
             sink: OnceLock::new(),
@@ -124,11 +140,20 @@ impl Tcp {
         let listeners = std::mem::take(&mut *crate::lock(&self.listeners));
         for l in listeners {
             let me = self.clone();
-            tokio::spawn(async move {
+            let listen = l.local_addr().ok();
+            self.runtime.spawn(async move {
                 loop {
                     match l.accept().await {
                         Ok((stream, from)) => {
-                            me.clone().adopt(stream, canonical(from), true);
+                            // The accepted socket's own address is concrete
+                            // even on a wildcard listener.
+                            let local = stream
+                                .local_addr()
+                                .ok()
+                                .map(canonical)
+                                .or(listen)
+                                .unwrap_or(from);
+                            me.clone().adopt(stream, canonical(from), local, true);
                         }
                         Err(e) => {
                             // EMFILE and friends: back off instead of spinning.
@@ -146,6 +171,7 @@ impl Tcp {
         self: Arc<Self>,
         stream: TcpStream,
         addr: SocketAddr,
+        local: SocketAddr,
         inbound: bool,
     ) -> Option<FlowId> {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
@@ -184,18 +210,26 @@ impl Tcp {
         let (reader, writer) = stream.into_split();
         let me = self.clone();
         let writer_close = close.clone();
+        // The reader tells the writer to stop (and drop its half, which
+        // closes the socket) when the connection ends for any reason.
+        let stop = Arc::new(Notify::new());
+        let writer_stop = stop.clone();
         let write_timeout = self.limits.write_timeout;
-        tokio::spawn(async move {
-            write_loop(writer, rx, queued, write_timeout).await;
+        self.runtime.spawn(async move {
+            tokio::select! {
+                _ = write_loop(writer, rx, queued, write_timeout) => {}
+                _ = writer_stop.notified() => {}
+            }
             // A failed or stuck write ends the connection.
             writer_close.notify_one();
         });
-        tokio::spawn(async move {
+        self.runtime.spawn(async move {
             tokio::select! {
-                _ = me.read_loop(id, addr, reader) => {}
-                _ = close.notified() => tracing::debug!("tcp {addr}: closed by the writer"),
+                _ = me.read_loop(id, addr, local, reader) => {}
+                _ = close.notified() => tracing::debug!("tcp {addr}: closed (write failed or queue full)"),
             }
             me.forget(id, addr);
+            stop.notify_one();
         });
         Some(id)
     }
@@ -217,12 +251,19 @@ impl Tcp {
         }
     }
 
-    async fn read_loop(&self, id: FlowId, addr: SocketAddr, mut reader: OwnedReadHalf) {
+    async fn read_loop(
+        &self,
+        id: FlowId,
+        addr: SocketAddr,
+        local: SocketAddr,
+        mut reader: OwnedReadHalf,
+    ) {
         let limits = Limits::default();
         let peer = Peer {
             transport: Transport::Tcp,
             addr,
             flow: Some(id),
+            local: Some(local),
         };
         let mut buf: Vec<u8> = Vec::with_capacity(4096);
         let mut chunk = vec![0u8; 16 * 1024];
@@ -306,44 +347,119 @@ impl Tcp {
         true
     }
 
-    /// Queue a message for `dest`: over its flow if still open, else over
-    /// any connection to its address, else over a new connection.
-    pub fn send(self: &Arc<Self>, dest: Peer, data: Vec<u8>) {
+    /// Send `out`: over its flow if still open; a request also over any
+    /// connection to its address, else over a new connection. A response
+    /// whose flow has closed is dropped.
+    pub fn send(self: &Arc<Self>, out: Out) {
+        let Out {
+            dest,
+            data,
+            if_closed,
+        } = out;
+        let request = if_closed != IfClosed::Drop;
         let id = {
-            let t = crate::lock(&self.table);
-            dest.flow
-                .filter(|id| t.by_id.contains_key(id))
-                .or_else(|| t.by_addr.get(&dest.addr).copied())
+            let mut t = crate::lock(&self.table);
+            let open = dest.flow.filter(|id| t.by_id.contains_key(id));
+            let id = match open {
+                Some(id) => Some(id),
+                None if request => t.by_addr.get(&dest.addr).copied(),
+                None => None,
+            };
+            if id.is_none() && request {
+                // Wait for the connection being opened, or open one.
+                if let Some(c) = t.connecting.get_mut(&dest.addr) {
+                    if c.bytes + data.len() <= self.limits.max_queued_bytes {
+                        c.bytes += data.len();
+                        c.queue.push((data, if_closed));
+                    } else if let IfClosed::ConnectOrFail(r) = if_closed {
+                        drop(t);
+                        self.fail(r);
+                    }
+                    return;
+                }
+                if t.connecting.len() >= self.limits.max_connections {
+                    drop(t);
+                    tracing::debug!("tcp connect {}: too many connects pending", dest.addr);
+                    if let IfClosed::ConnectOrFail(r) = if_closed {
+                        self.fail(r);
+                    }
+                    return;
+                }
+                t.connecting.insert(
+                    dest.addr,
+                    Connecting {
+                        bytes: data.len(),
+                        queue: vec![(data, if_closed)],
+                    },
+                );
+                drop(t);
+                let me = self.clone();
+                self.runtime.spawn(async move { me.connect(dest).await });
+                return;
+            }
+            id
         };
         match id {
             Some(id) => {
-                self.queue(id, data);
-            }
-            None => {
-                let me = self.clone();
-                tokio::spawn(async move {
-                    let stream = match tokio::time::timeout(
-                        me.limits.connect_timeout,
-                        TcpStream::connect(dest.addr),
-                    )
-                    .await
-                    {
-                        Ok(Ok(s)) => s,
-                        Ok(Err(e)) => {
-                            tracing::debug!("tcp connect {}: {e}", dest.addr);
-                            return;
-                        }
-                        Err(_) => {
-                            tracing::debug!("tcp connect {}: timeout", dest.addr);
-                            return;
-                        }
-                    };
-                    if let Some(id) = me.clone().adopt(stream, dest.addr, false) {
-                        me.queue(id, data);
+                if !self.queue(id, data) {
+                    if let IfClosed::ConnectOrFail(r) = if_closed {
+                        self.fail(r);
                     }
-                });
+                }
+            }
+            None => tracing::debug!("tcp {}: connection closed, response dropped", dest.addr),
+        }
+    }
+
+    /// Open a connection to `dest` (from the local address it names, when
+    /// specific) and send what waits for it; report failures.
+    async fn connect(self: Arc<Self>, dest: Peer) {
+        let local = dest.local.or_else(|| self.listen_for(&dest.addr));
+        let result =
+            tokio::time::timeout(self.limits.connect_timeout, connect_from(dest.addr, local)).await;
+        let stream = match result {
+            Ok(Ok(s)) => Some(s),
+            Ok(Err(e)) => {
+                tracing::debug!("tcp connect {}: {e}", dest.addr);
+                None
+            }
+            Err(_) => {
+                tracing::debug!("tcp connect {}: timeout", dest.addr);
+                None
+            }
+        };
+        let id = stream.and_then(|s| {
+            let local = local.unwrap_or(dest.addr);
+            self.clone().adopt(s, dest.addr, local, false)
+        });
+        let waiting = crate::lock(&self.table).connecting.remove(&dest.addr);
+        let Some(waiting) = waiting else { return };
+        for (data, if_closed) in waiting.queue {
+            let sent = id.is_some_and(|id| self.queue(id, data));
+            if !sent {
+                if let IfClosed::ConnectOrFail(r) = if_closed {
+                    self.fail(r);
+                }
             }
         }
+    }
+
+    /// Tell the sink that the request with this report id was not sent;
+    /// from a task of its own, so that no caller's lock is held then.
+    fn fail(&self, report: u64) {
+        if let Some(sink) = self.sink.get().cloned() {
+            self.runtime
+                .spawn(async move { sink.on_send_failed(report) });
+        }
+    }
+
+    /// Our listen address of the family of `to` (the first one).
+    fn listen_for(&self, to: &SocketAddr) -> Option<SocketAddr> {
+        self.local
+            .iter()
+            .find(|a| a.is_ipv4() == to.is_ipv4())
+            .or_else(|| self.local.first())
+            .copied()
     }
 
     /// Is this flow still open?
@@ -355,6 +471,22 @@ impl Tcp {
     pub fn flow_addr(&self, id: FlowId) -> Option<SocketAddr> {
         crate::lock(&self.table).by_id.get(&id).map(|f| f.addr)
     }
+}
+
+/// Connect to `to`, from `local`'s IP when it is a specific address of the
+/// same family (so that the source matches our Via and Record-Route).
+async fn connect_from(to: SocketAddr, local: Option<SocketAddr>) -> io::Result<TcpStream> {
+    let sock = if to.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    if let Some(l) = local {
+        if !l.ip().is_unspecified() && l.is_ipv4() == to.is_ipv4() {
+            sock.bind(SocketAddr::new(l.ip(), 0))?;
+        }
+    }
+    sock.connect(to).await
 }
 
 async fn write_loop(

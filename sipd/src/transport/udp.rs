@@ -53,30 +53,40 @@ impl Udp {
     }
 
     /// Start `per_socket` receiving threads on each socket.
-    pub fn spawn_receivers(&self, sink: Arc<dyn Sink>, per_socket: usize) {
-        for (sock, _) in &self.sockets {
+    pub fn spawn_receivers(&self, sink: Arc<dyn Sink>, per_socket: usize) -> io::Result<()> {
+        for (sock, local) in &self.sockets {
             for i in 0..per_socket.max(1) {
                 let sock = sock.clone();
                 let sink = sink.clone();
+                let local = *local;
                 let name = format!("sipd-udp-{i}");
                 std::thread::Builder::new()
                     .name(name)
-                    .spawn(move || receive_loop(&sock, &*sink))
-                    .expect("spawn UDP thread");
+                    .spawn(move || receive_loop(&sock, local, &*sink))?;
             }
         }
+        Ok(())
     }
 
-    fn socket_for(&self, to: &SocketAddr) -> Option<&(Arc<UdpSocket>, SocketAddr)> {
+    /// The socket a message to `dest` leaves from: the one it names
+    /// ([`Peer::local`], where its request came in), else the first of the
+    /// destination's address family.
+    fn socket_for(&self, dest: &Peer) -> Option<&(Arc<UdpSocket>, SocketAddr)> {
+        if let Some(l) = dest.local {
+            if let Some(s) = self.sockets.iter().find(|(_, local)| *local == l) {
+                return Some(s);
+            }
+        }
         self.sockets
             .iter()
-            .find(|(_, local)| local.is_ipv4() == to.is_ipv4())
+            .find(|(_, local)| local.is_ipv4() == dest.addr.is_ipv4())
             .or_else(|| self.sockets.first())
     }
 
-    /// Send one datagram from the socket of the destination's address family.
-    pub fn send(&self, to: SocketAddr, data: &[u8]) {
-        let Some((sock, local)) = self.socket_for(&to) else {
+    /// Send one datagram to `dest` (from the socket [`Udp::socket_for`] picks).
+    pub fn send(&self, dest: &Peer, data: &[u8]) {
+        let to = dest.addr;
+        let Some((sock, local)) = self.socket_for(dest) else {
             return;
         };
         let to = mapped_for(local, to);
@@ -101,14 +111,14 @@ impl Udp {
     /// Send several datagrams; those to one socket go out in `sendmmsg` batches.
     pub fn send_many(&self, outs: &[&Out]) {
         if outs.len() == 1 {
-            self.send(outs[0].dest.addr, &outs[0].data);
+            self.send(&outs[0].dest, &outs[0].data);
             return;
         }
         for (sock, local) in &self.sockets {
             let mine: Vec<&&Out> = outs
                 .iter()
                 .filter(|o| {
-                    self.socket_for(&o.dest.addr)
+                    self.socket_for(&o.dest)
                         .is_some_and(|(s, _)| Arc::ptr_eq(s, sock))
                 })
                 .collect();
@@ -184,7 +194,7 @@ fn bind(addr: SocketAddr) -> io::Result<UdpSocket> {
 }
 
 /// Blocking receive loop of one thread: a batch per `recvmmsg`.
-fn receive_loop(sock: &UdpSocket, sink: &dyn Sink) {
+fn receive_loop(sock: &UdpSocket, local: SocketAddr, sink: &dyn Sink) {
     let mut bufs: Vec<Vec<u8>> = (0..BATCH).map(|_| vec![0u8; MAX_DATAGRAM + 1]).collect();
     // SAFETY: sockaddr_storage is plain old data.
     let mut names: Vec<libc::sockaddr_storage> =
@@ -241,6 +251,7 @@ fn receive_loop(sock: &UdpSocket, sink: &dyn Sink) {
                     transport: Transport::Udp,
                     addr: canonical(from),
                     flow: None,
+                    local: Some(local),
                 },
                 oversized,
             });
