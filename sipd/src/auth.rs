@@ -242,12 +242,9 @@ impl DigestAuth {
 
     /// Like [`DigestAuth::new`] with a fresh random key (and random counter
     /// start) from the operating system.
-    ///
-    /// # Panics
-    /// If the operating system has no random source.
     pub fn with_random_key(nonce_lifetime: Duration, capacity: usize) -> Self {
         let mut seed = [0u8; 36];
-        getrandom::getrandom(&mut seed).expect("operating system random source");
+        crate::rng::fill_random(&mut seed);
         let mut key = [0u8; 32];
         key.copy_from_slice(&seed[..32]);
         let mut auth = Self::new(key, nonce_lifetime, capacity);

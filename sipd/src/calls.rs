@@ -3,7 +3,7 @@
 //! and the callerid rewrites of calls through gateways; a CDR when a call ends.
 
 use std::collections::HashMap;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use crate::store::CdrRow;
 use crate::transport::Peer;
@@ -92,13 +92,6 @@ pub struct Call {
     pub answer_ms: Option<u64>,
 }
 
-pub fn unix_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
-}
-
 impl Call {
     /// The CDR of this call ending now.
     pub fn cdr(&self, disposition: Disposition, code: u16, end_ms: u64) -> CdrRow {
@@ -127,14 +120,16 @@ impl Call {
 
 /// All calls in progress, by Call-ID. Bounded.
 pub struct Calls {
-    by_id: HashMap<String, Call>,
+    /// Boxed so that growing the table moves pointers, not calls.
+    by_id: HashMap<String, Box<Call>>,
     pub max: usize,
 }
 
 impl Calls {
     pub fn new(max: usize) -> Calls {
         Calls {
-            by_id: HashMap::new(),
+            // A fresh server should not rehash its calls under load.
+            by_id: HashMap::with_capacity(max.min(4096)),
             max,
         }
     }
@@ -152,23 +147,23 @@ impl Calls {
     }
 
     pub fn insert(&mut self, call: Call) {
-        self.by_id.insert(call.call_id.clone(), call);
+        self.by_id.insert(call.call_id.clone(), Box::new(call));
     }
 
     pub fn get(&self, call_id: &str) -> Option<&Call> {
-        self.by_id.get(call_id)
+        self.by_id.get(call_id).map(|c| &**c)
     }
 
     pub fn get_mut(&mut self, call_id: &str) -> Option<&mut Call> {
-        self.by_id.get_mut(call_id)
+        self.by_id.get_mut(call_id).map(|c| &mut **c)
     }
 
     pub fn remove(&mut self, call_id: &str) -> Option<Call> {
-        self.by_id.remove(call_id)
+        self.by_id.remove(call_id).map(|c| *c)
     }
 
     pub fn iter(&self) -> impl Iterator<Item = &Call> {
-        self.by_id.values()
+        self.by_id.values().map(|c| &**c)
     }
 
     /// Calls older than [`MAX_CALL`].
@@ -196,11 +191,10 @@ mod tests {
             dialed: "1002".into(),
             target: "bob".into(),
             state: State::Trying,
-            caller_peer: Peer {
-                transport: crate::transport::Transport::Udp,
-                addr: "127.0.0.1:5000".parse().unwrap(),
-                flow: None,
-            },
+            caller_peer: Peer::to(
+                crate::transport::Transport::Udp,
+                "127.0.0.1:5000".parse().unwrap(),
+            ),
             callee_peer: None,
             from_original: "<sip:alice@x>;tag=t".into(),
             from_presented: None,

@@ -58,6 +58,26 @@ pub struct Flags {
     #[arg(long = "udp-threads", value_name = "N", default_value_t = 1,
           value_parser = clap::value_parser!(u64).range(1..=64))]
     pub udp_threads: u64,
+    /// Most TCP connections open at once
+    #[arg(long = "tcp-max-connections", value_name = "N", default_value_t = 4096,
+          value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    pub tcp_max_connections: u64,
+    /// Most TCP connections accepted from one IP address
+    #[arg(long = "tcp-max-per-ip", value_name = "N", default_value_t = 128,
+          value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    pub tcp_max_per_ip: u64,
+    /// Seconds a new TCP connection has to deliver its first SIP message
+    #[arg(long = "tcp-first-message", value_name = "SECS", default_value_t = 30,
+          value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub tcp_first_message: u64,
+    /// Seconds without anything read after which a TCP connection is closed
+    #[arg(long = "tcp-idle", value_name = "SECS", default_value_t = 7500,
+          value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    pub tcp_idle: u64,
+    /// Bytes queued for a TCP peer that does not read before its connection is closed
+    #[arg(long = "tcp-max-queued", value_name = "BYTES", default_value_t = 262_144,
+          value_parser = clap::value_parser!(u64).range(1024..=1 << 30))]
+    pub tcp_max_queued: u64,
 }
 
 fn digits(s: &str) -> Result<String, String> {
@@ -88,6 +108,19 @@ impl Flags {
 
     pub fn store_path(&self) -> PathBuf {
         self.dir.join("sipd.db")
+    }
+
+    /// The TCP limits these flags set (write and connect timeouts fixed).
+    pub fn tcp_limits(&self) -> crate::transport::tcp::TcpLimits {
+        use std::time::Duration;
+        crate::transport::tcp::TcpLimits {
+            max_connections: self.tcp_max_connections as usize,
+            max_per_ip: self.tcp_max_per_ip as usize,
+            first_message_timeout: Duration::from_secs(self.tcp_first_message),
+            idle_timeout: Duration::from_secs(self.tcp_idle),
+            max_queued_bytes: self.tcp_max_queued as usize,
+            ..crate::transport::tcp::TcpLimits::default()
+        }
     }
 }
 

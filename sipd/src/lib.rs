@@ -9,16 +9,19 @@ pub mod cli;
 pub mod config;
 pub mod control;
 pub mod core;
-pub mod features;
-pub mod forwards;
 pub mod malformed;
 pub mod registrar;
-pub mod router;
+pub mod rng;
+pub mod routing;
 pub mod server;
 pub mod sip;
 pub mod store;
+pub mod time;
 pub mod transaction;
 pub mod transport;
+
+#[cfg(test)]
+mod layers;
 
 /// Lock a mutex, also when a panicking thread poisoned it: the state under
 /// sipd's locks stays consistent between statements, and one failed request

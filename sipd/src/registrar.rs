@@ -7,7 +7,7 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use crate::config::{Config, General};
 use crate::sip::{Contact, HeaderName, Message};
@@ -81,6 +81,9 @@ impl Binding {
 }
 
 /// What to do with a REGISTER.
+// Returned once per REGISTER and matched at once: boxing the binding
+// would only add an allocation.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, PartialEq, Eq)]
 pub enum Outcome {
     /// Store this binding (replacing any other of the client).
@@ -96,14 +99,6 @@ pub enum Outcome {
     /// 500: an older CSeq for the same Call-ID (RFC 3261 §10.3 step 7), or
     /// the same CSeq from another address.
     OutOfOrder,
-}
-
-/// Seconds since the epoch now.
-pub fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
 }
 
 /// Decide what an authenticated REGISTER for client `name` from `peer` does.
@@ -279,11 +274,7 @@ impl Registrar {
             self.insert(Binding {
                 name: r.name.clone(),
                 contact: r.contact.clone(),
-                source: Peer {
-                    transport,
-                    addr: r.source,
-                    flow: None,
-                },
+                source: Peer::to(transport, r.source),
                 expires_at: now + left,
                 expires_unix: r.expires_at,
                 user_agent: r.user_agent.clone(),

@@ -39,6 +39,7 @@ use std::sync::{mpsc, Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
+use proto::Forwarding;
 use rusqlite::{params, Connection, TransactionBehavior};
 use tokio::sync::oneshot;
 
@@ -127,37 +128,27 @@ pub struct BindingRow {
     pub cseq: u32,
 }
 
-/// Kind of a stored forwarding override.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum ForwardKind {
-    /// Unconditional forwarding (`*72F`, `=F`). Stored as `"always"`.
-    Always,
-    /// Forwarding when unavailable (`*71F`, `~F`). Stored as `"unavail"`.
-    Unavailable,
-    /// No forwarding, overriding sip.conf's `=F`/`~F` (`*73` removes a
-    /// forwarding "including one from sip.conf", spec §5, and that has to
-    /// survive a restart). The number is empty. Stored as `"off"`.
-    Off,
+/// The stored `kind` of a forwarding override: `"always"` (`*72F`, `=F`),
+/// `"unavail"` (`*71F`, `~F`) or `"off"` for [`Forwarding::None`] (no
+/// forwarding, overriding sip.conf's `=F`/`~F`: `*73` removes a forwarding
+/// "including one from sip.conf", spec §5, and that has to survive a
+/// restart; its stored number is empty).
+fn forward_kind(f: &Forwarding) -> &'static str {
+    match f {
+        Forwarding::Always { .. } => "always",
+        Forwarding::Unavailable { .. } => "unavail",
+        Forwarding::None => "off",
+    }
 }
 
-impl ForwardKind {
-    /// The stored spelling: `"always"`, `"unavail"` or `"off"`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ForwardKind::Always => "always",
-            ForwardKind::Unavailable => "unavail",
-            ForwardKind::Off => "off",
-        }
-    }
-
-    /// Parses the stored spelling.
-    pub fn parse(s: &str) -> Option<ForwardKind> {
-        match s {
-            "always" => Some(ForwardKind::Always),
-            "unavail" => Some(ForwardKind::Unavailable),
-            "off" => Some(ForwardKind::Off),
-            _ => None,
-        }
+/// The forwarding stored as `kind` and `number`; `None` for an unknown
+/// kind. The number of an `"off"` row is ignored.
+fn forwarding_of(kind: &str, number: String) -> Option<Forwarding> {
+    match kind {
+        "always" => Some(Forwarding::Always { number }),
+        "unavail" => Some(Forwarding::Unavailable { number }),
+        "off" => Some(Forwarding::None),
+        _ => None,
     }
 }
 
@@ -166,10 +157,10 @@ impl ForwardKind {
 pub struct ForwardRow {
     /// Client name (primary key).
     pub name: String,
-    /// What kind of forwarding.
-    pub kind: ForwardKind,
-    /// Number to forward to (empty for [`ForwardKind::Off`]).
-    pub number: String,
+    /// The forwarding (stored as `kind` `always`/`unavail`/`off` and
+    /// `number`, empty for off). The number is as stored: whether it is a
+    /// number is for the reader to check.
+    pub forwarding: Forwarding,
     /// Who set it: `"phone"` or `"sipctl"`.
     pub source: String,
     /// When it was set, unix seconds.
@@ -240,9 +231,10 @@ impl std::error::Error for StoreError {}
 /// Completion of a durable write: `Ok` after commit, or the error text.
 type Done = oneshot::Sender<Result<(), String>>;
 
-/// A data write, as the writer applies it.
-#[derive(Debug)]
-enum Write {
+/// A data write, as the writer applies it (the core asks for these in its
+/// effects; the server hands them to [`Store::apply`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Write {
     PutBinding(BindingRow),
     DeleteBinding(String),
     DeleteBindingsExcept(Vec<String>),
@@ -371,6 +363,19 @@ impl Store {
     /// The store file's path.
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// Queues a write. Never blocks.
+    pub fn apply(&self, write: Write) {
+        self.send(write, None);
+    }
+
+    /// Queues a write; the receiver fires after the transaction holding it
+    /// has committed, or with the error. Never blocks.
+    pub fn apply_confirmed(&self, write: Write) -> oneshot::Receiver<Result<(), String>> {
+        let (done, rx) = oneshot::channel();
+        self.send(write, Some(done));
+        rx
     }
 
     /// Queues an upsert of `row` (by name). Never blocks.
@@ -606,10 +611,10 @@ fn load_forwards(conn: &Connection) -> rusqlite::Result<Vec<ForwardRow>> {
         let name: String = r.get(0)?;
         let row = (|| -> Result<ForwardRow, String> {
             let kind: String = r.get(1).map_err(|e| e.to_string())?;
+            let number: String = r.get(2).map_err(|e| e.to_string())?;
             Ok(ForwardRow {
-                kind: ForwardKind::parse(&kind)
+                forwarding: forwarding_of(&kind, number)
                     .ok_or_else(|| format!("unknown forwarding kind {kind:?}"))?,
-                number: r.get(2).map_err(|e| e.to_string())?,
                 source: r.get(3).map_err(|e| e.to_string())?,
                 set_at: r.get(4).map_err(|e| e.to_string())?,
                 name: name.clone(),
@@ -802,8 +807,8 @@ fn apply(conn: &Connection, w: &Write) -> rusqlite::Result<()> {
         Write::PutForward(f) => {
             conn.prepare_cached(SQL_PUT_FORWARD)?.execute(params![
                 f.name,
-                f.kind.as_str(),
-                f.number,
+                forward_kind(&f.forwarding),
+                f.forwarding.number().unwrap_or_default(),
                 f.source,
                 f.set_at,
             ])?;
@@ -885,11 +890,10 @@ mod tests {
         }
     }
 
-    fn forward(name: &str, kind: ForwardKind, number: &str) -> ForwardRow {
+    fn forward(name: &str, forwarding: Forwarding) -> ForwardRow {
         ForwardRow {
             name: name.to_owned(),
-            kind,
-            number: number.to_owned(),
+            forwarding,
             source: "phone".to_owned(),
             set_at: NOW,
         }
@@ -1051,7 +1055,7 @@ mod tests {
     async fn forward_completion_fires_after_commit() {
         let dir = TempDir::new("fwd");
         let (store, _) = open(&dir.db());
-        let row = forward("alice", ForwardKind::Always, "74991234567");
+        let row = forward("alice", Forwarding::always("74991234567"));
         store.set_forward(row.clone()).await.unwrap().unwrap();
         // Committed: a brand-new connection sees it.
         let conn = raw(&dir.db());
@@ -1068,13 +1072,23 @@ mod tests {
         // Replace by an "unavailable" one, and record an explicit "off" for bob.
         let unavail = ForwardRow {
             source: "sipctl".to_owned(),
-            ..forward("alice", ForwardKind::Unavailable, "1002")
+            ..forward("alice", Forwarding::unavailable("1002"))
         };
         store.set_forward(unavail.clone()).await.unwrap().unwrap();
-        let off = forward("bob", ForwardKind::Off, "");
+        let off = forward("bob", Forwarding::None);
         store.set_forward(off.clone()).await.unwrap().unwrap();
         let conn = raw(&dir.db());
         assert_eq!(count(&conn, "forwards"), 2);
+        let stored = |name: &str| -> (String, String) {
+            conn.query_row(
+                "SELECT kind, number FROM forwards WHERE name = ?1",
+                [name],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .unwrap()
+        };
+        assert_eq!(stored("alice"), ("unavail".to_owned(), "1002".to_owned()));
+        assert_eq!(stored("bob"), ("off".to_owned(), String::new()));
         drop(conn);
         drop(store);
 
@@ -1087,14 +1101,14 @@ mod tests {
         drop(conn);
         drop(store);
         let (_store, loaded) = open(&dir.db());
-        assert_eq!(loaded.forwards, vec![forward("bob", ForwardKind::Off, "")]);
+        assert_eq!(loaded.forwards, vec![forward("bob", Forwarding::None)]);
     }
 
     #[test]
     fn forward_completion_works_from_plain_threads() {
         let dir = TempDir::new("fwdsync");
         let (store, _) = open(&dir.db());
-        let rx = store.set_forward(forward("carol", ForwardKind::Always, "1001"));
+        let rx = store.set_forward(forward("carol", Forwarding::always("1001")));
         rx.blocking_recv().unwrap().unwrap();
         assert_eq!(count(&raw(&dir.db()), "forwards"), 1);
         store
@@ -1106,15 +1120,65 @@ mod tests {
 
     #[test]
     fn forward_kind_spellings_round_trip() {
-        for kind in [
-            ForwardKind::Always,
-            ForwardKind::Unavailable,
-            ForwardKind::Off,
+        for f in [
+            Forwarding::always("74991234567"),
+            Forwarding::unavailable("1002"),
+            Forwarding::None,
         ] {
-            assert_eq!(ForwardKind::parse(kind.as_str()), Some(kind));
+            let number = f.number().unwrap_or_default().to_owned();
+            assert_eq!(forwarding_of(forward_kind(&f), number), Some(f));
         }
-        assert_eq!(ForwardKind::Unavailable.as_str(), "unavail");
-        assert_eq!(ForwardKind::parse("never"), None);
+        assert_eq!(forward_kind(&Forwarding::always("1")), "always");
+        assert_eq!(forward_kind(&Forwarding::unavailable("1")), "unavail");
+        assert_eq!(forward_kind(&Forwarding::None), "off");
+        assert_eq!(forwarding_of("never", "1".to_owned()), None);
+        assert_eq!(forwarding_of("none", String::new()), None);
+        // The number of an "off" row does not matter.
+        assert_eq!(
+            forwarding_of("off", "junk".to_owned()),
+            Some(Forwarding::None)
+        );
+    }
+
+    #[test]
+    fn rows_written_by_hand_load() {
+        // Rows as an existing sipd.db holds them (the schema and spellings
+        // are unchanged): every kind, an off row with a number, a bad kind.
+        let dir = TempDir::new("fwdraw");
+        drop(open(&dir.db()));
+        let conn = raw(&dir.db());
+        conn.execute_batch(
+            "INSERT INTO forwards VALUES ('a', 'always', '4991234567', 'phone', 1);
+             INSERT INTO forwards VALUES ('b', 'unavail', '+44123', 'sipctl', 2);
+             INSERT INTO forwards VALUES ('c', 'off', '', 'phone', 3);
+             INSERT INTO forwards VALUES ('d', 'off', 'junk', 'sipctl', 4);",
+        )
+        .unwrap();
+        // The schema's CHECK keeps other kinds out (the loader would skip
+        // them).
+        assert!(conn
+            .execute(
+                "INSERT INTO forwards VALUES ('e', 'sometimes', '1', 'phone', 5)",
+                []
+            )
+            .is_err());
+        drop(conn);
+        let (_store, loaded) = open(&dir.db());
+        let row = |name: &str, forwarding: Forwarding, source: &str, set_at: u64| ForwardRow {
+            name: name.to_owned(),
+            forwarding,
+            source: source.to_owned(),
+            set_at,
+        };
+        assert_eq!(
+            loaded.forwards,
+            vec![
+                row("a", Forwarding::always("4991234567"), "phone", 1),
+                row("b", Forwarding::unavailable("+44123"), "sipctl", 2),
+                row("c", Forwarding::None, "phone", 3),
+                row("d", Forwarding::None, "sipctl", 4),
+            ]
+        );
     }
 
     #[test]
@@ -1292,7 +1356,7 @@ mod tests {
             store.put_binding(binding(&format!("user{i:04}"), NOW + 3600));
         }
         store.add_cdr(cdr("last-call", NOW * 1000, None));
-        drop(store.set_forward(forward("user0001", ForwardKind::Always, "1002")));
+        drop(store.set_forward(forward("user0001", Forwarding::always("1002"))));
         println!("SIPD-QUEUED");
         std::thread::sleep(Duration::from_secs(60));
     }
@@ -1426,7 +1490,7 @@ mod tests {
             store.put_binding(binding(&format!("u{i}"), NOW + 60));
             store.add_cdr(cdr(&format!("c{i}"), NOW * 1000 + i, None));
         }
-        drop(store.set_forward(forward("u1", ForwardKind::Always, "1002")));
+        drop(store.set_forward(forward("u1", Forwarding::always("1002"))));
         store.close(); // no flush first
         let (store, loaded) = open(&dir.db());
         assert_eq!(loaded.bindings.len(), 3_000);
@@ -1451,7 +1515,7 @@ mod tests {
             ..cdr("bad", NOW * 1000, None)
         };
         store.add_cdr(bad);
-        let rx = store.set_forward(forward("alice", ForwardKind::Always, "1002"));
+        let rx = store.set_forward(forward("alice", Forwarding::always("1002")));
         store.add_cdr(cdr("good", NOW * 1000, None));
         store.flush();
         assert_eq!(rx.blocking_recv().unwrap(), Ok(()));
@@ -1464,7 +1528,7 @@ mod tests {
         // A failing durable write reports its error to the waiter.
         let bad_fwd = ForwardRow {
             set_at: u64::MAX,
-            ..forward("bob", ForwardKind::Always, "1001")
+            ..forward("bob", Forwarding::always("1001"))
         };
         let err = store
             .set_forward(bad_fwd)
@@ -1493,7 +1557,7 @@ mod tests {
         // Whatever SQLite makes of it (writing to unlinked files or failing),
         // the completion fires and the thread survives.
         let outcome = store
-            .set_forward(forward("alice", ForwardKind::Always, "1"))
+            .set_forward(forward("alice", Forwarding::always("1")))
             .blocking_recv()
             .expect("completion dropped: writer died");
         eprintln!("write after the directory vanished: {outcome:?}");

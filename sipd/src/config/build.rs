@@ -51,14 +51,14 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::sync::Arc;
 
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
+use proto::Forwarding;
 use regex::Regex;
 
 use super::exten::Exten;
 use super::numbers::{self, all_digits, is_number};
 use super::parse::{self, Item};
 use super::{
-    CallerId, Client, Config, ConfigError, ConfigErrors, ForwardKind, General, HostAddr, Options,
-    Role,
+    CallerId, Client, Config, ConfigError, ConfigErrors, General, HostAddr, Options, Role,
 };
 
 const GENERAL: &str = "general";
@@ -626,8 +626,10 @@ fn check_across(drafts: &[Draft], opts: &Options, errors: &mut Errors) {
 
     for (i, d) in drafts.iter().enumerate() {
         let c = &d.client;
-        let Some((kind, target)) = &c.exten.forward else {
-            continue;
+        let (sign, target) = match &c.exten.forward {
+            Forwarding::Always { number } => ('=', number),
+            Forwarding::Unavailable { number } => ('~', number),
+            Forwarding::None => continue,
         };
         // The target as the router resolves it: short number in the
         // client's group first, then long number.
@@ -640,10 +642,6 @@ fn check_across(drafts: &[Draft], opts: &Options, errors: &mut Errors) {
             longs.get(norm.as_str()).copied()
         });
         if resolved == Some(i) {
-            let sign = match kind {
-                ForwardKind::Always => '=',
-                ForwardKind::Unavailable => '~',
-            };
             errors.add(
                 d.exten_line,
                 format!("forwarding {sign}{target} goes to '{}' itself", c.name),

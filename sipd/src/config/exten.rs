@@ -14,8 +14,9 @@
 //! - Whitespace around the parts is allowed (`1001 (2) = 123`), not inside a
 //!   number.
 
+use proto::Forwarding;
+
 use super::numbers::{all_digits, is_number};
-use super::ForwardKind;
 
 /// The largest hunting position accepted by the parser.
 pub const MAX_POSITION: usize = 9999;
@@ -27,7 +28,9 @@ pub struct Exten {
     pub short: Option<String>,
     /// 1-based positions in the client's group, in list order.
     pub hunt: Vec<usize>,
-    pub forward: Option<(ForwardKind, String)>,
+    /// `=F` ([`Forwarding::Always`]), `~F` ([`Forwarding::Unavailable`]) or
+    /// neither ([`Forwarding::None`]).
+    pub forward: Forwarding,
 }
 
 impl Exten {
@@ -38,11 +41,7 @@ impl Exten {
 
         let head = match value.find(['=', '~']) {
             Some(i) => {
-                let (sign, kind) = if value.as_bytes()[i] == b'=' {
-                    ('=', ForwardKind::Always)
-                } else {
-                    ('~', ForwardKind::Unavailable)
-                };
+                let sign = char::from(value.as_bytes()[i]);
                 let target = value[i + 1..].trim();
                 if target.is_empty() {
                     return Err(format!("missing forwarding number after '{sign}'"));
@@ -52,7 +51,11 @@ impl Exten {
                         "forwarding target '{target}' is not a number (digits, optionally with a leading '+')"
                     ));
                 }
-                exten.forward = Some((kind, target.to_string()));
+                exten.forward = if sign == '=' {
+                    Forwarding::always(target)
+                } else {
+                    Forwarding::unavailable(target)
+                };
                 value[..i].trim()
             }
             None => value,
@@ -219,34 +222,22 @@ mod tests {
         assert_eq!(x.long, s("4999876543"));
         assert_eq!(x.short, s("1002"));
         assert_eq!(x.hunt, vec![2, 4]);
-        assert_eq!(
-            x.forward,
-            Some((ForwardKind::Always, "4991234567".to_string()))
-        );
+        assert_eq!(x.forward, Forwarding::always("4991234567"));
         let x = p("1001(3-5)~+44123");
         assert_eq!(x.hunt, vec![3, 4, 5]);
-        assert_eq!(
-            x.forward,
-            Some((ForwardKind::Unavailable, "+44123".to_string()))
-        );
+        assert_eq!(x.forward, Forwarding::unavailable("+44123"));
         let x = p(" 1001 ( 2 , 4 - 5 ) = 123 ");
         assert_eq!(x.short, s("1001"));
         assert_eq!(x.hunt, vec![2, 4, 5]);
-        assert_eq!(x.forward, Some((ForwardKind::Always, "123".to_string())));
+        assert_eq!(x.forward, Forwarding::always("123"));
     }
 
     #[test]
     fn parts_alone() {
         assert_eq!(p("(2)").hunt, vec![2]);
         assert_eq!(p("(2)").short, None);
-        assert_eq!(
-            p("=123").forward,
-            Some((ForwardKind::Always, "123".to_string()))
-        );
-        assert_eq!(
-            p("~123").forward,
-            Some((ForwardKind::Unavailable, "123".to_string()))
-        );
+        assert_eq!(p("=123").forward, Forwarding::always("123"));
+        assert_eq!(p("~123").forward, Forwarding::unavailable("123"));
         assert_eq!(p("1001(2)").hunt, vec![2]);
         assert_eq!(p("(1,3,2)").hunt, vec![1, 3, 2], "list order is kept");
         assert_eq!(p("(4,1-2)").hunt, vec![4, 1, 2]);

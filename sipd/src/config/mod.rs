@@ -27,13 +27,6 @@ use regex::Regex;
 
 pub use exten::Exten;
 
-/// Forwarding kind: `=F` (always) or `~F` (when unavailable).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum ForwardKind {
-    Always,
-    Unavailable,
-}
-
 /// Values from the command line that sip.conf depends on.
 #[derive(Clone, Debug)]
 pub struct Options {

@@ -2,6 +2,8 @@
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
+use proto::Forwarding;
+
 use super::*;
 
 fn opts_with(country: &str, city: &str) -> Options {
@@ -110,7 +112,7 @@ fn example_numbers() {
     assert_eq!(foo.exten.short.as_deref(), Some("1001"));
     assert_eq!(foo.exten.long, None);
     assert!(foo.exten.hunt.is_empty());
-    assert_eq!(foo.exten.forward, None);
+    assert_eq!(foo.exten.forward, Forwarding::None);
 
     let bar = c.client("bar").unwrap();
     assert_eq!(bar.exten.short.as_deref(), Some("1002"));
@@ -125,10 +127,7 @@ fn example_numbers() {
     assert_eq!(s2.exten.long.as_deref(), Some("4999876543"));
     assert_eq!(s2.long_normalised(), Some("74999876543"));
     assert_eq!(s2.exten.short.as_deref(), Some("1002"));
-    assert_eq!(
-        s2.exten.forward,
-        Some((ForwardKind::Always, "4991234567".to_string()))
-    );
+    assert_eq!(s2.exten.forward, Forwarding::always("4991234567"));
     assert!(s2.exten.hunt.is_empty());
 
     assert_eq!(c.by_long("84999876543").unwrap().name, "siphone2");
@@ -1017,7 +1016,7 @@ exten=74991112233=100
             long: Some("4951234567".to_string()),
             short: Some("11".to_string()),
             hunt: vec![2, 3],
-            forward: Some((ForwardKind::Unavailable, "+44123".to_string())),
+            forward: Forwarding::unavailable("+44123"),
         }
     );
     assert_eq!(a.long_normalised(), Some("74951234567"));
@@ -1035,10 +1034,7 @@ exten=74991112233=100
     // no accountcode: long numbers and forwarding are fine
     let d = c.client("d").unwrap();
     assert_eq!(d.long_normalised(), Some("74991112233"));
-    assert_eq!(
-        d.exten.forward,
-        Some((ForwardKind::Always, "100".to_string()))
-    );
+    assert_eq!(d.exten.forward, Forwarding::always("100"));
     assert!(c.hunt_list(d).is_empty());
 }
 
@@ -1244,7 +1240,7 @@ fn forwarding_to_oneself() {
     let c = ok(text);
     assert_eq!(
         c.client("a").unwrap().exten.forward,
-        Some((ForwardKind::Always, "1001".to_string()))
+        Forwarding::always("1001")
     );
     // without the colleague, 1001 is a's own long number
     assert_eq!(

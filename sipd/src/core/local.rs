@@ -1,20 +1,26 @@
 //! "Is this URI me?" and "which of my addresses goes in Via and
 //! Record-Route": our listen addresses and names. All user agents on a test
-//! machine share 127.0.0.1, so an address matches only with its port. When
-//! sipd listens on 0.0.0.0 / ::, the address written into messages is the
-//! loopback address toward loopback peers and the machine's primary address
-//! (the one the routing table picks) toward everyone else.
+//! machine share 127.0.0.1, so an address matches only with its port (a
+//! name, our realm or hostname, names the whole server). A message goes out
+//! from the listen address its peer used ([`Peer::local`]), else from the
+//! first one of the peer's address family. When sipd listens on 0.0.0.0 /
+//! ::, the address written into messages is the loopback address toward
+//! loopback peers and the machine's primary address (the one the routing
+//! table picks) toward everyone else.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket};
 
 use crate::sip::Host;
+use crate::transport::Peer;
 
 #[derive(Clone, Debug)]
 pub struct Local {
     /// Addresses we listen on (UDP and TCP share them).
     pub addrs: Vec<SocketAddr>,
-    /// Names that mean us (realm, hostname), lower-case.
+    /// Names that mean us besides the realm (the hostname), lower-case.
     pub names: Vec<String>,
+    /// The realm (sip.conf's, set by the core), lower-case.
+    realm: String,
     /// For wildcard listen addresses: our primary IPv4 / IPv6 address.
     primary: Vec<IpAddr>,
 }
@@ -54,24 +60,30 @@ impl Local {
         Local {
             addrs,
             names,
+            realm: String::new(),
             primary: p,
         }
     }
 
-    pub fn set_names(&mut self, names: Vec<String>) {
-        self.names = names.into_iter().map(|n| n.to_ascii_lowercase()).collect();
+    /// The realm names us too (set from the configuration in force).
+    pub fn set_realm(&mut self, realm: &str) {
+        self.realm = realm.to_ascii_lowercase();
     }
 
-    /// The address to put in Via and Record-Route for messages sent to `to`:
-    /// our listen address of the same family (made concrete when it is a
-    /// wildcard).
-    pub fn addr_for(&self, to: &SocketAddr) -> SocketAddr {
-        let a = self
-            .addrs
-            .iter()
-            .find(|a| a.is_ipv4() == to.is_ipv4())
-            .or_else(|| self.addrs.first())
-            .copied()
+    /// The address to put in Via and Record-Route for messages exchanged
+    /// with `peer`: the listen address it used, else our first listen
+    /// address of its family (made concrete when it is a wildcard).
+    pub fn addr_for(&self, peer: &Peer) -> SocketAddr {
+        let to = &peer.addr;
+        let a = peer
+            .local
+            .or_else(|| {
+                self.addrs
+                    .iter()
+                    .find(|a| a.is_ipv4() == to.is_ipv4())
+                    .or_else(|| self.addrs.first())
+                    .copied()
+            })
             .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 5060)));
         if !a.ip().is_unspecified() {
             return a;
@@ -92,18 +104,22 @@ impl Local {
         SocketAddr::new(ip, a.port())
     }
 
-    /// Does `host[:port]` (port absent = 5060) name this server?
+    /// Does `host[:port]` name this server? An address needs one of our
+    /// ports (absent = 5060); a name of ours (realm, hostname) names the
+    /// whole server without a port, or with one of ours.
     pub fn is_me(&self, host: &Host, port: Option<u16>) -> bool {
-        let port = port.unwrap_or(5060);
         match host.ip() {
-            Some(ip) => self
-                .addrs
-                .iter()
-                .any(|a| a.port() == port && self.ip_matches(a.ip(), ip)),
+            Some(ip) => {
+                let port = port.unwrap_or(5060);
+                self.addrs
+                    .iter()
+                    .any(|a| a.port() == port && self.ip_matches(a.ip(), ip))
+            }
             None => {
                 let Host::Name(name) = host else { return false };
-                self.addrs.iter().any(|a| a.port() == port)
-                    && self.names.iter().any(|n| n.eq_ignore_ascii_case(name))
+                port.is_none_or(|p| self.addrs.iter().any(|a| a.port() == p))
+                    && (self.realm.eq_ignore_ascii_case(name)
+                        || self.names.iter().any(|n| n.eq_ignore_ascii_case(name)))
             }
         }
     }
@@ -134,6 +150,8 @@ mod tests {
         assert!(!l.is_me(&lo, Some(5060)));
         assert!(!l.is_me(&lo, None));
         assert!(l.is_me(&Host::Name("box".into()), Some(5099)));
+        assert!(l.is_me(&Host::Name("box".into()), None));
+        assert!(!l.is_me(&Host::Name("box".into()), Some(5060)));
         assert!(!l.is_me(&Host::Name("other".into()), Some(5099)));
         let l = Local::new(vec!["127.0.0.1:5060".parse().unwrap()], vec![]);
         assert!(l.is_me(&lo, None));
@@ -149,16 +167,36 @@ mod tests {
             ],
             vec![],
         );
-        assert_eq!(l.addr_for(&"[::1]:7000".parse().unwrap()).port(), 5062);
-        assert_eq!(l.addr_for(&"127.0.0.2:7000".parse().unwrap()).port(), 5060);
+        let to = |a: &str| Peer::to(crate::transport::Transport::Udp, a.parse().unwrap());
+        assert_eq!(l.addr_for(&to("[::1]:7000")).port(), 5062);
+        assert_eq!(l.addr_for(&to("127.0.0.2:7000")).port(), 5060);
+    }
+
+    #[test]
+    fn addr_for_prefers_the_address_the_peer_used() {
+        let l = Local::new(
+            vec![
+                "127.0.0.1:5060".parse().unwrap(),
+                "127.0.0.2:5060".parse().unwrap(),
+            ],
+            vec![],
+        );
+        let mut p = Peer::to(
+            crate::transport::Transport::Udp,
+            "127.0.0.9:7000".parse().unwrap(),
+        );
+        assert_eq!(l.addr_for(&p), "127.0.0.1:5060".parse().unwrap());
+        p.local = Some("127.0.0.2:5060".parse().unwrap());
+        assert_eq!(l.addr_for(&p), "127.0.0.2:5060".parse().unwrap());
     }
 
     #[test]
     fn wildcard_listen_writes_concrete_addresses() {
         let l = Local::new(vec!["0.0.0.0:5071".parse().unwrap()], vec![]);
-        let lo = l.addr_for(&"127.0.0.1:6000".parse().unwrap());
+        let to = |a: &str| Peer::to(crate::transport::Transport::Udp, a.parse().unwrap());
+        let lo = l.addr_for(&to("127.0.0.1:6000"));
         assert_eq!(lo, "127.0.0.1:5071".parse().unwrap());
-        let out = l.addr_for(&"192.0.2.7:5060".parse().unwrap());
+        let out = l.addr_for(&to("192.0.2.7:5060"));
         assert!(!out.ip().is_unspecified(), "{out}");
         assert_eq!(out.port(), 5071);
         // Our own concrete addresses are "me".

@@ -1,13 +1,17 @@
 //! The core: all SIP state (configuration, registrations, transactions,
 //! proxy contexts, calls, forwarding) behind one owner. It is sans-IO: the
-//! server hands it a parsed message with the peer it came from, and it
-//! appends the messages to send to an output list. Time comes in as an
-//! argument, so every rule is testable without sockets.
+//! server hands it a parsed message with the peer it came from and the time
+//! ([`Now`]), and it returns what to do as [`Effects`]: messages to send,
+//! store writes, and writes whose commit an answer waits for. It reads no
+//! clock, touches no socket, store or runtime, so every rule is testable
+//! without sockets (`core/tests/`).
 //!
 //! Request flow: transaction matching (retransmissions absorbed) → ACK and
-//! CANCEL special cases → server transaction (100 Trying for INVITE) →
-//! in-dialog routing, REGISTER, or identification + routing + proxying.
+//! CANCEL special cases → in-dialog routing, REGISTER, OPTIONS for us, or
+//! identification + routing + proxying (`proxy/`).
 
+mod effects;
+mod forwarding;
 mod identify;
 mod local;
 mod pbx;
@@ -18,20 +22,22 @@ mod reply;
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use crate::auth::DigestAuth;
 use crate::calls::Calls;
 use crate::config::Config;
-use crate::forwards::Forwards;
 use crate::registrar::Registrar;
+use crate::routing::forwards::Forwards;
 use crate::sip::{HeaderName, Message, Method, Uri};
-use crate::store::{Loaded, Store};
+use crate::store::{Loaded, Write};
+use crate::time::Now;
 use crate::transaction::{RequestMatch, Transactions, TxId, TxLimits};
-use crate::transport::{Out, Peer};
+use crate::transport::Peer;
 
+pub use crate::rng::Rng;
+pub use effects::Effects;
 pub use local::Local;
-pub use pbx::{Deferred, Pending};
 pub use reply::{response_dest, via_with_received};
 
 /// Methods sipd knows (sent in `Allow`).
@@ -54,6 +60,8 @@ pub struct Counters {
     pub registrations: u64,
     pub calls_started: u64,
     pub overload: u64,
+    /// Requests whose TCP connection could not be (re)opened.
+    pub send_failures: u64,
 }
 
 /// Timer of a proxy context.
@@ -79,12 +87,16 @@ pub struct Core {
     registrar: Registrar,
     forwards: Forwards,
     calls: Calls,
-    ctxs: HashMap<u64, proxy::Ctx>,
+    /// Boxed, like the transactions: cheap to move in and out and to rehash.
+    ctxs: HashMap<u64, Box<proxy::Ctx>>,
     next_ctx: u64,
     ctx_timers: BinaryHeap<Reverse<(Instant, u64, usize, CtxTimer)>>,
-    store: Option<Arc<Store>>,
     next_sweep: Instant,
-    pending: Vec<Pending>,
+    /// Feature answers waiting for a store commit, by token.
+    deferred: HashMap<u64, pbx::Deferred>,
+    /// Forwarding writes waiting for the store, by client.
+    fwd_pending: HashMap<String, forwarding::PendingFwd>,
+    next_token: u64,
     guard: identify::Guard,
 }
 
@@ -93,52 +105,77 @@ pub struct Core {
 pub struct CoreOptions {
     /// Lifetime of digest nonces.
     pub nonce_lifetime: Duration,
+    /// Key of the nonce MACs (random per process).
+    pub auth_key: [u8; 32],
+    /// Seed of the tag/branch generator.
+    pub seed: u64,
+    /// Bounds of the transaction tables.
+    pub tx_limits: TxLimits,
+    /// Most calls tracked at once.
+    pub max_calls: usize,
 }
 
 impl Default for CoreOptions {
+    /// Production defaults with a fresh random key and seed.
     fn default() -> Self {
+        let mut key = [0u8; 32];
+        crate::rng::fill_random(&mut key);
+        let mut seed = [0u8; 8];
+        crate::rng::fill_random(&mut seed);
         CoreOptions {
             nonce_lifetime: crate::auth::DEFAULT_NONCE_LIFETIME,
+            auth_key: key,
+            seed: u64::from_le_bytes(seed),
+            tx_limits: TxLimits::default(),
+            max_calls: 100_000,
         }
     }
 }
 
 impl Core {
-    /// A core with this configuration; `store` (with what it loaded) when
-    /// persistence is wanted.
+    /// A core with this configuration and what the store loaded (bindings
+    /// restored with their remaining lifetime, forwarding overrides).
     pub fn new(
         config: Arc<Config>,
-        local: Local,
-        store: Option<(Arc<Store>, Loaded)>,
+        mut local: Local,
+        loaded: Option<&Loaded>,
         opts: CoreOptions,
+        now: Now,
     ) -> Core {
-        let now = Instant::now();
+        local.set_realm(&config.general.realm);
         let mut registrar = Registrar::new();
         let mut forwards = Forwards::default();
-        let store = store.map(|(s, loaded)| {
-            let n = registrar.restore(&loaded.bindings, &config, now, crate::registrar::unix_now());
+        if let Some(loaded) = loaded {
+            let n = registrar.restore(&loaded.bindings, &config, now.at, now.unix());
             if n > 0 {
                 tracing::info!("restored {n} registrations from the store");
             }
             forwards = Forwards::from_rows(&loaded.forwards);
-            s
-        });
+        }
         Core {
             config,
             local,
-            rng: Rng::new(),
+            rng: Rng::seeded(opts.seed),
             counters: Counters::default(),
-            txns: Transactions::new(TxLimits::default()),
-            auth: DigestAuth::with_random_key(opts.nonce_lifetime, crate::auth::DEFAULT_CAPACITY),
+            txns: Transactions::new(opts.tx_limits.clone()),
+            auth: DigestAuth::new(
+                opts.auth_key,
+                opts.nonce_lifetime,
+                crate::auth::DEFAULT_CAPACITY,
+            ),
             registrar,
             forwards,
-            calls: Calls::new(100_000),
-            ctxs: HashMap::new(),
+            calls: Calls::new(opts.max_calls),
+            // Sized like the transaction tables (see TxLimits::initial).
+            ctxs: HashMap::with_capacity(opts.tx_limits.initial.min(opts.tx_limits.max_server)),
             next_ctx: 1,
-            ctx_timers: BinaryHeap::new(),
-            store,
-            next_sweep: now,
-            pending: Vec::new(),
+            ctx_timers: BinaryHeap::with_capacity(
+                2 * opts.tx_limits.initial.min(opts.tx_limits.max_server),
+            ),
+            next_sweep: now.at,
+            deferred: HashMap::new(),
+            fwd_pending: HashMap::new(),
+            next_token: 1,
             guard: identify::Guard::new(),
         }
     }
@@ -167,43 +204,71 @@ impl Core {
         &mut self.forwards
     }
 
-    pub fn store(&self) -> Option<&Arc<Store>> {
-        self.store.as_ref()
-    }
-
     pub fn transaction_count(&self) -> usize {
         self.txns.server_count() + self.txns.client_count()
     }
 
-    /// Install a new configuration (after a successful reload): bindings and
-    /// forwarding overrides of removed clients go; calls keep going.
-    pub fn set_config(&mut self, config: Arc<Config>) {
-        for name in self.registrar.retain_clients(&config) {
-            if let Some(s) = &self.store {
-                s.delete_binding(&name);
-            }
+    /// Proxy contexts alive (including finished ones lingering).
+    pub fn context_count(&self) -> usize {
+        self.ctxs.len()
+    }
+
+    /// Feature answers waiting for the store.
+    pub fn deferred_count(&self) -> usize {
+        self.deferred.len()
+    }
+
+    /// The earliest pending timer, if any (tests jump time to it).
+    pub fn next_timer(&self) -> Option<Instant> {
+        let ctx = self.ctx_timers.peek().map(|Reverse((at, ..))| *at);
+        let tx = self.txns.next_timer();
+        match (ctx, tx) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
         }
-        self.forwards.retain_clients(&config);
-        self.local
-            .set_names(vec![config.general.realm.clone(), crate::cli::hostname()]);
+    }
+
+    /// Install a new configuration (after a successful reload): bindings and
+    /// forwarding overrides of removed clients go, from the store too (else
+    /// a restart would bring back what the reload dropped); calls keep going.
+    pub fn set_config(&mut self, config: Arc<Config>, fx: &mut Effects) {
+        for name in self.registrar.retain_clients(&config) {
+            fx.write(Write::DeleteBinding(name));
+        }
+        for name in self.forwards.retain_clients(&config) {
+            // The delete goes to the store after any write still pending
+            // for this client, so it is what the store ends up holding.
+            self.fwd_pending.remove(&name);
+            fx.write(Write::DeleteForward(name));
+        }
+        self.local.set_realm(&config.general.realm);
         self.config = config;
     }
 
     /// Handle one parsed message from `peer`.
-    pub fn on_message(&mut self, msg: Message, peer: Peer, now: Instant, out: &mut Vec<Out>) {
+    pub fn on_message(&mut self, msg: Message, peer: Peer, now: Now, fx: &mut Effects) {
         if msg.is_request() {
-            self.on_request(msg, peer, now, out);
+            self.on_request(msg, peer, now, fx);
         } else {
             self.counters.responses_in += 1;
-            if let Some(ev) = self.txns.on_response(msg, now, out) {
-                self.on_tx_event(ev, now, out);
+            if let Some(ev) = self.txns.on_response(msg, now.at, &mut fx.out) {
+                self.on_tx_event(ev, now, fx);
             }
         }
     }
 
-    fn on_request(&mut self, msg: Message, peer: Peer, now: Instant, out: &mut Vec<Out>) {
+    /// A request of client transaction `tx` could not be sent (its TCP
+    /// flow was gone and a new connection failed): the branch fails now.
+    pub fn on_send_failed(&mut self, tx: u64, now: Now, fx: &mut Effects) {
+        self.counters.send_failures += 1;
+        if let Some(ev) = self.txns.on_transport_error(tx) {
+            self.on_tx_event(ev, now, fx);
+        }
+    }
+
+    fn on_request(&mut self, msg: Message, peer: Peer, now: Now, fx: &mut Effects) {
         self.counters.requests_in += 1;
-        match self.txns.match_request(&msg, now, out) {
+        match self.txns.match_request(&msg, now.at, &mut fx.out) {
             RequestMatch::New => {}
             RequestMatch::Retransmission | RequestMatch::AckAbsorbed => {
                 self.counters.retransmissions += 1;
@@ -212,28 +277,29 @@ impl Core {
         }
         let method = msg.method().cloned().unwrap_or(Method::Other("".into()));
         if method == Method::Ack {
-            self.forward_ack(msg, peer, now, out);
+            self.forward_ack(msg, peer, fx);
             return;
         }
-        if msg.max_forwards() == Some(0) && !(method == Method::Options && self.is_for_me(&msg)) {
-            self.reply_stateless(&msg, peer, 483, "Too Many Hops", &[], out);
+        let for_me = method == Method::Options && self.is_for_me(&msg);
+        if msg.max_forwards() == Some(0) && !for_me {
+            self.reply_stateless(&msg, peer, 483, "Too Many Hops", &[], fx);
             return;
         }
         if method == Method::Cancel {
-            self.on_cancel(msg, peer, now, out);
+            self.on_cancel(msg, peer, now, fx);
             return;
         }
         let msg = Arc::new(msg);
         if msg.to().tag().is_some() {
-            let Some(id) = self.new_server_tx(&msg, peer, now, out) else {
+            let Some(id) = self.new_server_tx(&msg, peer, now, fx) else {
                 return;
             };
-            self.in_dialog(id, msg, peer, now, out);
+            self.in_dialog(id, msg, peer, now, fx);
             return;
         }
         match method {
-            Method::Options if self.is_for_me(&msg) => {
-                let Some(id) = self.new_server_tx(&msg, peer, now, out) else {
+            Method::Options if for_me => {
+                let Some(id) = self.new_server_tx(&msg, peer, now, fx) else {
                     return;
                 };
                 let headers = [
@@ -241,11 +307,12 @@ impl Core {
                     (HeaderName::Supported, SUPPORTED),
                     (HeaderName::Accept, "application/sdp"),
                 ];
-                self.txns.reply(id, 200, "OK", &headers, now, out);
+                self.txns
+                    .reply(id, 200, "OK", &headers, now.at, &mut fx.out);
             }
             // Identification comes first: rejected requests (challenges,
             // 403) are answered statelessly and leave no transaction.
-            Method::Register => self.on_register(msg, peer, now, out),
+            Method::Register => self.on_register(msg, peer, now, fx),
             Method::Other(_) => {
                 self.reply_stateless(
                     &msg,
@@ -253,10 +320,10 @@ impl Core {
                     501,
                     "Not Implemented",
                     &[(HeaderName::Allow, ALLOW)],
-                    out,
+                    fx,
                 );
             }
-            _ => self.out_of_dialog(msg, peer, now, out),
+            _ => self.out_of_dialog(msg, peer, now, fx),
         }
     }
 
@@ -266,12 +333,12 @@ impl Core {
         &mut self,
         msg: &Arc<Message>,
         peer: Peer,
-        now: Instant,
-        out: &mut Vec<Out>,
+        now: Now,
+        fx: &mut Effects,
     ) -> Option<TxId> {
         let resp_via = via_with_received(msg.top_via(), &peer);
         let resp_dest = response_dest(msg.top_via(), &peer);
-        let tag = self.rng.token();
+        let tag = self.rng.next_u64();
         let Some(id) = self
             .txns
             .create_server(msg.clone(), peer, resp_dest, resp_via, tag)
@@ -283,61 +350,47 @@ impl Core {
                 503,
                 "Service Unavailable",
                 &[(HeaderName::RetryAfter, "5")],
-                out,
+                fx,
             );
             return None;
         };
         if msg.method() == Some(&Method::Invite) {
-            self.txns.reply(id, 100, "Trying", &[], now, out);
+            self.txns.reply(id, 100, "Trying", &[], now.at, &mut fx.out);
         }
         Some(id)
     }
 
     /// Timers: transactions, proxy contexts, registration expiry, old calls.
-    pub fn on_tick(&mut self, now: Instant, out: &mut Vec<Out>) {
-        for ev in self.txns.on_tick(now, out) {
-            self.on_tx_event(ev, now, out);
+    pub fn on_tick(&mut self, now: Now, fx: &mut Effects) {
+        for ev in self.txns.on_tick(now.at, &mut fx.out) {
+            self.on_tx_event(ev, now, fx);
         }
         while let Some(Reverse((at, ctx, branch, kind))) = self.ctx_timers.peek().copied() {
-            if at > now {
+            if at > now.at {
                 break;
             }
             self.ctx_timers.pop();
-            self.on_ctx_timer(ctx, branch, kind, now, out);
+            self.on_ctx_timer(ctx, branch, kind, now, fx);
         }
-        if now >= self.next_sweep {
-            self.next_sweep = now + Duration::from_secs(1);
-            for name in self.registrar.sweep(now) {
+        if now.at >= self.next_sweep {
+            self.next_sweep = now.at + Duration::from_secs(1);
+            for name in self.registrar.sweep(now.at) {
                 tracing::debug!("registration of {name} expired");
-                if let Some(s) = &self.store {
-                    s.delete_binding(&name);
-                }
+                fx.write(Write::DeleteBinding(name));
             }
-            self.auth.purge(SystemTime::now());
-            self.guard.sweep(now);
-            for call_id in self.calls.overdue(now) {
-                let answered = self
-                    .calls
-                    .get(&call_id)
-                    .is_some_and(|c| c.state == crate::calls::State::Answered);
-                let (disp, code) = if answered {
-                    (crate::calls::Disposition::Answered, 200)
-                } else {
-                    (crate::calls::Disposition::Failed, 408)
-                };
-                self.end_call(&call_id, disp, code, out, now);
+            self.auth.purge(now.system());
+            self.guard.sweep(now.at);
+            for call_id in self.calls.overdue(now.at) {
+                self.end_overdue_call(&call_id, now, fx);
             }
         }
     }
 
-    /// OPTIONS addressed to sipd itself: a Request-URI without user naming one
-    /// of our addresses or names, or any OPTIONS with Max-Forwards 0.
+    /// OPTIONS addressed to sipd itself: a Request-URI without a user part
+    /// naming one of our addresses or names.
     fn is_for_me(&self, msg: &Message) -> bool {
         if msg.to().tag().is_some() {
             return false;
-        }
-        if msg.max_forwards() == Some(0) {
-            return true;
         }
         let Some(uri) = msg.request_uri().and_then(|u| Uri::parse(u).ok()) else {
             return false;
@@ -353,49 +406,19 @@ impl Core {
         code: u16,
         reason: &str,
         headers: &[(HeaderName, &str)],
-        out: &mut Vec<Out>,
+        fx: &mut Effects,
     ) {
         let tag = self.rng.token();
-        out.push(reply::build(req, peer, code, reason, &tag, headers));
+        fx.out
+            .push(reply::build(req, peer, code, reason, &tag, headers));
         self.counters.replies_sent += 1;
     }
-}
 
-/// Small fast PRNG (xorshift64*) seeded from the OS, for tags and branches.
-/// Not for secrets: nonces use a keyed hash (auth.rs).
-pub struct Rng(u64);
-
-impl Rng {
-    pub fn new() -> Rng {
-        let mut seed = [0u8; 8];
-        if getrandom::getrandom(&mut seed).is_err() {
-            let t = SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_nanos() as u64)
-                .unwrap_or(0x9E37_79B9_7F4A_7C15);
-            seed = (t ^ u64::from(std::process::id())).to_le_bytes();
-        }
-        Rng(u64::from_le_bytes(seed) | 1)
-    }
-
-    pub fn next_u64(&mut self) -> u64 {
-        let mut x = self.0;
-        x ^= x >> 12;
-        x ^= x << 25;
-        x ^= x >> 27;
-        self.0 = x;
-        x.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-
-    /// 16 hex digits.
-    pub fn token(&mut self) -> String {
-        format!("{:016x}", self.next_u64())
-    }
-}
-
-impl Default for Rng {
-    fn default() -> Self {
-        Self::new()
+    /// A fresh token for a deferred answer.
+    fn token(&mut self) -> u64 {
+        let t = self.next_token;
+        self.next_token += 1;
+        t
     }
 }
 

@@ -1,32 +1,28 @@
 //! PBX features (spec §5): forwarding star codes with voice guidance, and
 //! call pickup `*11` (spec §5.1). Forwarding set by phone is written to the
-//! store before it is confirmed: the confirmation waits for the commit
-//! ([`Deferred`]), the packet path does not.
+//! store before it is confirmed: the answer waits ([`Deferred`]) for the
+//! server to report the commit through [`Core::resume`]; the packet path
+//! does not wait.
 
 use std::sync::Arc;
-use std::time::Instant;
-
-use tokio::sync::oneshot;
 
 use super::proxy::Hop;
-use super::Core;
+use super::{Core, Effects};
 use crate::calls::State;
-use crate::features::{self, Announce, Feature, Outcome};
-use crate::router::Location;
+use crate::routing::features::{self, Announce, Feature, Outcome};
+use crate::routing::reach::Location;
 use crate::sip::{HeaderName, Message};
+use crate::time::Now;
 use crate::transaction::TxId;
-use crate::transport::{Out, Peer};
+use crate::transport::Peer;
 
 /// A feature answer waiting for the store to commit.
-pub struct Deferred {
+pub(super) struct Deferred {
     id: TxId,
     msg: Arc<Message>,
     peer: Peer,
     outcome: Outcome,
 }
-
-/// What the server must wait for before calling [`Core::resume`].
-pub type Pending = (oneshot::Receiver<Result<(), String>>, Deferred);
 
 impl Core {
     pub(super) fn feature(
@@ -36,11 +32,11 @@ impl Core {
         peer: Peer,
         caller: &str,
         f: Feature,
-        now: Instant,
-        out: &mut Vec<Out>,
+        now: Now,
+        fx: &mut Effects,
     ) {
         if f == Feature::Pickup {
-            self.pickup(id, msg, peer, caller, now, out);
+            self.pickup(id, msg, peer, caller, now, fx);
             return;
         }
         let config = self.config.clone();
@@ -48,54 +44,44 @@ impl Core {
             return;
         };
         let (current, _) = self.forwards.effective(client);
-        let Some(outcome) = features::outcome(&f, &current) else {
+        let Some((change, outcome)) = features::decide(&config, client, &f, &current) else {
             return;
         };
-        if let Some(ov) = f.override_by_phone() {
-            let row = ov.to_row(caller, crate::registrar::unix_now());
-            self.forwards.set(caller, ov);
-            if let Some(store) = &self.store {
-                let rx = store.set_forward(row);
-                self.pending.push((
-                    rx,
-                    Deferred {
-                        id,
-                        msg,
-                        peer,
-                        outcome,
-                    },
-                ));
-                return;
-            }
+        if let Some(ov) = change {
+            let token = self.change_forwarding(caller, ov, now, fx);
+            self.deferred.insert(
+                token,
+                Deferred {
+                    id,
+                    msg,
+                    peer,
+                    outcome,
+                },
+            );
+            return;
         }
-        self.announce(id, msg, peer, outcome, now, out);
+        self.announce(id, msg, peer, outcome, now, fx);
     }
 
-    /// Writes the server must wait for (drained after each message).
-    pub fn take_pending(&mut self) -> Vec<Pending> {
-        std::mem::take(&mut self.pending)
-    }
-
-    /// The store committed (or failed) a write a feature answer waited for.
-    pub fn resume(
-        &mut self,
-        d: Deferred,
-        result: Result<(), String>,
-        now: Instant,
-        out: &mut Vec<Out>,
-    ) {
+    /// The store committed (or failed) the write of `token`: forwarding
+    /// bookkeeping, then the answer that waited for it, if any.
+    pub fn resume(&mut self, token: u64, result: Result<(), String>, now: Now, fx: &mut Effects) {
+        self.forwarding_settled(token, result.is_ok());
+        let Some(d) = self.deferred.remove(&token) else {
+            return;
+        };
         if self.txns.server(d.id).is_none_or(|tx| tx.is_final()) {
             // Cancelled (or gone) while the store was writing.
             self.calls.remove(d.msg.call_id());
             return;
         }
         match result {
-            Ok(()) => self.announce(d.id, d.msg, d.peer, d.outcome, now, out),
+            Ok(()) => self.announce(d.id, d.msg, d.peer, d.outcome, now, fx),
             Err(e) => {
                 tracing::error!("forwarding not saved: {e}");
                 self.calls.remove(d.msg.call_id());
                 self.txns
-                    .reply(d.id, 500, "Forwarding Not Saved", &[], now, out);
+                    .reply(d.id, 500, "Forwarding Not Saved", &[], now.at, &mut fx.out);
             }
         }
     }
@@ -108,8 +94,8 @@ impl Core {
         msg: Arc<Message>,
         peer: Peer,
         outcome: Outcome,
-        now: Instant,
-        out: &mut Vec<Out>,
+        now: Now,
+        fx: &mut Effects,
     ) {
         let registrar = &self.registrar;
         let locate = |name: &str| {
@@ -122,11 +108,11 @@ impl Core {
             Announce::Reply { code, reason } => {
                 // Answered by sipd itself: not a call.
                 self.calls.remove(msg.call_id());
-                self.txns.reply(id, code, &reason, &[], now, out)
+                self.txns.reply(id, code, &reason, &[], now.at, &mut fx.out)
             }
             Announce::Mediagate { target, dest, ruri } => {
                 let hop = Hop::to(target, dest, ruri);
-                self.proxy_hops(id, msg, peer, vec![hop], true, now, out);
+                self.proxy_hops(id, msg, peer, vec![hop], true, now, fx);
             }
         }
     }
@@ -138,8 +124,8 @@ impl Core {
         msg: Arc<Message>,
         peer: Peer,
         picker: &str,
-        now: Instant,
-        out: &mut Vec<Out>,
+        now: Now,
+        fx: &mut Effects,
     ) {
         let config = self.config.clone();
         let group = config.client(picker).and_then(|c| c.accountcode.clone());
@@ -155,18 +141,17 @@ impl Core {
                 .min_by_key(|c| c.started)
                 .map(|c| c.call_id.clone())
         });
-        let Some(call_id) = ringing else {
+        let Some(call) = ringing.and_then(|c| self.calls.get(&c)).cloned() else {
             self.txns
-                .reply(id, 404, "Nothing To Pick Up", &[], now, out);
+                .reply(id, 404, "Nothing To Pick Up", &[], now.at, &mut fx.out);
             return;
         };
-        let call = self.calls.get(&call_id).cloned().expect("listed above");
         if call.caller_replaces {
             // RFC 3891 / RFC 5359 §2.16: the caller replaces its early
             // dialog with B by a dialog with the picker.
             let Some(ctx) = call.ctx.and_then(|c| self.ctx_request(c)) else {
                 self.txns
-                    .reply(id, 404, "Nothing To Pick Up", &[], now, out);
+                    .reply(id, 404, "Nothing To Pick Up", &[], now.at, &mut fx.out);
                 return;
             };
             let contact = ctx
@@ -179,7 +164,7 @@ impl Core {
                 });
             let Some(contact) = contact else {
                 self.txns
-                    .reply(id, 404, "Nothing To Pick Up", &[], now, out);
+                    .reply(id, 404, "Nothing To Pick Up", &[], now.at, &mut fx.out);
                 return;
             };
             // RFC 3891 §3: the recipient (the caller) compares to-tag with
@@ -197,7 +182,7 @@ impl Core {
             if let Some(c) = self.calls.get_mut(msg.call_id()) {
                 c.target = call.caller.clone();
             }
-            self.proxy_hops(id, msg, peer, vec![hop], true, now, out);
+            self.proxy_hops(id, msg, peer, vec![hop], true, now, fx);
         } else {
             // The caller cannot replace: move its ringing call to the picker
             // ourselves, with auto-answer hints.
@@ -210,15 +195,15 @@ impl Core {
             };
             let reach = config
                 .client(picker)
-                .and_then(|c| crate::router::reach(c, picker, &locate));
+                .and_then(|c| crate::routing::reach::reach(c, picker, &locate));
             // The picked call goes on under its own record.
             self.calls.remove(msg.call_id());
             let Some(loc) = reach else {
                 self.txns
-                    .reply(id, 480, "Temporarily Unavailable", &[], now, out);
+                    .reply(id, 480, "Temporarily Unavailable", &[], now.at, &mut fx.out);
                 return;
             };
-            let local = self.local.addr_for(&loc.dest.addr);
+            let local = self.local.addr_for(&loc.dest);
             let mut hop = Hop::to(picker.to_string(), loc.dest, loc.uri);
             hop.req_add.push((HeaderName::AnswerMode, "Auto".into()));
             hop.req_add.push((
@@ -226,9 +211,10 @@ impl Core {
                 format!("<sip:{local}>;answer-after=0"),
             ));
             if let Some(cid) = call.ctx {
-                self.redirect_ctx(cid, hop, now, out);
+                self.redirect_ctx(cid, hop, now, fx);
             }
-            self.txns.reply(id, 480, "Picked Up", &[], now, out);
+            self.txns
+                .reply(id, 480, "Picked Up", &[], now.at, &mut fx.out);
         }
     }
 }

@@ -1,36 +1,37 @@
 //! REGISTER (spec §3): digest with 401, the To user names the client, one
 //! binding per client remembering the real source (NAT), persisted off the
-//! packet path.
-
-use std::time::Instant;
+//! packet path (a store write in the effects).
 
 use super::identify::Challenge;
-use super::Core;
+use super::{Core, Effects};
 use crate::registrar::{self, Outcome};
 use crate::sip::{HeaderName, Message};
-use crate::transport::{Out, Peer};
+use crate::store::Write;
+use crate::time::Now;
+use crate::transport::Peer;
 
 impl Core {
     pub(super) fn on_register(
         &mut self,
         msg: std::sync::Arc<Message>,
         peer: Peer,
-        now: Instant,
-        out: &mut Vec<Out>,
+        now: Now,
+        fx: &mut Effects,
     ) {
-        let Some(user) = self.identify(&msg, peer, Challenge::Www, false, now, out) else {
+        let Some(user) = self.identify(&msg, peer, Challenge::Www, false, now, fx) else {
             return;
         };
         // The authenticated user may only register itself.
         if msg.to().uri.user.as_deref() != Some(user.as_str()) {
-            self.forbidden(&msg, peer, out);
+            self.forbidden(&msg, peer, fx);
             return;
         }
-        let Some(id) = self.new_server_tx(&msg, peer, now, out) else {
+        let Some(id) = self.new_server_tx(&msg, peer, now, fx) else {
             return;
         };
         let msg = &*msg;
-        let now_unix = registrar::unix_now();
+        let now_unix = now.unix();
+        let out = &mut fx.out;
         let current = self.registrar.get(&user);
         let outcome = registrar::process(
             &self.config.general,
@@ -38,7 +39,7 @@ impl Core {
             &user,
             peer,
             current,
-            now,
+            now.at,
             now_unix,
         );
         match outcome {
@@ -47,36 +48,38 @@ impl Core {
                 let prev = self.registrar.get(&user);
                 let lifetime = b.expires_unix.saturating_sub(now_unix);
                 if b.worth_storing(prev, lifetime) {
-                    if let Some(s) = &self.store {
-                        s.put_binding(b.to_row());
-                    }
+                    fx.writes.push(Write::PutBinding(b.to_row()));
                 } else if let Some(p) = prev {
                     b.stored_expires = p.stored_expires;
                 }
-                let contact = format!("<{}>;expires={}", b.contact, b.remaining(now));
+                let contact = format!("<{}>;expires={}", b.contact, b.remaining(now.at));
                 self.registrar.insert(b);
-                self.txns
-                    .reply(id, 200, "OK", &[(HeaderName::Contact, &contact)], now, out);
+                self.txns.reply(
+                    id,
+                    200,
+                    "OK",
+                    &[(HeaderName::Contact, &contact)],
+                    now.at,
+                    out,
+                );
             }
             Outcome::Unbind => {
                 if self.registrar.remove(&user).is_some() {
-                    if let Some(s) = &self.store {
-                        s.delete_binding(&user);
-                    }
+                    fx.writes.push(Write::DeleteBinding(user.clone()));
                 }
-                self.txns.reply(id, 200, "OK", &[], now, out);
+                self.txns.reply(id, 200, "OK", &[], now.at, out);
             }
             Outcome::Query => {
                 let contact = self
                     .registrar
                     .get(&user)
-                    .map(|b| format!("<{}>;expires={}", b.contact, b.remaining(now)));
+                    .map(|b| format!("<{}>;expires={}", b.contact, b.remaining(now.at)));
                 match contact {
                     Some(c) => {
                         self.txns
-                            .reply(id, 200, "OK", &[(HeaderName::Contact, &c)], now, out)
+                            .reply(id, 200, "OK", &[(HeaderName::Contact, &c)], now.at, out)
                     }
-                    None => self.txns.reply(id, 200, "OK", &[], now, out),
+                    None => self.txns.reply(id, 200, "OK", &[], now.at, out),
                 }
             }
             Outcome::TooBrief(min) => {
@@ -86,12 +89,14 @@ impl Core {
                     423,
                     "Interval Too Brief",
                     &[(HeaderName::MinExpires, &min)],
-                    now,
+                    now.at,
                     out,
                 );
             }
-            Outcome::Bad(reason) => self.txns.reply(id, 400, reason, &[], now, out),
-            Outcome::OutOfOrder => self.txns.reply(id, 500, "Out Of Order CSeq", &[], now, out),
+            Outcome::Bad(reason) => self.txns.reply(id, 400, reason, &[], now.at, out),
+            Outcome::OutOfOrder => self
+                .txns
+                .reply(id, 500, "Out Of Order CSeq", &[], now.at, out),
         }
     }
 }

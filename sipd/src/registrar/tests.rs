@@ -19,6 +19,7 @@ fn peer() -> Peer {
         transport: Transport::Udp,
         addr: "127.0.0.1:40000".parse().unwrap(),
         flow: None,
+        local: None,
     }
 }
 

@@ -57,10 +57,7 @@ impl ClientTx {
         now: Instant,
         out: &mut Vec<Out>,
     ) -> (ClientTx, Timers) {
-        out.push(Out {
-            dest,
-            data: data.clone(),
-        });
+        out.push(Out::tx_request(dest, data.clone(), id));
         let invite = *method == Method::Invite;
         let mut timers = Vec::new();
         if !reliable(dest.transport) {
@@ -193,10 +190,7 @@ impl ClientTx {
                         self.state = ClientState::Completed;
                         self.ack = self.build_ack(&msg);
                         if let Some(ack) = &self.ack {
-                            out.push(Out {
-                                dest: self.dest,
-                                data: ack.clone(),
-                            });
+                            out.push(Out::request(self.dest, ack.clone()));
                         }
                         // Timer D (see LINGER).
                         let d = if reliable { now } else { now + super::LINGER };
@@ -209,10 +203,7 @@ impl ClientTx {
                 }
                 ClientState::Completed if code >= 300 => {
                     if let Some(ack) = &self.ack {
-                        out.push(Out {
-                            dest: self.dest,
-                            data: ack.clone(),
-                        });
+                        out.push(Out::request(self.dest, ack.clone()));
                     }
                     (None, timers)
                 }
@@ -229,6 +220,18 @@ impl ClientTx {
                 }
                 _ => (None, timers),
             }
+        }
+    }
+
+    /// The request could not be sent at all (its connection failed):
+    /// the transaction ends; `None` once something came back.
+    pub(crate) fn on_transport_error(&mut self) -> Option<TxEvent> {
+        match self.state {
+            ClientState::Calling | ClientState::Trying => Some(TxEvent::TransportError {
+                owner: self.owner,
+                tx: self.id,
+            }),
+            _ => None,
         }
     }
 
@@ -272,25 +275,33 @@ impl ClientTx {
             }
             return (TimerOutcome::Nothing, None);
         }
+        if kind == TimerKind::Cancelled {
+            if matches!(self.state, ClientState::Calling | ClientState::Proceeding) {
+                let provisional = self.provisional;
+                return (
+                    TimerOutcome::Terminate,
+                    Some(TxEvent::Timeout {
+                        owner,
+                        tx,
+                        provisional,
+                    }),
+                );
+            }
+            return (TimerOutcome::Nothing, None);
+        }
         if gen != self.gen {
             return (TimerOutcome::Nothing, None);
         }
         match (kind, self.state) {
             (TimerKind::Retransmit, ClientState::Calling) => {
-                out.push(Out {
-                    dest: self.dest,
-                    data: self.data.clone(),
-                });
+                out.push(Out::tx_request(self.dest, self.data.clone(), self.id));
                 self.interval *= 2;
                 (TimerOutcome::Again(now + self.interval, gen), None)
             }
             (TimerKind::Retransmit, ClientState::Trying | ClientState::Proceeding)
                 if !self.invite() =>
             {
-                out.push(Out {
-                    dest: self.dest,
-                    data: self.data.clone(),
-                });
+                out.push(Out::tx_request(self.dest, self.data.clone(), self.id));
                 self.interval = (self.interval * 2).min(T2);
                 (TimerOutcome::Again(now + self.interval, gen), None)
             }

@@ -55,6 +55,11 @@ pub struct Owner {
 pub struct TxLimits {
     pub max_server: usize,
     pub max_client: usize,
+    /// Entries the tables hold before they first grow: a fresh server
+    /// under load would otherwise rehash them (under the core lock)
+    /// several times in its first seconds. The tables hold pointers, so
+    /// this costs well under a megabyte per table.
+    pub initial: usize,
 }
 
 impl Default for TxLimits {
@@ -62,6 +67,7 @@ impl Default for TxLimits {
         TxLimits {
             max_server: 200_000,
             max_client: 200_000,
+            initial: 16_384,
         }
     }
 }
@@ -89,6 +95,9 @@ pub enum TxEvent {
     },
     /// Timer C fired: the INVITE has been ringing too long.
     TimerC { owner: Owner, tx: TxId },
+    /// The request could not be sent (a connection to the destination
+    /// failed): RFC 3261 §16.9, as if it had answered 503.
+    TransportError { owner: Owner, tx: TxId },
 }
 
 /// Server transaction key (RFC 3261 §17.2.3): branch + sent-by + method,
@@ -173,6 +182,9 @@ pub(crate) enum TimerKind {
     C,
     /// D / H / I / J / K / L / M: leave the table.
     Terminate,
+    /// 64*T1 after a CANCEL of this INVITE: give up waiting for its final
+    /// response (RFC 3261 §9.1), instead of holding it until timer C.
+    Cancelled,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -194,9 +206,12 @@ pub(crate) fn reliable(t: Transport) -> bool {
 /// All transactions.
 pub struct Transactions {
     next_id: TxId,
-    servers: HashMap<TxId, ServerTx>,
+    /// Boxed: a table entry is then a pointer, so growing the table (a
+    /// rehash, under the core lock) moves 16 bytes per transaction, not
+    /// hundreds, and a reserved but empty table costs little memory.
+    servers: HashMap<TxId, Box<ServerTx>>,
     server_keys: HashMap<ServerKey, TxId>,
-    clients: HashMap<TxId, ClientTx>,
+    clients: HashMap<TxId, Box<ClientTx>>,
     /// (branch, is CANCEL) → id
     client_keys: HashMap<(Box<str>, bool), TxId>,
     timers: BinaryHeap<Reverse<TimerEntry>>,
@@ -216,13 +231,15 @@ pub enum RequestMatch {
 
 impl Transactions {
     pub fn new(limits: TxLimits) -> Transactions {
+        let s = limits.initial.min(limits.max_server);
+        let c = limits.initial.min(limits.max_client);
         Transactions {
             next_id: 1,
-            servers: HashMap::default(),
-            server_keys: HashMap::default(),
-            clients: HashMap::default(),
-            client_keys: HashMap::default(),
-            timers: BinaryHeap::new(),
+            servers: HashMap::with_capacity_and_hasher(s, Default::default()),
+            server_keys: HashMap::with_capacity_and_hasher(s, Default::default()),
+            clients: HashMap::with_capacity_and_hasher(c, Default::default()),
+            client_keys: HashMap::with_capacity_and_hasher(c, Default::default()),
+            timers: BinaryHeap::with_capacity(4 * (s + c)),
             limits,
         }
     }
@@ -302,7 +319,7 @@ impl Transactions {
         peer: Peer,
         resp_dest: Peer,
         resp_via: String,
-        to_tag: String,
+        to_tag: u64,
     ) -> Option<TxId> {
         if self.servers.len() >= self.limits.max_server {
             return None;
@@ -311,16 +328,16 @@ impl Transactions {
         let key = ServerKey::of(&msg);
         let tx = ServerTx::new(id, key.clone(), msg, peer, resp_dest, resp_via, to_tag);
         self.server_keys.insert(key, id);
-        self.servers.insert(id, tx);
+        self.servers.insert(id, Box::new(tx));
         Some(id)
     }
 
     pub fn server(&self, id: TxId) -> Option<&ServerTx> {
-        self.servers.get(&id)
+        self.servers.get(&id).map(|t| &**t)
     }
 
     pub fn server_mut(&mut self, id: TxId) -> Option<&mut ServerTx> {
-        self.servers.get_mut(&id)
+        self.servers.get_mut(&id).map(|t| &mut **t)
     }
 
     /// Send a response (already built) through server transaction `id`.
@@ -381,12 +398,12 @@ impl Transactions {
             self.schedule(at, Side::Client, id, kind, gen);
         }
         self.client_keys.insert((branch.into(), cancel), id);
-        self.clients.insert(id, tx);
+        self.clients.insert(id, Box::new(tx));
         Some(id)
     }
 
     pub fn client(&self, id: TxId) -> Option<&ClientTx> {
-        self.clients.get(&id)
+        self.clients.get(&id).map(|t| &**t)
     }
 
     /// Match a response to its client transaction and run the state machine.
@@ -406,6 +423,29 @@ impl Transactions {
             self.schedule(at, Side::Client, id, kind, gen);
         }
         ev
+    }
+
+    /// The transport could not send the request of client transaction
+    /// `id`: it ends now, and its owner hears why.
+    pub fn on_transport_error(&mut self, id: TxId) -> Option<TxEvent> {
+        let ev = self.clients.get_mut(&id)?.on_transport_error();
+        if ev.is_some() {
+            self.drop_client(id);
+        }
+        ev
+    }
+
+    /// A CANCEL was sent for INVITE client transaction `id`: if no final
+    /// response comes within 64*T1, the transaction ends.
+    pub fn cancelled(&mut self, id: TxId, now: Instant) {
+        if self.clients.contains_key(&id) {
+            self.schedule(now + T64, Side::Client, id, TimerKind::Cancelled, 0);
+        }
+    }
+
+    /// When the earliest timer is due (stale entries included).
+    pub fn next_timer(&self) -> Option<Instant> {
+        self.timers.peek().map(|Reverse(t)| t.at)
     }
 
     /// Stop retransmitting a client transaction and forget it (owner gone).

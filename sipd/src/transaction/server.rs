@@ -42,8 +42,9 @@ pub struct ServerTx {
     pub resp_dest: Peer,
     /// Top Via for responses (received/rport added).
     pub resp_via: String,
-    /// Our To tag for responses we build ourselves.
-    pub to_tag: String,
+    /// Our To tag for responses we build ourselves (written out as hex
+    /// only when we do).
+    pub to_tag: u64,
     invite: bool,
     state: ServerState,
     last: Option<Vec<u8>>,
@@ -62,7 +63,7 @@ impl ServerTx {
         peer: Peer,
         resp_dest: Peer,
         resp_via: String,
-        to_tag: String,
+        to_tag: u64,
     ) -> ServerTx {
         let invite = req.method() == Some(&Method::Invite);
         ServerTx {
@@ -118,7 +119,9 @@ impl ServerTx {
                 concat!("sipd/", env!("CARGO_PKG_VERSION")),
             );
         if code > 100 {
-            b = b.to_tag(&self.to_tag);
+            let mut tag = String::with_capacity(16);
+            crate::sip::push_hex(&mut tag, self.to_tag, 16);
+            b = b.to_tag(&tag);
         }
         for (n, v) in headers {
             b = b.header(n.clone(), v);
@@ -136,10 +139,7 @@ impl ServerTx {
             return;
         }
         if let Some(last) = &self.last {
-            out.push(Out {
-                dest: self.resp_dest,
-                data: last.clone(),
-            });
+            out.push(Out::response(self.resp_dest, last.clone()));
         }
     }
 
@@ -156,24 +156,17 @@ impl ServerTx {
             ServerState::Trying | ServerState::Proceeding => {}
             // 2xx retransmissions from the UAS pass through (RFC 6026).
             ServerState::Accepted if (200..300).contains(&code) => {
-                out.push(Out {
-                    dest: self.resp_dest,
-                    data,
-                });
+                out.push(Out::response(self.resp_dest, data));
                 return timers;
             }
             _ => return timers,
         }
-        out.push(Out {
-            dest: self.resp_dest,
-            data: data.clone(),
-        });
+        out.push(Out::response(self.resp_dest, data.clone()));
         self.last_code = code;
         if code >= 200 {
             // Keep only what answering retransmissions needs.
             self.req = None;
             self.resp_via = String::new();
-            self.to_tag = String::new();
         }
         let reliable = reliable(self.resp_dest.transport);
         self.gen += 1;
@@ -232,10 +225,7 @@ impl ServerTx {
         match kind {
             TimerKind::Retransmit if self.state == ServerState::Completed => {
                 if let Some(last) = &self.last {
-                    out.push(Out {
-                        dest: self.resp_dest,
-                        data: last.clone(),
-                    });
+                    out.push(Out::response(self.resp_dest, last.clone()));
                 }
                 self.g_interval = (self.g_interval * 2).min(T2);
                 TimerOutcome::Again(now + self.g_interval, gen)

@@ -10,6 +10,7 @@ fn peer(t: Transport, port: u16) -> Peer {
         transport: t,
         addr: ([127, 0, 0, 1], port).into(),
         flow: None,
+        local: None,
     }
 }
 
@@ -35,8 +36,7 @@ fn resp(to: &Message, code: u16) -> Message {
 fn server(t: &mut Transactions, m: Message, tp: Transport) -> TxId {
     let p = peer(tp, 5000);
     let via = m.top_via().to_string();
-    t.create_server(Arc::new(m), p, p, via, "tag".into())
-        .unwrap()
+    t.create_server(Arc::new(m), p, p, via, 0x7a).unwrap()
 }
 
 fn codes(out: &[Out]) -> Vec<String> {
@@ -440,13 +440,14 @@ fn tables_are_bounded() {
     let mut t = Transactions::new(TxLimits {
         max_server: 2,
         max_client: 1,
+        ..TxLimits::default()
     });
     server(&mut t, req("OPTIONS", "z9hG4bK1"), Transport::Udp);
     server(&mut t, req("OPTIONS", "z9hG4bK2"), Transport::Udp);
     let m = req("OPTIONS", "z9hG4bK3");
     let p = peer(Transport::Udp, 5000);
     assert!(t
-        .create_server(Arc::new(m.clone()), p, p, String::new(), String::new())
+        .create_server(Arc::new(m.clone()), p, p, String::new(), 0)
         .is_none());
     let mut out = Vec::new();
     let now = Instant::now();

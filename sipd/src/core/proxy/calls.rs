@@ -1,0 +1,97 @@
+//! Call bookkeeping: a call record from the first INVITE (for `sipctl
+//! calls` and in-dialog routing), its state as branches answer, and one CDR
+//! written when it ends.
+
+use super::Ctx;
+use crate::calls::{Call, Disposition, State};
+use crate::core::{Core, Effects};
+use crate::routing::router;
+use crate::sip::{HeaderName, Message};
+use crate::store::Write;
+use crate::time::Now;
+use crate::transport::Peer;
+
+impl Core {
+    pub(super) fn new_call(
+        &mut self,
+        msg: &Message,
+        peer: Peer,
+        caller: &crate::config::Client,
+        dialed: &str,
+        now: Now,
+    ) {
+        if self.calls.is_full() {
+            return;
+        }
+        let callerid = router::caller_id(caller).number;
+        let replaces = msg
+            .header_values(&HeaderName::Supported)
+            .iter()
+            .any(|v| v.eq_ignore_ascii_case("replaces"));
+        self.calls.insert(Call {
+            call_id: msg.call_id().to_string(),
+            caller_tag: msg.from().tag().unwrap_or("").to_string(),
+            callee_tag: None,
+            caller: caller.name.clone(),
+            callerid,
+            accountcode: caller.accountcode.clone().unwrap_or_default(),
+            dialed: dialed.to_string(),
+            target: String::new(),
+            state: State::Trying,
+            caller_peer: peer,
+            callee_peer: None,
+            from_original: msg.header(&HeaderName::From).unwrap_or("").to_string(),
+            from_presented: None,
+            caller_replaces: replaces,
+            ctx: None,
+            started: now.at,
+            start_ms: now.unix_ms,
+            answer_ms: None,
+        });
+    }
+
+    /// End a call: write its CDR and forget it.
+    pub(in crate::core) fn end_call(
+        &mut self,
+        call_id: &str,
+        disp: Disposition,
+        code: u16,
+        now: Now,
+        fx: &mut Effects,
+    ) {
+        if let Some(call) = self.calls.remove(call_id) {
+            fx.write(Write::AddCdr(call.cdr(disp, code, now.unix_ms)));
+        }
+    }
+
+    /// A call older than the longest call allowed (12 h without BYE).
+    pub(in crate::core) fn end_overdue_call(&mut self, call_id: &str, now: Now, fx: &mut Effects) {
+        let answered = self
+            .calls
+            .get(call_id)
+            .is_some_and(|c| c.state == State::Answered);
+        let (disp, code) = if answered {
+            (Disposition::Answered, 200)
+        } else {
+            (Disposition::Failed, 408)
+        };
+        self.end_call(call_id, disp, code, now, fx);
+    }
+
+    /// The call is answered on branch `bno`.
+    pub(super) fn answered(&mut self, ctx: &Ctx, bno: usize, msg: &Message, now: Now) {
+        let Some(call) = ctx.call_id.as_ref().and_then(|c| self.calls.get_mut(c)) else {
+            return;
+        };
+        let Some(hop) = ctx.branches.get(bno).map(|b| &b.hop) else {
+            return;
+        };
+        call.state = State::Answered;
+        call.answer_ms = Some(now.unix_ms);
+        call.target = hop.target.clone();
+        call.callee_peer = Some(hop.dest);
+        call.callee_tag = msg.to().tag().map(str::to_string);
+        call.from_presented = hop.presented_from.clone();
+        call.ctx = None;
+    }
+}

@@ -1,0 +1,196 @@
+//! A new request outside a dialog (not REGISTER): identify the caller,
+//! check for loops, ask the router, and turn its plan into the hops of a
+//! proxy context (with the callerid rewrites of calls through gateways).
+
+use std::sync::Arc;
+
+use super::{hostport, loop_tag, Ctx, Hop};
+use crate::calls::Disposition;
+use crate::core::identify::Challenge;
+use crate::core::{Core, Effects};
+use crate::routing::reach::Location;
+use crate::routing::router::{self, Decision, Plan};
+use crate::sip::{HeaderName, Message, Method, Uri};
+use crate::time::Now;
+use crate::transaction::TxId;
+use crate::transport::Peer;
+
+impl Core {
+    /// A new request outside a dialog (not REGISTER): identify the caller,
+    /// route, proxy.
+    pub(in crate::core) fn out_of_dialog(
+        &mut self,
+        msg: Arc<Message>,
+        peer: Peer,
+        now: Now,
+        fx: &mut Effects,
+    ) {
+        let Some(caller) = self.identify(&msg, peer, Challenge::Proxy, true, now, fx) else {
+            return;
+        };
+        let Some(id) = self.new_server_tx(&msg, peer, now, fx) else {
+            return;
+        };
+        let out = &mut fx.out;
+        // A request that comes back to us with our own loop tag is a loop.
+        let tag = loop_tag(&msg);
+        if let Ok(vias) = msg.vias() {
+            if vias.iter().any(|v| {
+                v.branch().is_some_and(|b| b.starts_with(&tag)) && self.local.is_me(&v.host, v.port)
+            }) {
+                self.txns.reply(id, 482, "Loop Detected", &[], now.at, out);
+                return;
+            }
+        }
+        // A preloaded Route naming us (outbound proxy) is ours to remove.
+        let pop_routes = self.routes_to_me(&msg);
+        let Some(uri) = msg.request_uri().and_then(|u| Uri::parse(u).ok()) else {
+            self.txns
+                .reply(id, 416, "Unsupported URI Scheme", &[], now.at, out);
+            return;
+        };
+        let Some(dialed) = uri.user.clone() else {
+            self.txns.reply(id, 404, "Not Found", &[], now.at, out);
+            return;
+        };
+        let config = self.config.clone();
+        let Some(client) = config.client(&caller) else {
+            self.txns.reply(id, 403, "Forbidden", &[], now.at, out);
+            return;
+        };
+        let invite = msg.method() == Some(&Method::Invite);
+        if invite && self.calls.get(msg.call_id()).is_some() {
+            // A new INVITE (no To tag) reusing the Call-ID of a call in
+            // progress: a loop, or an attempt to overwrite its record.
+            self.txns.reply(id, 482, "Loop Detected", &[], now.at, out);
+            return;
+        }
+        let registrar = &self.registrar;
+        let locate = |name: &str| {
+            registrar.get(name).map(|b| Location {
+                dest: b.source,
+                uri: b.contact.clone(),
+            })
+        };
+        let decision = router::route(&router::Call {
+            config: &config,
+            caller: client,
+            dialed: &dialed,
+            locate: &locate,
+            forwards: &self.forwards,
+            gateway_start: self.rng.next_u64() as usize,
+        });
+        if invite {
+            self.counters.calls_started += 1;
+            self.new_call(&msg, peer, client, &dialed, now);
+        }
+        match decision {
+            Decision::Reply { code, reason } => {
+                self.txns.reply(id, code, &reason, &[], now.at, &mut fx.out);
+                if invite {
+                    let disp = Disposition::of_failure(code, false);
+                    self.end_call(msg.call_id(), disp, code, now, fx);
+                }
+            }
+            Decision::Feature(f) => {
+                if invite {
+                    self.feature(id, msg, peer, &caller, f, now, fx);
+                } else {
+                    self.txns
+                        .reply(id, 404, "Not Found", &[], now.at, &mut fx.out);
+                }
+            }
+            Decision::Proxy(plan) => {
+                let mut hops = self.hops_of(&plan, &msg);
+                if !invite {
+                    // Only INVITEs hunt and fork; other requests go to the first target.
+                    hops.truncate(1);
+                }
+                let mut ctx = Ctx::new(id, msg.clone(), peer, hops);
+                ctx.no_attempt = plan.no_attempt.clone();
+                ctx.record_route = invite || msg.method() == Some(&Method::Subscribe);
+                ctx.pop_routes = pop_routes;
+                ctx.strip_identity = client.role == crate::config::Role::User;
+                if invite {
+                    ctx.call_id = Some(msg.call_id().to_string());
+                }
+                self.start_ctx(ctx, now, fx);
+            }
+        }
+    }
+
+    /// The router's attempts as hops: Request-URI, Diversion, and for calls
+    /// out through a gateway the caller presented as its callerid (From and
+    /// P-Asserted-Identity), while the caller keeps seeing its own From.
+    fn hops_of(&self, plan: &Plan, msg: &Message) -> Vec<Hop> {
+        let from_original = msg.header(&HeaderName::From).unwrap_or("").to_string();
+        plan.attempts
+            .iter()
+            .map(|a| {
+                let mut hop = Hop::to(a.target.clone(), a.dest, a.ruri.clone());
+                hop.next_on = Some(a.next_on);
+                hop.noanswer = a.noanswer;
+                hop.req_add = a
+                    .diversion
+                    .iter()
+                    .map(|d| (HeaderName::Diversion, d.clone()))
+                    .collect();
+                if let Some(p) = &a.present {
+                    let host = hostport(self.local.addr_for(&a.dest));
+                    let uri = format!("sip:{}@{host}", p.number);
+                    let addr = match &p.display {
+                        Some(d) => format!("\"{}\" <{uri}>", d.replace(['"', '\\'], "")),
+                        None => format!("<{uri}>"),
+                    };
+                    let from = match msg.from().tag() {
+                        Some(t) => format!("{addr};tag={t}"),
+                        None => addr.clone(),
+                    };
+                    hop.req_set.push((HeaderName::From, Some(from.clone())));
+                    hop.req_set
+                        .push((HeaderName::PAssertedIdentity, Some(addr)));
+                    hop.resp_set.push((HeaderName::From, from_original.clone()));
+                    hop.presented_from = Some(from);
+                }
+                hop
+            })
+            .collect()
+    }
+
+    /// Proxy a request (ours to answer: server transaction `id`) along
+    /// these hops, as a call when there is a call record for it.
+    #[allow(clippy::too_many_arguments)]
+    pub(in crate::core) fn proxy_hops(
+        &mut self,
+        id: TxId,
+        msg: Arc<Message>,
+        peer: Peer,
+        hops: Vec<Hop>,
+        track: bool,
+        now: Now,
+        fx: &mut Effects,
+    ) {
+        let pop_routes = self.routes_to_me(&msg);
+        let invite = msg.method() == Some(&Method::Invite);
+        let call_id = msg.call_id().to_string();
+        let mut ctx = Ctx::new(id, msg, peer, hops);
+        ctx.record_route = invite;
+        ctx.pop_routes = pop_routes;
+        ctx.strip_identity = true;
+        if track && self.calls.get(&call_id).is_some() {
+            ctx.call_id = Some(call_id);
+        }
+        self.start_ctx(ctx, now, fx);
+    }
+
+    /// Leading Route entries that name this server.
+    pub(in crate::core) fn routes_to_me(&self, msg: &Message) -> usize {
+        match msg.routes() {
+            Ok(routes) => routes
+                .iter()
+                .take_while(|r| self.local.is_me(&r.uri.host, r.uri.port))
+                .count(),
+            Err(_) => 0,
+        }
+    }
+}

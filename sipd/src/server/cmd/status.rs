@@ -1,0 +1,59 @@
+//! `status`: version, uptime, listen addresses, table sizes, counters.
+
+use super::Daemon;
+
+impl Daemon {
+    pub(super) fn status(&self) -> proto::Status {
+        let core = crate::lock(&self.core);
+        let config = core.config();
+        let mut listen = Vec::new();
+        for a in self.transports.udp.local_addrs() {
+            listen.push(format!("udp:{a}"));
+        }
+        for a in self.transports.tcp.local_addrs() {
+            listen.push(format!("tcp:{a}"));
+        }
+        let c = &core.counters;
+        let counter = |name: &str, value: u64| proto::Counter {
+            name: name.into(),
+            value,
+        };
+        proto::Status {
+            name: "sipd".into(),
+            version: env!("CARGO_PKG_VERSION").into(),
+            realm: config.general.realm.clone(),
+            pid: std::process::id(),
+            uptime_secs: self.started.elapsed().as_secs(),
+            listen,
+            country: config.country.clone(),
+            city: config.city.clone(),
+            dir: self.dir.display().to_string(),
+            config: self.conf_path.display().to_string(),
+            clients: config.clients.len(),
+            registrations: core.registrar().len(),
+            calls: core.calls().len(),
+            transactions: core.transaction_count(),
+            counters: vec![
+                counter("requests in", c.requests_in),
+                counter("responses in", c.responses_in),
+                counter("malformed in", c.malformed),
+                counter("retransmissions absorbed", c.retransmissions),
+                counter("replies sent", c.replies_sent),
+                counter("auth failures", c.auth_failures),
+                counter("registrations accepted", c.registrations),
+                counter("calls started", c.calls_started),
+                counter("overload rejections", c.overload),
+                counter("store writes pending", self.store.pending() as u64),
+                counter("tcp connections", self.transports.tcp.connections() as u64),
+                counter(
+                    "tcp connections refused",
+                    self.transports
+                        .tcp
+                        .refused
+                        .load(std::sync::atomic::Ordering::Relaxed),
+                ),
+                counter("send failures", c.send_failures),
+            ],
+        }
+    }
+}

@@ -1,0 +1,148 @@
+//! From the transports to the core and back: a batch of received
+//! messages is parsed outside the core lock, run through the core under
+//! one lock, and the effects it returns are carried out (messages sent,
+//! store writes queued, deferred answers resumed after their commit).
+
+use std::sync::Arc;
+
+use super::Daemon;
+use crate::core::{Core, Effects};
+use crate::malformed;
+use crate::sip::Message;
+use crate::time::Now;
+use crate::transport::{udp::Datagram, Out, Peer, Sink, Transport};
+
+impl Sink for Daemon {
+    fn on_message(&self, data: &[u8], peer: Peer, oversized: bool) {
+        self.handle_batch(&[Datagram {
+            data,
+            peer,
+            oversized,
+        }]);
+    }
+
+    fn on_datagrams(&self, batch: &[Datagram<'_>]) {
+        self.handle_batch(batch);
+    }
+
+    fn on_send_failed(&self, report: u64) {
+        self.with_core(Effects::new(), |core, fx| {
+            core.on_send_failed(report, Now::read(), fx)
+        });
+    }
+}
+
+impl Daemon {
+    /// Parse a batch of received messages outside the lock, run them
+    /// through the core under one lock, then send what it produced.
+    fn handle_batch(&self, items: &[Datagram<'_>]) {
+        let mut fx = Effects::new();
+        let out = &mut fx.out;
+        let mut parsed = Vec::with_capacity(items.len());
+        let mut malformed = 0;
+        for &Datagram {
+            data,
+            peer,
+            oversized,
+        } in items
+        {
+            if let Some(d) = &self.transports.debug {
+                d.log(true, &peer, data);
+            }
+            let result = if oversized {
+                Err(crate::sip::ParseError::TooLarge)
+            } else {
+                match peer.transport {
+                    Transport::Udp => Message::parse(data, &self.limits),
+                    Transport::Tcp => Message::parse_stream(data, &self.limits),
+                }
+            };
+            match result {
+                Ok(msg) => parsed.push((msg, peer)),
+                Err(e) => {
+                    if malformed::is_noise(data) {
+                        continue;
+                    }
+                    malformed += 1;
+                    tracing::debug!("malformed message from {peer}: {e}");
+                    if let Some(resp) = malformed::bad_request(data, &e) {
+                        out.push(Out::response(peer, resp));
+                    }
+                }
+            }
+        }
+        self.with_core(fx, |core, fx| {
+            core.counters.malformed += malformed;
+            let now = Now::read();
+            for (msg, peer) in parsed {
+                core.on_message(msg, peer, now, fx);
+            }
+        });
+    }
+}
+
+impl Daemon {
+    /// An `Arc` to ourselves for tasks spawned from `&self` callbacks.
+    pub(super) fn me(&self) -> Option<Arc<Daemon>> {
+        self.weak.get().and_then(|w| w.upgrade())
+    }
+
+    /// Run `f` on the core and carry out what it asked for: store writes
+    /// are queued before the lock is released (so the store applies them
+    /// in the order the core asked for them), messages are sent and
+    /// deferred answers resumed after it. Called from UDP threads too:
+    /// waits are spawned on the runtime by handle.
+    pub(super) fn with_core<R>(
+        &self,
+        fx: Effects,
+        f: impl FnOnce(&mut Core, &mut Effects) -> R,
+    ) -> R {
+        let (r, waits) = self.run_core(fx, f);
+        for (token, rx) in waits {
+            self.resume_after(token, rx);
+        }
+        r
+    }
+
+    /// [`Daemon::with_core`], handing back the confirmations to wait for.
+    pub(super) fn run_core<R>(
+        &self,
+        mut fx: Effects,
+        f: impl FnOnce(&mut Core, &mut Effects) -> R,
+    ) -> (R, Vec<(u64, Confirmation)>) {
+        let (r, waits) = {
+            let mut core = crate::lock(&self.core);
+            let r = f(&mut core, &mut fx);
+            for w in fx.writes.drain(..) {
+                self.store.apply(w);
+            }
+            let waits: Vec<(u64, Confirmation)> = fx
+                .confirm
+                .drain(..)
+                .map(|(token, w)| (token, self.store.apply_confirmed(w)))
+                .collect();
+            (r, waits)
+        };
+        if !fx.out.is_empty() {
+            self.transports.send_all(std::mem::take(&mut fx.out));
+        }
+        (r, waits)
+    }
+
+    /// Resume the core's answer `token` once the store has committed (or
+    /// failed) its write.
+    pub(super) fn resume_after(&self, token: u64, rx: Confirmation) {
+        let Some(d) = self.me() else { return };
+        self.runtime.spawn(async move {
+            let result = rx
+                .await
+                .unwrap_or_else(|_| Err("store writer stopped".into()));
+            d.with_core(Effects::new(), |core, fx| {
+                core.resume(token, result, Now::read(), fx)
+            });
+        });
+    }
+}
+
+/// The store's answer to a confirmed write.
+pub(super) type Confirmation = tokio::sync::oneshot::Receiver<Result<(), String>>;

@@ -1,0 +1,226 @@
+//! Start-up, the running daemon and shutdown: loads sip.conf, binds the SIP
+//! sockets and the control socket, ticks the core's timers, reloads on
+//! SIGHUP or `reload`, and stops cleanly on SIGTERM/SIGINT (socket file
+//! removed, store flushed). What the transports read goes through
+//! `ingest` (parse, core, effects); control commands are in `cmd/`, one
+//! file per command.
+
+mod cmd;
+mod ingest;
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use crate::cli::Flags;
+use crate::config::{self, Config};
+use crate::core::{Core, CoreOptions, Effects, Local};
+use crate::sip::Limits;
+use crate::store::Store;
+use crate::time::Now;
+use crate::transport::{DebugLog, Sink, Tcp, Transports, Udp};
+
+/// Interval of the core's timer tick.
+const TICK: Duration = Duration::from_millis(20);
+
+/// How often freed heap memory is handed back to the system.
+const TRIM_EVERY: Duration = Duration::from_secs(10);
+
+/// After a burst (a REGISTER flood, a benchmark) glibc keeps the freed
+/// memory of the transaction tables; give it back so that the resident
+/// size follows the real state. Nothing to do with mimalloc (the default
+/// build), which returns freed memory by itself.
+fn trim_heap() {
+    #[cfg(all(target_os = "linux", target_env = "gnu", not(feature = "mimalloc")))]
+    // SAFETY: malloc_trim only releases free memory of the allocator.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
+/// Everything the tasks share.
+pub struct Daemon {
+    pub(super) core: Mutex<Core>,
+    pub(super) transports: Transports,
+    pub(super) opts: config::Options,
+    pub(super) conf_path: PathBuf,
+    pub(super) dir: PathBuf,
+    pub(super) started: Instant,
+    pub(super) limits: Limits,
+    /// One reload at a time (parsing happens outside the core lock).
+    pub(super) reload_lock: Mutex<()>,
+    pub(super) store: Arc<Store>,
+    pub(super) weak: std::sync::OnceLock<std::sync::Weak<Daemon>>,
+    pub(super) runtime: tokio::runtime::Handle,
+}
+
+/// Run sipd until SIGTERM/SIGINT. Errors are start-up errors, to be printed.
+pub fn run(flags: Flags) -> Result<(), String> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start runtime: {e}"))?;
+    rt.block_on(serve(flags))
+}
+
+fn options(flags: &Flags) -> config::Options {
+    let file_name = flags
+        .conf_path()
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "sip.conf".into());
+    config::Options {
+        country: flags.country.clone(),
+        city: flags.city.clone(),
+        default_realm: crate::cli::hostname(),
+        file_name,
+    }
+}
+
+async fn serve(flags: Flags) -> Result<(), String> {
+    let opts = options(&flags);
+    let conf_path = flags.conf_path();
+    let config = match Config::load(&conf_path, &opts) {
+        Ok(Some(c)) => c,
+        Ok(None) => {
+            tracing::warn!(
+                "{} not found: starting with no clients",
+                conf_path.display()
+            );
+            Config::empty(&opts)
+        }
+        Err(e) => return Err(e.to_string()),
+    };
+    tracing::info!(
+        "{} clients loaded from {}",
+        config.clients.len(),
+        conf_path.display()
+    );
+
+    let (store, loaded) =
+        Store::open(&flags.store_path(), Now::read().unix()).map_err(|e| e.to_string())?;
+    let store = Arc::new(store);
+
+    let udp = Udp::bind(&flags.listen)
+        .await
+        .map_err(|e| format!("cannot listen on udp {:?}: {e}", flags.listen))?;
+    let tcp = Tcp::bind(&flags.listen, flags.tcp_limits())
+        .await
+        .map_err(|e| format!("cannot listen on tcp {:?}: {e}", flags.listen))?;
+    let ctl_path = flags.ctl_path();
+    let ctl = crate::control::bind(&ctl_path)
+        .map_err(|e| format!("control socket {}: {e}", ctl_path.display()))?;
+    let _socket_file = crate::control::SocketFile(ctl_path.clone());
+
+    let addrs = udp.local_addrs();
+    let local = Local::new(addrs.clone(), vec![crate::cli::hostname()]);
+    let transports = Transports {
+        udp: Arc::new(udp),
+        tcp: Arc::new(tcp),
+        debug: flags.debug.then(|| Arc::new(DebugLog::new())),
+    };
+    let daemon = Arc::new(Daemon {
+        core: Mutex::new(Core::new(
+            Arc::new(config),
+            local,
+            Some(&loaded),
+            CoreOptions {
+                nonce_lifetime: Duration::from_secs(flags.nonce_expire),
+                ..CoreOptions::default()
+            },
+            Now::read(),
+        )),
+        transports: transports.clone(),
+        opts,
+        conf_path,
+        dir: flags.dir.clone(),
+        started: Instant::now(),
+        limits: Limits::default(),
+        reload_lock: Mutex::new(()),
+        store: store.clone(),
+        weak: std::sync::OnceLock::new(),
+        runtime: tokio::runtime::Handle::current(),
+    });
+    let _ = daemon.weak.set(Arc::downgrade(&daemon));
+
+    let sink: Arc<dyn Sink> = daemon.clone();
+    transports
+        .udp
+        .spawn_receivers(sink.clone(), flags.udp_threads as usize)
+        .map_err(|e| format!("cannot start UDP threads: {e}"))?;
+    transports.tcp.start(sink);
+    tokio::spawn(crate::control::serve(ctl, daemon.clone()));
+    {
+        let d = daemon.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(TICK);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            let mut next_trim = Instant::now() + TRIM_EVERY;
+            loop {
+                tick.tick().await;
+                if Instant::now() >= next_trim {
+                    next_trim = Instant::now() + TRIM_EVERY;
+                    trim_heap();
+                }
+                d.with_core(Effects::new(), |core, fx| core.on_tick(Now::read(), fx));
+            }
+        });
+    }
+    for a in &addrs {
+        tracing::info!("listening on udp:{a} tcp:{a}");
+    }
+    tracing::info!("control socket {}", ctl_path.display());
+
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).map_err(|e| e.to_string())?;
+    let mut int = signal(SignalKind::interrupt()).map_err(|e| e.to_string())?;
+    let mut hup = signal(SignalKind::hangup()).map_err(|e| e.to_string())?;
+    loop {
+        tokio::select! {
+            _ = term.recv() => break,
+            _ = int.recv() => break,
+            _ = hup.recv() => {
+                let d = daemon.clone();
+                match tokio::task::spawn_blocking(move || d.reload()).await {
+                    Ok(Ok(r)) => tracing::info!("SIGHUP: reloaded: {} clients, added {:?}, removed {:?}, changed {:?}", r.clients, r.added, r.removed, r.changed),
+                    Ok(Err(e)) => tracing::error!("SIGHUP: reload refused, keeping the old configuration:\n{e}"),
+                    Err(e) => tracing::error!("SIGHUP: reload failed: {e}"),
+                }
+            }
+        }
+    }
+    tracing::info!("shutting down");
+    daemon.store.flush();
+    Ok(())
+}
+
+impl Daemon {
+    /// Re-read sip.conf: validate first, keep the old config on any error,
+    /// swap atomically on success.
+    pub fn reload(&self) -> Result<proto::ReloadReport, String> {
+        let _one = crate::lock(&self.reload_lock);
+        let new = match Config::load(&self.conf_path, &self.opts) {
+            Ok(Some(c)) => c,
+            Ok(None) => {
+                return Err(format!(
+                    "{}: file not found; keeping the current configuration",
+                    self.conf_path.display()
+                ))
+            }
+            Err(e) => return Err(e.to_string()),
+        };
+        let clients = new.clients.len();
+        let diff = self.with_core(Effects::new(), |core, fx| {
+            let diff = core.config().diff(&new);
+            core.set_config(Arc::new(new), fx);
+            diff
+        });
+        Ok(proto::ReloadReport {
+            added: diff.added,
+            removed: diff.removed,
+            changed: diff.changed,
+            clients,
+        })
+    }
+}
