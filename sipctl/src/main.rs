@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use proto::{format_unix_ms, Client, Command, FwdAction, Reply};
+use proto::{format_unix_ms, Client, Command, Forwarding, Reply};
 use tabled::settings::Style;
 use tabled::{Table, Tabled};
 
@@ -102,19 +102,17 @@ fn run(cli: &Cli) -> Result<String, String> {
     Ok(render(&reply))
 }
 
-fn fwd_action(action: Option<&str>, number: Option<&str>) -> Result<Option<FwdAction>, String> {
+/// The change asked for (`None`: show only); `clear` is [`Forwarding::None`].
+fn fwd_action(action: Option<&str>, number: Option<&str>) -> Result<Option<Forwarding>, String> {
     match (action, number) {
         (None, None) => Ok(None),
-        (Some("clear"), None) => Ok(Some(FwdAction::Clear)),
+        (Some("clear"), None) => Ok(Some(Forwarding::None)),
         (Some("clear"), Some(_)) => Err("'clear' takes no number".into()),
-        (Some(kind), Some(n)) => {
-            let number = n.to_string();
-            Ok(Some(if kind == "always" {
-                FwdAction::Always { number }
-            } else {
-                FwdAction::Unavail { number }
-            }))
-        }
+        (Some(kind), Some(n)) => Ok(Some(if kind == "always" {
+            Forwarding::always(n)
+        } else {
+            Forwarding::unavailable(n)
+        })),
         (Some(kind), None) => Err(format!(
             "'{kind}' needs a number: sipctl fwd WHO {kind} NUMBER"
         )),
@@ -252,8 +250,8 @@ fn render(reply: &Reply) -> String {
             }
             table(f.clients.iter().map(|c| Row {
                 name: &c.name,
-                forwarding: &c.kind,
-                number: c.number.as_deref().unwrap_or("-"),
+                forwarding: c.forwarding.kind_str(),
+                number: c.forwarding.number().unwrap_or("-"),
                 source: c.source.as_deref().unwrap_or("-"),
             }))
         }
@@ -285,17 +283,19 @@ mod tests {
         assert_eq!(fwd_action(None, None).unwrap(), None);
         assert_eq!(
             fwd_action(Some("clear"), None).unwrap(),
-            Some(FwdAction::Clear)
+            Some(Forwarding::None)
         );
         assert!(fwd_action(Some("clear"), Some("1")).is_err());
+        assert_eq!(
+            fwd_action(Some("always"), Some("84991234567")).unwrap(),
+            Some(Forwarding::always("84991234567"))
+        );
         assert!(fwd_action(Some("always"), None)
             .unwrap_err()
             .contains("needs a number"));
         assert_eq!(
             fwd_action(Some("unavail"), Some("1002")).unwrap(),
-            Some(FwdAction::Unavail {
-                number: "1002".into()
-            })
+            Some(Forwarding::unavailable("1002"))
         );
     }
 

@@ -48,11 +48,20 @@ pub fn free_port() -> u16 {
     free_port_on("127.0.0.1")
 }
 
+/// A port free for UDP and TCP on `ip` right now, never one this process
+/// handed out before (the probe sockets close on return, so the system
+/// could give the same port to the next call).
 pub fn free_port_on(ip: &str) -> u16 {
+    static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
     for _ in 0..100 {
         let udp = UdpSocket::bind(format!("{}:0", bracket(ip))).expect("bind udp");
         let port = udp.local_addr().unwrap().port();
+        let mut given = GIVEN.lock().unwrap_or_else(|e| e.into_inner());
+        if given.contains(&port) {
+            continue;
+        }
         if TcpListener::bind(format!("{}:{port}", bracket(ip))).is_ok() {
+            given.push(port);
             return port;
         }
     }

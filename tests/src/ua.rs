@@ -115,6 +115,13 @@ impl Ua {
     /// A TCP user agent connected to the server.
     pub fn tcp(server: SocketAddr, user: &str) -> Ua {
         let stream = TcpStream::connect_timeout(&server, Duration::from_secs(5)).expect("connect");
+        Ua::from_accepted(stream, server, user)
+    }
+
+    /// A TCP user agent on this connection: also one that was accepted
+    /// (sipd connected to us), e.g. a phone that listens on the port it
+    /// registered from.
+    pub fn from_accepted(stream: TcpStream, server: SocketAddr, user: &str) -> Ua {
         stream.set_nodelay(true).unwrap();
         let local = stream.local_addr().unwrap();
         Ua {
@@ -127,6 +134,19 @@ impl Ua {
             user: user.into(),
             tag: unique("t"),
         }
+    }
+
+    /// A UDP user agent bound to `ip` (port chosen by the system), talking
+    /// to `server`.
+    pub fn udp_on(ip: &str, server: SocketAddr, user: &str) -> Ua {
+        let bind: SocketAddr = if ip.contains(':') {
+            format!("[{ip}]:0")
+        } else {
+            format!("{ip}:0")
+        }
+        .parse()
+        .unwrap();
+        Ua::udp_at(bind, server, user)
     }
 
     pub fn transport(&self) -> &'static str {
