@@ -5,6 +5,7 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
+use crate::sip::Uri;
 use crate::store::CdrRow;
 use crate::transport::Peer;
 
@@ -79,6 +80,16 @@ pub struct Call {
     pub caller_peer: Peer,
     /// Where the callee is reached (destination of the answered branch).
     pub callee_peer: Option<Peer>,
+    /// The caller's remote target (Contact of its INVITE or of its last
+    /// accepted target refresh) and the route set beyond sipd towards it
+    /// (the Record-Route entries its INVITE carried when it reached us).
+    /// In-dialog requests from the callee must name exactly these.
+    pub caller_contact: Option<Uri>,
+    pub caller_routes: Vec<Uri>,
+    /// The same for the callee, from the answering 2xx (Record-Route
+    /// entries above ours, in the order the caller's route set has them).
+    pub callee_contact: Option<Uri>,
+    pub callee_routes: Vec<Uri>,
     /// The caller's From header value as it sent it, and as presented to
     /// the callee when sipd rewrote it (calls through gateways).
     pub from_original: String,
@@ -122,6 +133,8 @@ impl Call {
 pub struct Calls {
     /// Boxed so that growing the table moves pointers, not calls.
     by_id: HashMap<String, Box<Call>>,
+    /// Calls in progress per caller (the client that made them).
+    by_caller: HashMap<String, usize>,
     pub max: usize,
 }
 
@@ -130,6 +143,7 @@ impl Calls {
         Calls {
             // A fresh server should not rehash its calls under load.
             by_id: HashMap::with_capacity(max.min(4096)),
+            by_caller: HashMap::new(),
             max,
         }
     }
@@ -147,7 +161,24 @@ impl Calls {
     }
 
     pub fn insert(&mut self, call: Call) {
-        self.by_id.insert(call.call_id.clone(), Box::new(call));
+        *self.by_caller.entry(call.caller.clone()).or_default() += 1;
+        if let Some(old) = self.by_id.insert(call.call_id.clone(), Box::new(call)) {
+            self.uncount(&old.caller);
+        }
+    }
+
+    /// Calls in progress made by this client.
+    pub fn of_caller(&self, caller: &str) -> usize {
+        self.by_caller.get(caller).copied().unwrap_or(0)
+    }
+
+    fn uncount(&mut self, caller: &str) {
+        if let Some(n) = self.by_caller.get_mut(caller) {
+            *n -= 1;
+            if *n == 0 {
+                self.by_caller.remove(caller);
+            }
+        }
     }
 
     pub fn get(&self, call_id: &str) -> Option<&Call> {
@@ -159,7 +190,9 @@ impl Calls {
     }
 
     pub fn remove(&mut self, call_id: &str) -> Option<Call> {
-        self.by_id.remove(call_id).map(|c| *c)
+        let call = *self.by_id.remove(call_id)?;
+        self.uncount(&call.caller);
+        Some(call)
     }
 
     pub fn iter(&self) -> impl Iterator<Item = &Call> {
@@ -196,6 +229,10 @@ mod tests {
                 "127.0.0.1:5000".parse().unwrap(),
             ),
             callee_peer: None,
+            caller_contact: None,
+            caller_routes: Vec::new(),
+            callee_contact: None,
+            callee_routes: Vec::new(),
             from_original: "<sip:alice@x>;tag=t".into(),
             from_presented: None,
             caller_replaces: false,
@@ -227,6 +264,25 @@ mod tests {
         assert_eq!(Disposition::of_failure(487, true), Disposition::Cancelled);
         assert_eq!(Disposition::of_failure(403, false), Disposition::Failed);
         assert_eq!(Disposition::of_failure(503, false), Disposition::Failed);
+    }
+
+    #[test]
+    fn counts_per_caller() {
+        let mut calls = Calls::new(10);
+        calls.insert(call());
+        let mut c2 = call();
+        c2.call_id = "c2".into();
+        calls.insert(c2);
+        // Same Call-ID again replaces, it does not count twice.
+        calls.insert(call());
+        assert_eq!(calls.of_caller("alice"), 2);
+        assert_eq!(calls.of_caller("bob"), 0);
+        calls.remove("c1");
+        assert_eq!(calls.of_caller("alice"), 1);
+        calls.remove("c2");
+        calls.remove("c2");
+        assert_eq!(calls.of_caller("alice"), 0);
+        assert!(calls.by_caller.is_empty());
     }
 
     #[test]

@@ -659,7 +659,15 @@ impl Ua {
             "{}",
             String::from_utf8_lossy(ch.raw())
         );
-        // ACK the 407 (same branch, hop by hop).
+        self.ack_failure(&req, &ch);
+        let authed = self.authorized(&req, &ch, secret, "MD5", 1);
+        self.send(&authed);
+        authed
+    }
+
+    /// ACK a non-2xx final response `resp` to our INVITE `req` (same
+    /// branch, hop by hop, RFC 3261 §17.1.1.3).
+    pub fn ack_failure(&mut self, req: &Req, resp: &Message) {
         let mut ack = req.clone();
         ack.method = "ACK".into();
         ack = ack
@@ -670,12 +678,9 @@ impl Ua {
                     req.get("CSeq").unwrap().split_whitespace().next().unwrap()
                 ),
             )
-            .set("To", ch.header(&sipd::sip::HeaderName::To).unwrap());
+            .set("To", resp.header(&sipd::sip::HeaderName::To).unwrap());
         ack.body.clear();
-        let ack = ack.remove("Content-Type");
+        let ack = ack.remove("Content-Type").remove("Proxy-Authorization");
         self.send(&ack);
-        let authed = self.authorized(&req, &ch, secret, "MD5", 1);
-        self.send(&authed);
-        authed
     }
 }

@@ -62,8 +62,9 @@ use super::{
 };
 
 const GENERAL: &str = "general";
-const CLIENT_KEYS: [&str; 8] = [
+const CLIENT_KEYS: [&str; 9] = [
     "accountcode",
+    "call_limit",
     "secret",
     "permit",
     "host",
@@ -72,7 +73,16 @@ const CLIENT_KEYS: [&str; 8] = [
     "dialplan",
     "context",
 ];
-const GENERAL_KEYS: [&str; 5] = ["realm", "noanswer", "min_expires", "max_expires", "digest"];
+const GENERAL_KEYS: [&str; 6] = [
+    "realm",
+    "noanswer",
+    "min_expires",
+    "max_expires",
+    "digest",
+    "call_limit",
+];
+/// Most concurrent calls a `call_limit` may allow (the calls table's default size).
+const MAX_CALL_LIMIT: u32 = 100_000;
 
 /// One `[section]` and its pairs, as lexed.
 struct Section<'a> {
@@ -304,7 +314,27 @@ fn parse_general(section: &Section, opts: &Options, errors: &mut Errors) -> Gene
             Err(e) => errors.add(line, e),
         }
     }
+    if let Some(&(line, value)) = keys.get("call_limit") {
+        if let Some(n) = parse_call_limit(line, value, errors) {
+            general.call_limit = n;
+        }
+    }
     general
+}
+
+/// `call_limit=N`: concurrent calls a client may make, 0 for no limit
+/// of its own (the calls table still bounds it).
+fn parse_call_limit(line: usize, value: &str, errors: &mut Errors) -> Option<u32> {
+    match value.parse::<u32>() {
+        Ok(n) if all_digits(value) && n <= MAX_CALL_LIMIT => Some(n),
+        _ => {
+            errors.add(
+                line,
+                format!("bad call_limit '{value}': expected 0-{MAX_CALL_LIMIT} (0: no limit)"),
+            );
+            None
+        }
+    }
 }
 
 /// `digest=sha-256,md5`: the algorithms to offer, in order, each once.
@@ -354,6 +384,7 @@ fn parse_client(
         dialplan: any_number(),
         dialplan_src: ".+".to_string(),
         long_norm: None,
+        call_limit: None,
     };
     let mut exten_line = section.line;
     let mut host_line = section.line;
@@ -373,6 +404,9 @@ fn parse_client(
             }
         }
         client.accountcode = Some(acc.to_string());
+    }
+    if let Some(&(line, value)) = keys.get("call_limit") {
+        client.call_limit = parse_call_limit(line, value, errors);
     }
     if let Some(&(_, secret)) = keys.get("secret") {
         client.secret = Some(secret.to_string());

@@ -52,6 +52,10 @@ pub struct General {
     /// (`digest=sha-256,md5` by default; `digest=md5` for old clients that
     /// stop at the first challenge they cannot answer).
     pub digest: Vec<crate::auth::Algorithm>,
+    /// Concurrent calls a phone may make (`call_limit=`, default 20);
+    /// gateways and mediagates get ten times as many unless their section
+    /// says otherwise. 0: no limit of its own.
+    pub call_limit: u32,
 }
 
 /// What a client is, from its accountcode.
@@ -121,9 +125,18 @@ pub struct Client {
     pub dialplan_src: String,
     /// `exten.long` normalised with the config's country and city codes.
     long_norm: Option<String>,
+    /// `call_limit=` of this section, if set.
+    pub call_limit: Option<u32>,
 }
 
 impl Client {
+    /// Concurrent calls this client may make (0: no limit of its own).
+    pub fn call_limit(&self, general: &General) -> u32 {
+        self.call_limit.unwrap_or(match self.role {
+            Role::User => general.call_limit,
+            Role::Gateway | Role::Mediagate => general.call_limit.saturating_mul(10),
+        })
+    }
     /// True when `ip` is allowed by `permit` (empty = any). An IPv4-mapped
     /// IPv6 address (`::ffff:1.2.3.4`) is also checked as the IPv4 address.
     pub fn permits(&self, ip: IpAddr) -> bool {
@@ -417,6 +430,7 @@ impl General {
             min_expires: 60,
             max_expires: 3600,
             digest: vec![crate::auth::Algorithm::Sha256, crate::auth::Algorithm::Md5],
+            call_limit: 20,
         }
     }
 }

@@ -555,10 +555,30 @@ fn general_values() {
             min_expires: 120,
             max_expires: 7200,
             digest: vec![crate::auth::Algorithm::Sha256, crate::auth::Algorithm::Md5],
+            call_limit: 20,
         }
     );
     assert!(c.clients.is_empty());
     assert!(c.client("general").is_none());
+}
+
+#[test]
+fn call_limits() {
+    let c = ok("[general]\ncall_limit=5\n[a]\nsecret=x\n[b]\nsecret=x\ncall_limit=0\n\
+                [gw]\naccountcode=gateways\nhost=10.0.0.1\n[gw2]\naccountcode=gateways\nhost=10.0.0.2\ncall_limit=7\n");
+    let limit = |n: &str| c.client(n).unwrap().call_limit(&c.general);
+    assert_eq!(limit("a"), 5);
+    assert_eq!(limit("b"), 0);
+    assert_eq!(limit("gw"), 50);
+    assert_eq!(limit("gw2"), 7);
+    let d = ok("[a]\nsecret=x\n");
+    assert_eq!(d.client("a").unwrap().call_limit(&d.general), 20);
+    for bad in ["-1", "x", "100001", "+3", "2 calls"] {
+        let e = error(&format!("[general]\ncall_limit={bad}\n"));
+        assert!(e.contains("bad call_limit"), "{e}");
+        let e = error(&format!("[a]\nsecret=x\ncall_limit={bad}\n"));
+        assert!(e.contains("bad call_limit"), "{e}");
+    }
 }
 
 #[test]

@@ -62,6 +62,11 @@ pub struct Counters {
     pub overload: u64,
     /// Requests whose TCP connection could not be (re)opened.
     pub send_failures: u64,
+    /// Calls refused because their caller had `call_limit` calls already.
+    pub call_limit: u64,
+    /// In-dialog requests refused: not from the dialog's ends, or naming
+    /// another target or route than the dialog's.
+    pub dialog_refused: u64,
 }
 
 /// Timer of a proxy context.

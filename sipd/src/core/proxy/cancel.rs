@@ -22,6 +22,19 @@ impl Core {
         fx: &mut Effects,
     ) {
         let invite = self.txns.invite_for_cancel(&msg);
+        // Only the source of the INVITE may cancel it: anyone else who
+        // learnt its ids gets the answer of a CANCEL that matches nothing,
+        // statelessly (a transaction would catch the real CANCEL, which
+        // has the same branch, as its retransmission).
+        let foreign = invite
+            .and_then(|i| self.txns.server(i))
+            .is_some_and(|inv| inv.peer.addr != peer.addr);
+        if foreign {
+            self.counters.dialog_refused += 1;
+            let reason = "Call/Transaction Does Not Exist";
+            self.reply_stateless(&msg, peer, 481, reason, &[], fx);
+            return;
+        }
         let resp_via = via_with_received(msg.top_via(), &peer);
         let resp_dest = response_dest(msg.top_via(), &peer);
         let msg = Arc::new(msg);

@@ -65,6 +65,25 @@ impl Core {
             self.txns.reply(id, 482, "Loop Detected", &[], now.at, out);
             return;
         }
+        if invite {
+            // Every proxied call is tracked and accounted: a call that
+            // cannot be is refused, never proxied untracked.
+            let limit = client.call_limit(&config.general) as usize;
+            if limit > 0 && self.calls.of_caller(&client.name) >= limit {
+                self.counters.call_limit += 1;
+                let retry = [(HeaderName::RetryAfter, "30")];
+                self.txns
+                    .reply(id, 503, "Call Limit Reached", &retry, now.at, out);
+                return;
+            }
+            if self.calls.is_full() {
+                self.counters.overload += 1;
+                let retry = [(HeaderName::RetryAfter, "30")];
+                self.txns
+                    .reply(id, 503, "Service Unavailable", &retry, now.at, out);
+                return;
+            }
+        }
         let registrar = &self.registrar;
         let locate = |name: &str| {
             registrar.get(name).map(|b| Location {

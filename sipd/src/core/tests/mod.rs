@@ -7,6 +7,7 @@ mod cancel;
 mod cancel_ignored;
 mod closed_flow;
 mod credentials;
+mod dialog_guard;
 mod feature_commit;
 mod guard;
 mod local_address;

@@ -43,6 +43,8 @@ impl Daemon {
                 counter("registrations accepted", c.registrations),
                 counter("calls started", c.calls_started),
                 counter("overload rejections", c.overload),
+                counter("calls over call_limit", c.call_limit),
+                counter("in-dialog requests refused", c.dialog_refused),
                 counter("store writes pending", self.store.pending() as u64),
                 counter("tcp connections", self.transports.tcp.connections() as u64),
                 counter(
