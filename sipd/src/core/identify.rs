@@ -2,6 +2,10 @@
 //! address, otherwise the digest-authenticated user. Never by Via, From or
 //! Contact. Unknown user, wrong password and a source outside `permit` all
 //! get the same `403 Forbidden`.
+//!
+//! For the digest check, a client whose `permit` excludes the source is an
+//! unknown user: its password is never evaluated there, so the answer
+//! (code, headers, work done) cannot depend on it or on the nonce's state.
 
 use std::time::Instant;
 
@@ -75,7 +79,13 @@ impl Core {
             &creds,
             &method,
             &realm,
-            |user| config.client(user).and_then(|c| c.secret.as_deref()),
+            // Outside `permit` the client is, for the digest, unknown.
+            |user| {
+                config
+                    .client(user)
+                    .filter(|c| c.permits(peer.addr.ip()))
+                    .and_then(|c| c.secret.as_deref())
+            },
             now.system(),
         );
         match verdict {

@@ -1,6 +1,7 @@
 //! Behaviour tests of the core, one file per behaviour, driven without
 //! sockets through [`harness::Bench`].
 
+mod answers;
 mod harness;
 
 mod cancel;
@@ -11,6 +12,7 @@ mod feature_commit;
 mod guard;
 mod local_address;
 mod options;
+mod permit;
 mod reload;
 mod sequences;
 mod time;
