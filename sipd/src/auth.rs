@@ -1,5 +1,6 @@
 //! Digest authentication (RFC 3261 §22, RFC 7616, RFC 8760): challenges with
 //! stateless nonces, verification of credentials, and replay protection.
+//! The brute-force guard (failure counters and locks) is [`guard`].
 //!
 //! Sans-IO: [`DigestAuth`] is plain state owned by the caller, which passes
 //! the current time into every call and picks the header names itself
@@ -32,6 +33,8 @@
 //! accepts that only for a retransmission of the very REGISTER that made a
 //! binding, from the binding's own source address (which changes nothing).
 //! All operations are O(1) amortised.
+
+pub mod guard;
 
 use std::collections::{HashMap, VecDeque};
 use std::fmt;

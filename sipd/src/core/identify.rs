@@ -1,13 +1,14 @@
 //! Who sent a request (spec §3): a static `host=` client by its source
 //! address, otherwise the digest-authenticated user. Never by Via, From or
-//! Contact. Unknown user, wrong password and a source outside `permit` all
-//! get the same `403 Forbidden`.
+//! Contact. Unknown user, wrong password, a source outside `permit` and a
+//! locked attempt all get the same `403 Forbidden`.
 //!
-//! For the digest check, a client whose `permit` excludes the source is an
-//! unknown user: its password is never evaluated there, so the answer
-//! (code, headers, work done) cannot depend on it or on the nonce's state.
-
-use std::time::Instant;
+//! Order of the checks for credentials: the brute-force guard
+//! ([`crate::auth::guard`]) first (a locked attempt is refused without
+//! looking at its credentials), then the digest checks, for which a client
+//! whose `permit` excludes the source is an unknown user: its password is
+//! never evaluated there, so the answer (code, headers, work done) cannot
+//! depend on it or on the nonce's state.
 
 use super::{Core, Effects};
 use crate::auth::Verdict;
@@ -15,6 +16,8 @@ use crate::sip::auth::AuthParams;
 use crate::sip::{HeaderName, Message, Method};
 use crate::time::Now;
 use crate::transport::Peer;
+
+pub(super) use crate::auth::guard::Guard;
 
 /// Which challenge a request gets.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -68,9 +71,12 @@ impl Core {
             .method()
             .map(|m| m.as_str().to_string())
             .unwrap_or_default();
-        if self.guard.blocked(peer.addr.ip(), now.at) {
-            // Too many wrong passwords from this address lately: refused
-            // without looking at the credentials (brute force).
+        // The user the credentials claim (checked or not).
+        let username = creds.get("username").unwrap_or_default().to_string();
+        let ip = peer.addr.ip();
+        if self.guard.check(&username, ip, now.at).any() {
+            // Too many failures for this user and/or from this source lately:
+            // refused without looking at the credentials.
             self.forbidden(msg, peer, fx);
             return None;
         }
@@ -83,14 +89,17 @@ impl Core {
             |user| {
                 config
                     .client(user)
-                    .filter(|c| c.permits(peer.addr.ip()))
+                    .filter(|c| c.permits(ip))
                     .and_then(|c| c.secret.as_deref())
             },
             now.system(),
         );
         match verdict {
             Verdict::Ok(user) => match config.client(&user) {
-                Some(c) if c.permits(peer.addr.ip()) => Some(user),
+                Some(c) if c.permits(ip) => {
+                    self.guard.succeeded(&user, ip, now.at);
+                    Some(user)
+                }
                 _ => {
                     self.forbidden(msg, peer, fx);
                     None
@@ -112,7 +121,7 @@ impl Core {
                 None
             }
             Verdict::Forbidden => {
-                self.guard.failed(peer.addr.ip(), now.at);
+                self.guard.failed(&username, ip, now.at);
                 self.forbidden(msg, peer, fx);
                 None
             }
@@ -166,55 +175,5 @@ impl Core {
         // gets a fresh challenge, nothing is retransmitted toward a source
         // that may be spoofed, and no transaction is created for them.
         self.reply_stateless(msg, peer, code, reason, &headers, fx);
-    }
-}
-
-/// Failed authentications per source address, to slow down password
-/// guessing: after [`Guard::LIMIT`] failures within [`Guard::WINDOW`] an
-/// address gets `403` without its credentials being checked until the
-/// window ends. Bounded: when the table is full, new addresses are not
-/// tracked (and old entries go when their window ends).
-pub(super) struct Guard {
-    by_ip: std::collections::HashMap<std::net::IpAddr, (u32, Instant)>,
-}
-
-impl Guard {
-    pub const LIMIT: u32 = 20;
-    pub const WINDOW: std::time::Duration = std::time::Duration::from_secs(60);
-    pub const MAX_TRACKED: usize = 16_384;
-
-    pub fn new() -> Guard {
-        Guard {
-            by_ip: std::collections::HashMap::new(),
-        }
-    }
-
-    pub fn blocked(&self, ip: std::net::IpAddr, now: Instant) -> bool {
-        self.by_ip
-            .get(&ip)
-            .is_some_and(|&(n, since)| n >= Self::LIMIT && now.duration_since(since) < Self::WINDOW)
-    }
-
-    pub fn failed(&mut self, ip: std::net::IpAddr, now: Instant) {
-        if let Some(e) = self.by_ip.get_mut(&ip) {
-            if now.duration_since(e.1) >= Self::WINDOW {
-                *e = (0, now);
-            }
-            e.0 = e.0.saturating_add(1);
-        } else if self.by_ip.len() < Self::MAX_TRACKED {
-            self.by_ip.insert(ip, (1, now));
-        }
-    }
-
-    /// Addresses tracked.
-    #[cfg(test)]
-    pub fn tracked(&self) -> usize {
-        self.by_ip.len()
-    }
-
-    /// Forget addresses whose window is over.
-    pub fn sweep(&mut self, now: Instant) {
-        self.by_ip
-            .retain(|_, (_, since)| now.duration_since(*since) < Self::WINDOW);
     }
 }
