@@ -1,8 +1,10 @@
 //! End-to-end: the digest authentication of sipd against an attacker
-//! (issue 10). The brute-force guard cannot be flushed by failures from
-//! many (spoofable) addresses and locks per (user, source), per source and
-//! per user without locking out a user's own devices; a source outside
-//! `permit` learns nothing about the password or the nonce.
+//! (issue 10, points 3–5). The brute-force guard cannot be flushed by
+//! failures from many (spoofable) addresses and locks per (user, source),
+//! per source and per user without locking out a user's own devices; a
+//! source outside `permit` learns nothing about the password or the nonce;
+//! the digest `uri` must be the Request-URI, a nonce serves only the user
+//! it was issued for, and only the algorithms and qop offered are accepted.
 //!
 //! Every test starts its own sipd on loopback; other loopback addresses
 //! (127.x.y.z) stand for other sources.
@@ -10,9 +12,12 @@
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use sipd::sip::Message;
-use sipd_tests::ua::Req;
+use sipd::sip::auth::AuthParams;
+use sipd::sip::{HeaderName, Message};
+use sipd_tests::ua::{credentials, unique, Req};
 use sipd_tests::{text, Sipd, Start, Ua};
+
+const S: Duration = Duration::from_secs(5);
 
 const CONF: &str = "\
 [general]
@@ -252,5 +257,266 @@ fn outside_permit_an_expired_nonce_gets_403_whatever_the_password() {
             .transact(&ua.authorized(&req, &ch, secret, "MD5", nc))
             .unwrap();
         assert_eq!(r.status(), Some(403), "{secret}: {}", text(r.raw()));
+    }
+}
+
+// ---- point 5: digest checks ----------------------------------------------
+
+/// The parameters of the first challenge in a 401/407.
+fn challenge_params(ch: &Message) -> AuthParams {
+    let name = if ch.status() == Some(401) {
+        HeaderName::WwwAuthenticate
+    } else {
+        HeaderName::ProxyAuthenticate
+    };
+    let first = ch.headers(&name).filter_map(AuthParams::parse).next();
+    first.unwrap_or_else(|| panic!("no challenge in\n{}", text(ch.raw())))
+}
+
+/// Digest credentials built by hand: any algorithm (`None`: no
+/// `algorithm=` parameter, which means MD5), with or without qop, over
+/// `uri` as written; the nonce and realm from `ch`.
+#[allow(clippy::too_many_arguments)]
+fn digest(
+    ch: &Message,
+    method: &str,
+    uri: &str,
+    user: &str,
+    secret: &str,
+    alg: Option<&str>,
+    qop: bool,
+    nc: u32,
+) -> (String, String) {
+    use sipd::auth::{client_response, Algorithm};
+    let p = challenge_params(ch);
+    let realm = p.get("realm").unwrap().to_string();
+    let nonce = p.get("nonce").unwrap().to_string();
+    let algorithm = Algorithm::parse(alg.unwrap_or("MD5")).unwrap();
+    let cnonce = unique("cn");
+    let response = client_response(
+        algorithm,
+        user,
+        &realm,
+        secret,
+        method,
+        uri,
+        &nonce,
+        nc,
+        &cnonce,
+        qop.then_some("auth"),
+    );
+    let mut v = format!(
+        "Digest username=\"{user}\", realm=\"{realm}\", nonce=\"{nonce}\", uri=\"{uri}\", response=\"{response}\""
+    );
+    if let Some(a) = alg {
+        v.push_str(&format!(", algorithm={a}"));
+    }
+    if qop {
+        v.push_str(&format!(", qop=auth, nc={nc:08x}, cnonce=\"{cnonce}\""));
+    }
+    let header = if ch.status() == Some(401) {
+        "Authorization"
+    } else {
+        "Proxy-Authorization"
+    };
+    (header.to_string(), v)
+}
+
+fn is_stale(ch: &Message) -> bool {
+    let name = if ch.status() == Some(401) {
+        HeaderName::WwwAuthenticate
+    } else {
+        HeaderName::ProxyAuthenticate
+    };
+    let all: Vec<&str> = ch.headers(&name).collect();
+    !all.is_empty() && all.iter().all(|v| v.contains("stale=true"))
+}
+
+/// The ACK for a non-2xx final response to `req` (same branch).
+fn ack_for(req: &Req, resp: &Message) -> Req {
+    let mut ack = req.clone();
+    ack.method = "ACK".into();
+    ack.body.clear();
+    let n = req.get("CSeq").unwrap().split_whitespace().next().unwrap();
+    ack.set("CSeq", &format!("{n} ACK"))
+        .set("To", resp.header(&HeaderName::To).unwrap())
+        .remove("Content-Type")
+}
+
+const SDP: &[u8] = b"v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 4000 RTP/AVP 0\r\n";
+
+fn invite_req(ua: &Ua, uri: &str) -> Req {
+    ua.request("INVITE", uri).body("application/sdp", SDP)
+}
+
+/// Send an INVITE and return its first final response, ACKing it if it is
+/// a failure.
+fn invite_final(ua: &mut Ua, req: &Req) -> Message {
+    ua.send(req);
+    let r = ua.final_response(S).expect("no final response to INVITE");
+    if r.status().is_some_and(|s| s >= 300) {
+        ua.send(&ack_for(req, &r));
+    }
+    r
+}
+
+#[test]
+fn credentials_for_one_request_uri_do_not_authorize_another() {
+    let sipd = Sipd::start(CONF);
+    let mut carol = Ua::udp(sipd.addr, "carol");
+    assert_eq!(register(&mut carol, "carol-pw").status(), Some(200));
+    // alice's phone answers a 407 for a call to 1002; an attacker captures
+    // the credentials before they arrive.
+    let mut alice = Ua::udp(sipd.addr, "alice");
+    let to_bob = invite_req(&alice, &format!("sip:1002@{}", sipd.addr));
+    let ch = invite_final(&mut alice, &to_bob);
+    assert_eq!(ch.status(), Some(407));
+    let (h, captured) = credentials(&ch, &to_bob, "alice", "wonderland", "MD5", 1);
+    // The attacker calls 1003 from another address with them.
+    let mut attacker = ua_on(&sipd, "127.180.0.1", "alice");
+    let to_carol = invite_req(&attacker, &format!("sip:1003@{}", sipd.addr)).set(&h, &captured);
+    let r = invite_final(&mut attacker, &to_carol);
+    assert_eq!(r.status(), Some(400), "{}", text(r.raw()));
+    assert!(
+        carol.recv(Duration::from_millis(500)).is_none(),
+        "the call with borrowed credentials reached carol"
+    );
+}
+
+#[test]
+fn the_digest_uri_is_compared_as_a_sip_uri() {
+    let sipd = Sipd::start(CONF);
+    let mut bob = Ua::udp(sipd.addr, "bob");
+    assert_eq!(register(&mut bob, "builder").status(), Some(200));
+    let mut alice = Ua::udp(sipd.addr, "alice");
+    // Request-URI with a transport parameter (in one URI only: ignored,
+    // RFC 3261 §19.1.4); digest uri with an escaped digit and the
+    // parameter in upper case.
+    let ruri = format!("sip:1002@{};transport=udp", sipd.addr);
+    let req = invite_req(&alice, &ruri);
+    let ch = invite_final(&mut alice, &req);
+    assert_eq!(ch.status(), Some(407));
+    let mut as_hashed = req.clone();
+    as_hashed.uri = format!("sip:%31002@{};TRANSPORT=UDP", sipd.addr);
+    let (h, v) = credentials(&ch, &as_hashed, "alice", "wonderland", "MD5", 1);
+    alice.send(&alice.renew(&req).set(&h, &v));
+    let inv = bob.expect_request("INVITE", S);
+    assert!(inv.request_uri().unwrap().contains("bob@"));
+}
+
+#[test]
+fn a_nonce_serves_only_the_user_it_was_issued_for() {
+    let sipd = Sipd::start(CONF);
+    // A challenge for bob...
+    let mut bob = Ua::udp(sipd.addr, "bob");
+    let bob_ch = bob.transact(&register_req(&bob)).unwrap();
+    assert_eq!(bob_ch.status(), Some(401));
+    // ... answered by alice with her own (correct) password.
+    let mut alice = Ua::udp(sipd.addr, "alice");
+    let req = register_req(&alice);
+    let r = alice
+        .transact(&alice.authorized(&req, &bob_ch, "wonderland", "MD5", 1))
+        .unwrap();
+    assert_eq!(
+        r.status(),
+        Some(401),
+        "another user's nonce was accepted:\n{}",
+        text(r.raw())
+    );
+    // A fresh challenge (stale: the password was not even looked at), and
+    // with it alice registers: no loop.
+    assert!(is_stale(&r), "{}", text(r.raw()));
+    let ok = alice
+        .transact(&alice.authorized(&req, &r, "wonderland", "MD5", 1))
+        .unwrap();
+    assert_eq!(ok.status(), Some(200), "{}", text(ok.raw()));
+}
+
+#[test]
+fn a_caller_with_another_from_user_is_challenged_once_more() {
+    // A phone hiding its identity (From: anonymous) authenticates as alice:
+    // the first nonce was issued for "anonymous", so it gets a stale 407
+    // with one for alice, then the call goes through.
+    let sipd = Sipd::start(CONF);
+    let mut bob = Ua::udp(sipd.addr, "bob");
+    assert_eq!(register(&mut bob, "builder").status(), Some(200));
+    let mut alice = Ua::udp(sipd.addr, "alice");
+    let req = invite_req(&alice, &format!("sip:1002@{}", sipd.addr)).set(
+        "From",
+        &format!(
+            "\"Anonymous\" <sip:anonymous@anonymous.invalid>;tag={}",
+            alice.tag
+        ),
+    );
+    let ch = invite_final(&mut alice, &req);
+    assert_eq!(ch.status(), Some(407));
+    let again = alice.authorized(&req, &ch, "wonderland", "MD5", 1);
+    let ch2 = invite_final(&mut alice, &again);
+    assert_eq!(ch2.status(), Some(407), "{}", text(ch2.raw()));
+    assert!(is_stale(&ch2), "{}", text(ch2.raw()));
+    alice.send(&alice.authorized(&req, &ch2, "wonderland", "MD5", 1));
+    bob.expect_request("INVITE", S);
+}
+
+#[test]
+fn only_the_offered_algorithms_and_qop_are_accepted() {
+    let sipd = Sipd::start(&CONF.replace("[general]\n", "[general]\ndigest=sha-256\n"));
+    let mut alice = Ua::udp(sipd.addr, "alice");
+    let uri = format!("sip:{}", sipd.addr);
+    let fresh = |ua: &mut Ua| {
+        let req = register_req(ua);
+        let ch = ua.transact(&req).unwrap();
+        assert_eq!(ch.status(), Some(401));
+        let offered: Vec<&str> = ch.headers(&HeaderName::WwwAuthenticate).collect();
+        assert_eq!(offered.len(), 1, "{offered:?}");
+        assert!(offered[0].contains("algorithm=SHA-256"), "{offered:?}");
+        (req, ch)
+    };
+    for (alg, qop) in [
+        (Some("MD5"), true),
+        (None, true),
+        (Some("MD5-sess"), true),
+        (Some("SHA-256-sess"), true),
+        (Some("SHA-256"), false),
+        (Some("MD5"), false),
+    ] {
+        let (req, ch) = fresh(&mut alice);
+        let (h, v) = digest(&ch, "REGISTER", &uri, "alice", "wonderland", alg, qop, 1);
+        let r = alice.transact(&alice.renew(&req).set(&h, &v)).unwrap();
+        assert_eq!(
+            r.status(),
+            Some(401),
+            "algorithm {alg:?}, qop {qop}: {}",
+            text(r.raw())
+        );
+    }
+    // What was offered works.
+    let (req, ch) = fresh(&mut alice);
+    let (h, v) = digest(
+        &ch,
+        "REGISTER",
+        &uri,
+        "alice",
+        "wonderland",
+        Some("SHA-256"),
+        true,
+        1,
+    );
+    let r = alice.transact(&alice.renew(&req).set(&h, &v)).unwrap();
+    assert_eq!(r.status(), Some(200), "{}", text(r.raw()));
+}
+
+#[test]
+fn by_default_md5_with_and_without_the_algorithm_parameter_works() {
+    // The default offer (SHA-256, MD5) with qop=auth: what phones answer.
+    let sipd = Sipd::start(CONF);
+    let mut alice = Ua::udp(sipd.addr, "alice");
+    let uri = format!("sip:{}", sipd.addr);
+    for alg in [Some("MD5"), None, Some("SHA-256")] {
+        let req = register_req(&alice);
+        let ch = alice.transact(&req).unwrap();
+        let (h, v) = digest(&ch, "REGISTER", &uri, "alice", "wonderland", alg, true, 1);
+        let r = alice.transact(&alice.renew(&req).set(&h, &v)).unwrap();
+        assert_eq!(r.status(), Some(200), "{alg:?}: {}", text(r.raw()));
     }
 }

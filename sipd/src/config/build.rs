@@ -72,7 +72,14 @@ const CLIENT_KEYS: [&str; 8] = [
     "dialplan",
     "context",
 ];
-const GENERAL_KEYS: [&str; 5] = ["realm", "noanswer", "min_expires", "max_expires", "digest"];
+const GENERAL_KEYS: [&str; 6] = [
+    "realm",
+    "noanswer",
+    "min_expires",
+    "max_expires",
+    "digest",
+    "digest_uri",
+];
 
 /// One `[section]` and its pairs, as lexed.
 struct Section<'a> {
@@ -302,6 +309,16 @@ fn parse_general(section: &Section, opts: &Options, errors: &mut Errors) -> Gene
         match parse_digest(value) {
             Ok(algs) => general.digest = algs,
             Err(e) => errors.add(line, e),
+        }
+    }
+    if let Some(&(line, value)) = keys.get("digest_uri") {
+        match value.to_ascii_lowercase().as_str() {
+            "request" => general.check_digest_uri = true,
+            "any" => general.check_digest_uri = false,
+            _ => errors.add(
+                line,
+                format!("bad digest_uri '{value}': expected request or any"),
+            ),
         }
     }
     general

@@ -52,6 +52,10 @@ pub struct General {
     /// (`digest=sha-256,md5` by default; `digest=md5` for old clients that
     /// stop at the first challenge they cannot answer).
     pub digest: Vec<crate::auth::Algorithm>,
+    /// The digest `uri` must name the Request-URI (`digest_uri=request`,
+    /// the default); `digest_uri=any` does not compare them (Kamailio's
+    /// default; for a proxy in front that rewrites the Request-URI).
+    pub check_digest_uri: bool,
 }
 
 /// What a client is, from its accountcode.
@@ -417,6 +421,7 @@ impl General {
             min_expires: 60,
             max_expires: 3600,
             digest: vec![crate::auth::Algorithm::Sha256, crate::auth::Algorithm::Md5],
+            check_digest_uri: true,
         }
     }
 }

@@ -11,7 +11,7 @@
 //! depend on it or on the nonce's state.
 
 use super::{Core, Effects};
-use crate::auth::Verdict;
+use crate::auth::{Challenge as Offered, Request, Verdict};
 use crate::sip::auth::AuthParams;
 use crate::sip::{HeaderName, Message, Method};
 use crate::time::Now;
@@ -54,37 +54,45 @@ impl Core {
             Challenge::Www => HeaderName::Authorization,
             Challenge::Proxy => HeaderName::ProxyAuthorization,
         };
-        let realm = self.config.general.realm.clone();
+        let config = self.config.clone();
+        let realm = config.general.realm.as_str();
         // Use the credentials meant for our realm (a request may carry several).
         let creds = msg
             .headers(&header)
             .filter_map(AuthParams::parse)
-            .find(|c| {
-                c.scheme.eq_ignore_ascii_case("digest") && c.get("realm") == Some(realm.as_str())
-            })
+            .find(|c| c.scheme.eq_ignore_ascii_case("digest") && c.get("realm") == Some(realm))
             .or_else(|| msg.headers(&header).filter_map(AuthParams::parse).next());
+        // A nonce serves one user: the user of the request (the To user of a
+        // REGISTER, who must be the authenticated user; the From user
+        // otherwise), or, answering credentials, their username.
+        let request_user = match challenge {
+            Challenge::Www => msg.to().uri.user.as_deref(),
+            Challenge::Proxy => msg.from().uri.user.as_deref(),
+        }
+        .unwrap_or_default();
         let Some(creds) = creds else {
-            self.challenge(msg, peer, challenge, false, now, fx);
+            self.challenge(msg, peer, challenge, request_user, false, now, fx);
             return None;
         };
-        let method = msg
-            .method()
-            .map(|m| m.as_str().to_string())
-            .unwrap_or_default();
-        // The user the credentials claim (checked or not).
-        let username = creds.get("username").unwrap_or_default().to_string();
+        let username = creds.get("username").unwrap_or(request_user);
         let ip = peer.addr.ip();
-        if self.guard.check(&username, ip, now.at).any() {
+        if self.guard.check(username, ip, now.at).any() {
             // Too many failures for this user and/or from this source lately:
             // refused without looking at the credentials.
             self.forbidden(msg, peer, fx);
             return None;
         }
-        let config = self.config.clone();
+        let method = msg.method().map(|m| m.as_str()).unwrap_or_default();
+        let request = Request {
+            method,
+            uri: msg
+                .request_uri()
+                .filter(|_| config.general.check_digest_uri),
+            realm,
+        };
         let verdict = self.auth.verify(
             &creds,
-            &method,
-            &realm,
+            &request,
             // Outside `permit` the client is, for the digest, unknown.
             |user| {
                 config
@@ -112,17 +120,22 @@ impl Core {
                 // Processing it again changes nothing; a 401 would fail it.
                 Some(user)
             }
-            Verdict::Stale | Verdict::Replayed(_) => {
-                self.challenge(msg, peer, challenge, true, now, fx);
+            Verdict::Stale | Verdict::Replayed(_) | Verdict::OtherUser => {
+                self.challenge(msg, peer, challenge, username, true, now, fx);
                 None
             }
             Verdict::Challenge => {
-                self.challenge(msg, peer, challenge, false, now, fx);
+                self.challenge(msg, peer, challenge, username, false, now, fx);
                 None
             }
             Verdict::Forbidden => {
-                self.guard.failed(&username, ip, now.at);
+                self.guard.failed(username, ip, now.at);
                 self.forbidden(msg, peer, fx);
+                None
+            }
+            Verdict::UriMismatch => {
+                self.counters.auth_failures += 1;
+                self.reply_stateless(msg, peer, 400, "Digest URI Mismatch", &[], fx);
                 None
             }
             Verdict::Malformed => {
@@ -149,18 +162,30 @@ impl Core {
         self.reply_stateless(msg, peer, 403, "Forbidden", &[], fx);
     }
 
+    /// A challenge with a fresh nonce for `user`, offering the configured
+    /// algorithms with `qop="auth"`.
+    #[allow(clippy::too_many_arguments)]
     fn challenge(
         &mut self,
         msg: &Message,
         peer: Peer,
         kind: Challenge,
+        user: &str,
         stale: bool,
         now: Now,
         fx: &mut Effects,
     ) {
-        let realm = self.config.general.realm.clone();
-        let algs = self.config.general.digest.clone();
-        let values = self.auth.challenges_for(&algs, &realm, stale, now.system());
+        let config = self.config.clone();
+        let values = self.auth.challenge(
+            &Offered {
+                realm: &config.general.realm,
+                user,
+                algorithms: &config.general.digest,
+                qop: true,
+                stale,
+            },
+            now.system(),
+        );
         let (code, reason, name) = match kind {
             Challenge::Www => (401, "Unauthorized", HeaderName::WwwAuthenticate),
             Challenge::Proxy => (

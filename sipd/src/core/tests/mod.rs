@@ -8,6 +8,7 @@ mod cancel;
 mod cancel_ignored;
 mod closed_flow;
 mod credentials;
+mod digest;
 mod feature_commit;
 mod guard;
 mod local_address;
