@@ -1,5 +1,6 @@
 //! Digest authentication (RFC 3261 §22, RFC 7616, RFC 8760): challenges with
 //! stateless nonces, verification of credentials, and replay protection.
+//! The brute-force guard (failure counters and locks) is [`guard`].
 //!
 //! Sans-IO: [`DigestAuth`] is plain state owned by the caller, which passes
 //! the current time into every call and picks the header names itself
@@ -8,13 +9,32 @@
 //!
 //! # Nonces
 //!
-//! A nonce is 56 lowercase hex digits encoding 28 bytes:
+//! A nonce is 74 lowercase hex digits encoding 37 bytes:
 //! the issue time in microseconds since the Unix epoch (8 bytes, big endian),
-//! a per-process counter (4 bytes), and the first 16 bytes of
-//! HMAC-SHA256(key, domain ‖ realm ‖ time ‖ counter). The key is per process,
-//! so sipd recognises its own nonces without storing them, and nonces from a
-//! previous process (or another realm) are simply not ours. A nonce is valid
-//! for the lifetime given to [`DigestAuth::new`].
+//! a per-process counter (4 bytes), the [`Offer`] (1 byte: the algorithms
+//! and qop the challenge offered), the first 16 bytes of
+//! HMAC-SHA256(key, domain ‖ realm ‖ time ‖ counter ‖ offer), and a user tag:
+//! the first 8 bytes of HMAC-SHA256(key, domain' ‖ the 29 bytes before ‖
+//! user). The key is per process, so sipd recognises its own nonces without
+//! storing them, and nonces from a previous process (or another realm) are
+//! simply not ours. A nonce is valid for the lifetime given to
+//! [`DigestAuth::new`].
+//!
+//! A nonce serves only the user it was issued for (the user of the request
+//! that was challenged): credentials with another `username` are answered
+//! [`Verdict::OtherUser`] without looking at the password, and the caller
+//! challenges again with a nonce for that username (`stale=true`, so that a
+//! client whose From user is not its user name, e.g. an anonymous caller,
+//! answers once more instead of giving up). The answer must use one of the
+//! algorithms the nonce's challenge offered (an absent `algorithm` means
+//! MD5) and `qop=auth` exactly when it was offered; anything else is
+//! [`Verdict::Challenge`]d, also without looking at the password.
+//!
+//! The digest `uri` must name the Request-URI ([`Request::uri`]; compared
+//! as SIP URIs, RFC 3261 §19.1.4, see
+//! [`crate::sip::auth::digest_uri_matches`]), else [`Verdict::UriMismatch`]
+//! (RFC 7616 §3.4.6: 400); the response itself is computed over the `uri`
+//! string exactly as received.
 //!
 //! # Replay protection
 //!
@@ -22,7 +42,8 @@
 //! successfully are tracked by their decoded (time, counter) numbers: per
 //! nonce the highest nc seen plus a [`REPLAY_WINDOW`]-bit bitmap below it, so
 //! slightly out-of-order nc values still work. Credentials without `qop`
-//! (RFC 2069) use up their nonce. The table holds at most `capacity` nonces;
+//! (RFC 2069, only when a challenge offered no qop) use up their nonce. The
+//! table holds at most `capacity` nonces;
 //! entries leave it when their nonce expires, or, when it is full, oldest
 //! first. Whenever an entry leaves, the watermark `evicted_until` moves up
 //! to its issue time, and a nonce issued at or before the watermark that is
@@ -33,6 +54,8 @@
 //! binding, from the binding's own source address (which changes nothing).
 //! All operations are O(1) amortised.
 
+pub mod guard;
+
 use std::collections::{HashMap, VecDeque};
 use std::fmt;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -41,7 +64,7 @@ use hmac::{Hmac, Mac};
 use md5::Md5;
 use sha2::{Digest, Sha256};
 
-use crate::sip::auth::AuthParams;
+use crate::sip::auth::{digest_uri_matches, AuthParams};
 
 /// Suggested nonce lifetime for [`DigestAuth::new`]: five minutes.
 pub const DEFAULT_NONCE_LIFETIME: Duration = Duration::from_secs(300);
@@ -58,12 +81,20 @@ pub const REPLAY_WINDOW: u32 = 64;
 const MAX_PARAM_LEN: usize = 2048;
 /// Truncated HMAC length in the nonce.
 const MAC_LEN: usize = 16;
-/// Raw nonce: time (8) + counter (4) + MAC.
-const NONCE_BYTES: usize = 8 + 4 + MAC_LEN;
+/// Truncated HMAC length of the user tag.
+const USER_TAG_LEN: usize = 8;
+/// Time (8) + counter (4) + offer (1): what the nonce MAC covers.
+const NONCE_HEAD: usize = 8 + 4 + 1;
+/// What the user tag covers: head + MAC.
+const NONCE_TAGGED: usize = NONCE_HEAD + MAC_LEN;
+/// Raw nonce: head + MAC + user tag.
+const NONCE_BYTES: usize = NONCE_TAGGED + USER_TAG_LEN;
 /// Length of a nonce as sent.
 const NONCE_HEX_LEN: usize = 2 * NONCE_BYTES;
 /// Domain separation for the nonce MAC.
-const NONCE_DOMAIN: &[u8] = b"sipd digest nonce v1\0";
+const NONCE_DOMAIN: &[u8] = b"sipd digest nonce v2\0";
+/// Domain separation for the user tag.
+const USER_DOMAIN: &[u8] = b"sipd digest nonce user v2\0";
 /// Password hashed for unknown users, so that they cost the same time as
 /// known ones; the result is never accepted.
 const DUMMY_SECRET: &[u8] = b"sipd-unknown-user-dummy-secret";
@@ -82,17 +113,20 @@ pub enum Algorithm {
 }
 
 impl Algorithm {
+    /// Every algorithm sipd knows.
+    pub const ALL: [Algorithm; 4] = [
+        Algorithm::Md5,
+        Algorithm::Md5Sess,
+        Algorithm::Sha256,
+        Algorithm::Sha256Sess,
+    ];
+
     /// Parses an `algorithm` parameter value, ignoring ASCII case. `None`
     /// for algorithms sipd does not support (e.g. `SHA-512-256`).
     pub fn parse(s: &str) -> Option<Algorithm> {
-        [
-            Algorithm::Md5,
-            Algorithm::Md5Sess,
-            Algorithm::Sha256,
-            Algorithm::Sha256Sess,
-        ]
-        .into_iter()
-        .find(|a| a.as_str().eq_ignore_ascii_case(s))
+        Algorithm::ALL
+            .into_iter()
+            .find(|a| a.as_str().eq_ignore_ascii_case(s))
     }
 
     /// The canonical token, as sent in challenges.
@@ -116,12 +150,76 @@ impl Algorithm {
             Algorithm::Sha256 | Algorithm::Sha256Sess => HashKind::Sha256,
         }
     }
+
+    /// This algorithm's bit in an [`Offer`].
+    fn bit(self) -> u8 {
+        match self {
+            Algorithm::Md5 => 1,
+            Algorithm::Md5Sess => 2,
+            Algorithm::Sha256 => 4,
+            Algorithm::Sha256Sess => 8,
+        }
+    }
 }
 
 impl fmt::Display for Algorithm {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
     }
+}
+
+/// What one challenge offered: a set of algorithms and whether `qop="auth"`
+/// was offered. Carried (MAC-protected) in the nonce, so an answer is
+/// checked against exactly what that client was offered, also after a
+/// reload changed `digest=`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Offer(u8);
+
+impl Offer {
+    const QOP: u8 = 0x80;
+
+    /// The offer of these algorithms, with `qop="auth"` or without.
+    pub fn new(algorithms: &[Algorithm], qop: bool) -> Offer {
+        let algs = algorithms.iter().fold(0, |acc, a| acc | a.bit());
+        Offer(algs | if qop { Offer::QOP } else { 0 })
+    }
+
+    /// Whether an answer with `alg` is acceptable.
+    pub fn allows(self, alg: Algorithm) -> bool {
+        self.0 & alg.bit() != 0
+    }
+
+    /// Whether `qop="auth"` was offered (then an answer must use it; if
+    /// not, an answer must not).
+    pub fn qop(self) -> bool {
+        self.0 & Offer::QOP != 0
+    }
+}
+
+/// A challenge to issue: for our `realm`, with a nonce for `user` (the user
+/// of the request being challenged), offering `algorithms` in this order,
+/// with or without `qop="auth"` (sipd always offers it; RFC 2069 clients
+/// without qop support are not served).
+#[derive(Clone, Copy, Debug)]
+pub struct Challenge<'a> {
+    pub realm: &'a str,
+    pub user: &'a str,
+    pub algorithms: &'a [Algorithm],
+    pub qop: bool,
+    /// Add `stale=true` (the client's credentials were fine but their nonce
+    /// is not usable: expired, used, or for another user).
+    pub stale: bool,
+}
+
+/// The request whose credentials are verified.
+#[derive(Clone, Copy, Debug)]
+pub struct Request<'a> {
+    pub method: &'a str,
+    /// The Request-URI the digest `uri` must name (`None`: not compared,
+    /// `[general] digest_uri=any`).
+    pub uri: Option<&'a str>,
+    /// Our realm.
+    pub realm: &'a str,
 }
 
 /// Outcome of [`DigestAuth::verify`].
@@ -133,6 +231,10 @@ pub enum Verdict {
     /// The response was right but the nonce can no longer be used (expired,
     /// or its replay record is gone): send a fresh challenge with `stale=true`.
     Stale,
+    /// The nonce was issued for another user than `username`: challenge
+    /// again (with `stale=true`) with a nonce for `username`. The password
+    /// was not looked at.
+    OtherUser,
     /// The response was right and the nonce is current, but this (nonce, nc)
     /// was already accepted: a replay, or a retransmission of the accepted
     /// request that outlived its transaction. Treat as [`Verdict::Stale`]
@@ -140,11 +242,16 @@ pub enum Verdict {
     /// the same place (then acting again changes nothing). Carries the user.
     Replayed(String),
     /// No usable credentials: send a fresh challenge (not Digest, wrong
-    /// realm, not our nonce, unsupported qop or algorithm).
+    /// realm, not our nonce, unsupported qop or algorithm, or an algorithm
+    /// or qop that the nonce's challenge did not offer). The password was
+    /// not looked at.
     Challenge,
     /// `403 Forbidden`: unknown user or wrong password (the same answer and
     /// the same work for both).
     Forbidden,
+    /// `400 Bad Request`: the digest `uri` does not name the Request-URI
+    /// (RFC 7616 §3.4.6). The password was not looked at.
+    UriMismatch,
     /// `400 Bad Request`: credentials malformed (a required parameter
     /// missing, repeated or too long, bad nc).
     Malformed,
@@ -183,6 +290,15 @@ impl fmt::Debug for DigestAuth {
 struct NonceId {
     issued_us: u64,
     counter: u32,
+}
+
+/// A nonce of ours, decoded: its id, offer and user tag.
+struct Decoded {
+    id: NonceId,
+    offer: Offer,
+    /// The 29 bytes the user tag covers.
+    tagged: [u8; NONCE_TAGGED],
+    user_tag: [u8; USER_TAG_LEN],
 }
 
 /// The nc values used with one nonce: bit `i` of `bits` means `max - i`.
@@ -252,48 +368,38 @@ impl DigestAuth {
         auth
     }
 
-    /// Challenge header values for `realm` with one fresh nonce: SHA-256
-    /// first, then MD5, each `Digest realm="…", nonce="…", qop="auth",
-    /// algorithm=…` plus `, stale=true` when `stale`.
-    pub fn challenges(&mut self, realm: &str, stale: bool, now: SystemTime) -> [String; 2] {
-        let v = self.challenges_for(&[Algorithm::Sha256, Algorithm::Md5], realm, stale, now);
-        [v[0].clone(), v[1].clone()]
-    }
-
-    /// Challenge header values offering `algorithms` in this order, all
-    /// with one fresh nonce.
-    pub fn challenges_for(
-        &mut self,
-        algorithms: &[Algorithm],
-        realm: &str,
-        stale: bool,
-        now: SystemTime,
-    ) -> Vec<String> {
-        let nonce = self.issue_nonce(realm, now);
-        let realm = quote(realm);
-        let stale = if stale { ", stale=true" } else { "" };
-        algorithms
+    /// Challenge header values, one per offered algorithm in order, all
+    /// with one fresh nonce for `c.user`: `Digest realm="…", nonce="…",
+    /// qop="auth", algorithm=…` (`qop` only when offered) plus
+    /// `, stale=true` when `c.stale`.
+    pub fn challenge(&mut self, c: &Challenge, now: SystemTime) -> Vec<String> {
+        let offer = Offer::new(c.algorithms, c.qop);
+        let nonce = self.issue_nonce(c.realm, c.user, offer, now);
+        let realm = quote(c.realm);
+        let qop = if c.qop { ", qop=\"auth\"" } else { "" };
+        let stale = if c.stale { ", stale=true" } else { "" };
+        c.algorithms
             .iter()
             .map(|alg| {
-                format!(
-                    "Digest realm={realm}, nonce=\"{nonce}\", qop=\"auth\", algorithm={alg}{stale}"
-                )
+                format!("Digest realm={realm}, nonce=\"{nonce}\"{qop}, algorithm={alg}{stale}")
             })
             .collect()
     }
 
     /// Verifies Digest credentials (an `Authorization` or
-    /// `Proxy-Authorization` value) of a request with `method`, for our
-    /// `realm`. The response is checked over the `uri` parameter exactly as
-    /// received. `secret_of(username)` gives the user's password (`None`:
-    /// unknown user, which costs the same hashing as a known one).
+    /// `Proxy-Authorization` value) of a request `req`. The response is
+    /// checked over the `uri` parameter exactly as received.
+    /// `secret_of(username)` gives the user's password (`None`: unknown
+    /// user, or a user who may not authenticate from here, which costs the
+    /// same hashing as a known one). It is asked only once the credentials
+    /// are well-formed, name `req`, answer what was offered for this
+    /// username, and carry a nonce of ours.
     /// On success the (nonce, nc) pair is recorded and will not be accepted
     /// again.
     pub fn verify<F, S>(
         &mut self,
         creds: &AuthParams,
-        method: &str,
-        realm: &str,
+        req: &Request,
         secret_of: F,
         now: SystemTime,
     ) -> Verdict
@@ -312,7 +418,7 @@ impl DigestAuth {
         else {
             return Verdict::Malformed;
         };
-        if c_realm != realm {
+        if c_realm != req.realm {
             return Verdict::Challenge;
         }
         // qop=auth needs nc and cnonce; no qop is RFC 2069; anything else
@@ -344,9 +450,19 @@ impl DigestAuth {
             // We never offer userhash (RFC 7616 §3.4.4).
             return Verdict::Challenge;
         }
-        let Some(id) = self.decode_nonce(realm, nonce) else {
+        if req.uri.is_some_and(|r| !digest_uri_matches(uri, r)) {
+            return Verdict::UriMismatch;
+        }
+        let Some(d) = self.decode_nonce(req.realm, nonce) else {
             return Verdict::Challenge;
         };
+        if !constant_time_eq(&self.user_tag(&d.tagged, username), &d.user_tag) {
+            return Verdict::OtherUser;
+        }
+        if !d.offer.allows(alg) || d.offer.qop() != qop.is_some() {
+            return Verdict::Challenge;
+        }
+        let id = d.id;
 
         let secret = secret_of(username);
         let (password, known) = match &secret {
@@ -358,7 +474,7 @@ impl DigestAuth {
             username: username.as_bytes(),
             realm: c_realm.as_bytes(),
             password,
-            method: method.as_bytes(),
+            method: req.method.as_bytes(),
             uri: uri.as_bytes(),
             nonce: nonce.as_bytes(),
             cnonce: f.cnonce.map(str::as_bytes),
@@ -411,7 +527,7 @@ impl DigestAuth {
         Duration::from_micros(self.lifetime_us)
     }
 
-    fn issue_nonce(&mut self, realm: &str, now: SystemTime) -> String {
+    fn issue_nonce(&mut self, realm: &str, user: &str, offer: Offer, now: SystemTime) -> String {
         let id = NonceId {
             issued_us: micros(now),
             counter: self.counter,
@@ -420,36 +536,64 @@ impl DigestAuth {
         let mut raw = [0u8; NONCE_BYTES];
         raw[..8].copy_from_slice(&id.issued_us.to_be_bytes());
         raw[8..12].copy_from_slice(&id.counter.to_be_bytes());
-        raw[12..].copy_from_slice(&self.nonce_mac(realm, id));
+        raw[12] = offer.0;
+        let mac = self.nonce_mac(realm, &raw[..NONCE_HEAD]);
+        raw[NONCE_HEAD..NONCE_TAGGED].copy_from_slice(&mac);
+        let mut tagged = [0u8; NONCE_TAGGED];
+        tagged.copy_from_slice(&raw[..NONCE_TAGGED]);
+        raw[NONCE_TAGGED..].copy_from_slice(&self.user_tag(&tagged, user));
         let mut hex = [0u8; NONCE_HEX_LEN];
         hex_encode(&raw, &mut hex);
         String::from_utf8_lossy(&hex).into_owned()
     }
 
-    fn nonce_mac(&self, realm: &str, id: NonceId) -> [u8; MAC_LEN] {
+    /// MAC over the realm and the nonce's head (time, counter, offer).
+    fn nonce_mac(&self, realm: &str, head: &[u8]) -> [u8; MAC_LEN] {
         let mut mac = self.mac.clone();
         mac.update(NONCE_DOMAIN);
         mac.update(&(realm.len() as u64).to_be_bytes());
         mac.update(realm.as_bytes());
-        mac.update(&id.issued_us.to_be_bytes());
-        mac.update(&id.counter.to_be_bytes());
+        mac.update(head);
         let full = mac.finalize().into_bytes();
         let mut out = [0u8; MAC_LEN];
         out.copy_from_slice(&full[..MAC_LEN]);
         out
     }
 
-    /// The nonce's numbers if it is one of ours (for this realm).
-    fn decode_nonce(&self, realm: &str, nonce: &str) -> Option<NonceId> {
+    /// The tag binding an authenticated nonce (its first 29 bytes) to `user`.
+    fn user_tag(&self, tagged: &[u8; NONCE_TAGGED], user: &str) -> [u8; USER_TAG_LEN] {
+        let mut mac = self.mac.clone();
+        mac.update(USER_DOMAIN);
+        mac.update(tagged);
+        mac.update(&(user.len() as u64).to_be_bytes());
+        mac.update(user.as_bytes());
+        let full = mac.finalize().into_bytes();
+        let mut out = [0u8; USER_TAG_LEN];
+        out.copy_from_slice(&full[..USER_TAG_LEN]);
+        out
+    }
+
+    /// The nonce's parts if it is one of ours (for this realm); the user
+    /// tag is not checked here.
+    fn decode_nonce(&self, realm: &str, nonce: &str) -> Option<Decoded> {
         let mut raw = [0u8; NONCE_BYTES];
         if nonce.len() != NONCE_HEX_LEN || !hex_decode_lower(nonce.as_bytes(), &mut raw) {
             return None;
         }
-        let id = NonceId {
-            issued_us: u64::from_be_bytes(raw[..8].try_into().ok()?),
-            counter: u32::from_be_bytes(raw[8..12].try_into().ok()?),
-        };
-        constant_time_eq(&self.nonce_mac(realm, id), &raw[12..]).then_some(id)
+        let (head, rest) = raw.split_at(NONCE_HEAD);
+        let (mac, user_tag) = rest.split_at(MAC_LEN);
+        if !constant_time_eq(&self.nonce_mac(realm, head), mac) {
+            return None;
+        }
+        Some(Decoded {
+            id: NonceId {
+                issued_us: u64::from_be_bytes(head[..8].try_into().ok()?),
+                counter: u32::from_be_bytes(head[8..12].try_into().ok()?),
+            },
+            offer: Offer(head[12]),
+            tagged: raw[..NONCE_TAGGED].try_into().ok()?,
+            user_tag: user_tag.try_into().ok()?,
+        })
     }
 
     /// Expired, or issued more than a lifetime in the future (the clock
@@ -813,10 +957,51 @@ mod tests {
             .map(|(_, v)| v.as_str())
     }
 
-    fn fresh_nonce(a: &mut DigestAuth, now: SystemTime) -> String {
-        let [c, _] = a.challenges(REALM, false, now);
-        let (_, params) = parse_challenge(&c);
+    /// A nonce for `user` from a challenge offering `algorithms`, with or
+    /// without qop.
+    fn nonce_offering(
+        a: &mut DigestAuth,
+        user: &str,
+        algorithms: &[Algorithm],
+        qop: bool,
+        now: SystemTime,
+    ) -> String {
+        let c = a.challenge(
+            &Challenge {
+                realm: REALM,
+                user,
+                algorithms,
+                qop,
+                stale: false,
+            },
+            now,
+        );
+        let (_, params) = parse_challenge(&c[0]);
         param(&params, "nonce").unwrap().to_string()
+    }
+
+    /// A nonce for `user` offering every algorithm with qop.
+    fn nonce_for(a: &mut DigestAuth, user: &str, now: SystemTime) -> String {
+        nonce_offering(a, user, &Algorithm::ALL, true, now)
+    }
+
+    /// A nonce for alice offering every algorithm with qop.
+    fn fresh_nonce(a: &mut DigestAuth, now: SystemTime) -> String {
+        nonce_for(a, "alice", now)
+    }
+
+    /// The default challenge (SHA-256, MD5 with qop) for alice.
+    fn challenges(a: &mut DigestAuth, realm: &str, stale: bool, now: SystemTime) -> Vec<String> {
+        a.challenge(
+            &Challenge {
+                realm,
+                user: "alice",
+                algorithms: &[Algorithm::Sha256, Algorithm::Md5],
+                qop: true,
+                stale,
+            },
+            now,
+        )
     }
 
     /// Credentials a client would send; `build` gives the AuthParams.
@@ -888,8 +1073,16 @@ mod tests {
         }
     }
 
+    fn request(method: &str) -> Request<'_> {
+        Request {
+            method,
+            uri: None,
+            realm: REALM,
+        }
+    }
+
     fn verify(a: &mut DigestAuth, creds: &AuthParams, method: &str, now: SystemTime) -> Verdict {
-        a.verify(creds, method, REALM, secrets, now)
+        a.verify(creds, &request(method), secrets, now)
     }
 
     fn ok() -> Verdict {
@@ -1026,7 +1219,7 @@ mod tests {
     #[test]
     fn challenge_format() {
         let mut a = auth();
-        let [sha, md5] = a.challenges(REALM, false, t0());
+        let [sha, md5]: [String; 2] = challenges(&mut a, REALM, false, t0()).try_into().unwrap();
         let mut nonces = Vec::new();
         for (value, alg) in [(&sha, "SHA-256"), (&md5, "MD5")] {
             let (scheme, params) = parse_challenge(value);
@@ -1045,7 +1238,7 @@ mod tests {
         }
         assert_eq!(nonces[0], nonces[1], "one nonce for both algorithms");
 
-        let [sha2, md52] = a.challenges(REALM, true, t0());
+        let [sha2, md52]: [String; 2] = challenges(&mut a, REALM, true, t0()).try_into().unwrap();
         for value in [&sha2, &md52] {
             let (_, params) = parse_challenge(value);
             assert_eq!(param(&params, "stale"), Some("true"));
@@ -1065,7 +1258,7 @@ mod tests {
     #[test]
     fn realm_is_quoted_safely() {
         let mut a = auth();
-        let [c, _] = a.challenges("we \"x\" \\ y\r\nX-Evil: 1", false, t0());
+        let c = challenges(&mut a, "we \"x\" \\ y\r\nX-Evil: 1", false, t0()).remove(0);
         assert!(!c.contains('\r') && !c.contains('\n'), "{c}");
         let (_, params) = parse_challenge(&c);
         assert_eq!(param(&params, "realm"), Some("we \"x\" \\ yX-Evil: 1"));
@@ -1158,11 +1351,11 @@ mod tests {
         );
 
         c.user = "mallory".into();
+        c.nonce = nonce_for(&mut a, "mallory", t0());
         let mut asked = Vec::new();
         let v = a.verify(
             &c.build(),
-            "REGISTER",
-            REALM,
+            &request("REGISTER"),
             |u: &str| {
                 asked.push(u.to_string());
                 None::<String>
@@ -1180,6 +1373,7 @@ mod tests {
         );
         // Another user's password is no good either.
         c.user = "bob".into();
+        c.nonce = nonce_for(&mut a, "bob", t0());
         c.password = "wonderland".into();
         assert_eq!(
             verify(&mut a, &c.build(), "REGISTER", t0()),
@@ -1194,8 +1388,7 @@ mod tests {
         let c = Cred::new(&fresh_nonce(&mut a, t0()));
         let v = a.verify(
             &c.build(),
-            "REGISTER",
-            REALM,
+            &request("REGISTER"),
             |u: &str| (u == "alice").then(|| String::from("wonderland")),
             t0(),
         );
@@ -1212,7 +1405,7 @@ mod tests {
             Verdict::Challenge
         );
         // A nonce issued for another realm (same key) is not valid for ours.
-        let [other, _] = a.challenges("other.test", false, t0());
+        let other = challenges(&mut a, "other.test", false, t0()).remove(0);
         let (_, params) = parse_challenge(&other);
         let c = Cred::new(param(&params, "nonce").unwrap());
         assert_eq!(
@@ -1247,19 +1440,243 @@ mod tests {
         forged.push("z".repeat(NONCE_HEX_LEN));
         forged.push("é".repeat(NONCE_HEX_LEN / 2));
         forged.push(RFC7616_NONCE.into());
-        for n in forged {
-            if n == nonce {
+        let user_tag_at = 2 * NONCE_TAGGED;
+        for (i, n) in forged.iter().enumerate() {
+            if *n == nonce {
                 continue;
             }
             // The response is computed over the forged nonce: only the
-            // nonce itself is wrong.
-            let c = Cred::new(&n);
+            // nonce itself is wrong. A changed user tag leaves an
+            // authentic nonce for some other user.
+            let c = Cred::new(n);
+            let want = if i >= user_tag_at && i < NONCE_HEX_LEN {
+                Verdict::OtherUser
+            } else {
+                Verdict::Challenge
+            };
+            assert_eq!(verify(&mut a, &c.build(), "REGISTER", t0()), want, "{n}");
+        }
+        assert_eq!(a.tracked(), 0);
+    }
+
+    // ---- nonces bound to a user ------------------------------------------
+
+    #[test]
+    fn a_nonce_serves_only_its_user() {
+        let mut a = auth();
+        let bobs = nonce_for(&mut a, "bob", t0());
+        // alice answers bob's nonce with her right password: not accepted,
+        // and her password is not even looked up.
+        let c = Cred::new(&bobs);
+        let v = a.verify(
+            &c.build(),
+            &request("REGISTER"),
+            |u: &str| -> Option<&str> { panic!("secret of {u} asked") },
+            t0(),
+        );
+        assert_eq!(v, Verdict::OtherUser);
+        // Also when expired, replayed-looking or with a wrong password.
+        let mut wrong = Cred::new(&bobs);
+        wrong.password = "nope".into();
+        assert_eq!(
+            verify(&mut a, &wrong.build(), "REGISTER", t0() + LIFETIME),
+            Verdict::OtherUser
+        );
+        // bob himself uses it.
+        let mut b = Cred::new(&bobs);
+        b.user = "bob".into();
+        b.password = "builder".into();
+        assert_eq!(
+            verify(&mut a, &b.build(), "REGISTER", t0()),
+            Verdict::Ok("bob".into())
+        );
+        assert_eq!(a.tracked(), 1);
+    }
+
+    #[test]
+    fn user_binding_is_exact() {
+        let mut a = auth();
+        for (issued, used) in [
+            ("alice", "Alice"),
+            ("alice", "alice "),
+            ("alice", "alic"),
+            ("", "alice"),
+            ("alice", ""),
+            ("al", "ice"),
+        ] {
+            let mut c = Cred::new(&nonce_for(&mut a, issued, t0()));
+            c.user = used.into();
             assert_eq!(
                 verify(&mut a, &c.build(), "REGISTER", t0()),
-                Verdict::Challenge,
-                "{n}"
+                Verdict::OtherUser,
+                "{issued:?} / {used:?}"
             );
         }
+        // An unknown user with its own nonce: the usual 403.
+        let mut c = Cred::new(&nonce_for(&mut a, "zed", t0()));
+        c.user = "zed".into();
+        assert_eq!(
+            verify(&mut a, &c.build(), "REGISTER", t0()),
+            Verdict::Forbidden
+        );
+    }
+
+    // ---- exactly what was offered ------------------------------------------
+
+    /// Every offer (each non-empty set of algorithms, with and without qop)
+    /// against every answer (each algorithm or none, with and without
+    /// qop): accepted exactly when the answer's algorithm (MD5 when
+    /// absent) was offered and qop is used exactly when it was offered;
+    /// otherwise a fresh challenge, without the password being looked at.
+    #[test]
+    fn exactly_the_offered_algorithms_and_qop_are_accepted() {
+        let answers: Vec<Option<Algorithm>> = std::iter::once(None)
+            .chain(Algorithm::ALL.into_iter().map(Some))
+            .collect();
+        for mask in 1u8..16 {
+            let offered: Vec<Algorithm> = Algorithm::ALL
+                .into_iter()
+                .filter(|a| mask & a.bit() != 0)
+                .collect();
+            for qop_offered in [false, true] {
+                for &alg in &answers {
+                    for qop_used in [false, true] {
+                        let mut a = auth();
+                        let mut c = Cred::new(&nonce_offering(
+                            &mut a,
+                            "alice",
+                            &offered,
+                            qop_offered,
+                            t0(),
+                        ));
+                        c.alg = alg;
+                        c.qop = qop_used.then(|| "auth".into());
+                        let mut p = c.build();
+                        if !qop_used {
+                            // -sess needs a cnonce even without qop.
+                            p.params.push(("cnonce".into(), c.cnonce.clone()));
+                        }
+                        let accept = offered.contains(&alg.unwrap_or(Algorithm::Md5))
+                            && qop_used == qop_offered;
+                        let mut asked = false;
+                        let v = a.verify(
+                            &p,
+                            &request("REGISTER"),
+                            |u: &str| {
+                                asked = true;
+                                secrets(u)
+                            },
+                            t0(),
+                        );
+                        let what = format!(
+                            "offer {offered:?} qop {qop_offered}, answer {alg:?} qop {qop_used}"
+                        );
+                        if accept {
+                            assert_eq!(v, ok(), "{what}");
+                        } else {
+                            assert_eq!(v, Verdict::Challenge, "{what}");
+                            assert!(!asked, "{what}: password looked up");
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn offers_round_trip_through_the_nonce() {
+        for mask in 1u8..16 {
+            for qop in [false, true] {
+                let algs: Vec<Algorithm> = Algorithm::ALL
+                    .into_iter()
+                    .filter(|a| mask & a.bit() != 0)
+                    .collect();
+                let offer = Offer::new(&algs, qop);
+                assert_eq!(offer.qop(), qop);
+                for alg in Algorithm::ALL {
+                    assert_eq!(offer.allows(alg), algs.contains(&alg));
+                }
+                let mut a = auth();
+                let n = nonce_offering(&mut a, "u", &algs, qop, t0());
+                let d = a.decode_nonce(REALM, &n).expect("ours");
+                assert_eq!(d.offer, offer);
+            }
+        }
+    }
+
+    #[test]
+    fn a_challenge_without_qop_says_so() {
+        let mut a = auth();
+        let c = a.challenge(
+            &Challenge {
+                realm: REALM,
+                user: "alice",
+                algorithms: &[Algorithm::Md5],
+                qop: false,
+                stale: true,
+            },
+            t0(),
+        );
+        assert_eq!(c.len(), 1);
+        assert!(!c[0].contains("qop"), "{}", c[0]);
+        assert!(c[0].ends_with("algorithm=MD5, stale=true"), "{}", c[0]);
+    }
+
+    // ---- the digest uri --------------------------------------------------------
+
+    #[test]
+    fn the_digest_uri_must_name_the_request_uri() {
+        let mut a = auth();
+        let mut c = Cred::new(&fresh_nonce(&mut a, t0()));
+        c.method = "INVITE".into();
+        c.uri = "sip:1002@pbx".into();
+        let p = c.build();
+        let check = |ruri| Request {
+            method: "INVITE",
+            uri: Some(ruri),
+            realm: REALM,
+        };
+        let never = |u: &str| -> Option<&str> { panic!("secret of {u} asked") };
+        for other in [
+            "sip:1003@pbx",
+            "sip:pbx",
+            "sip:1002@pbx:5060",
+            "sips:1002@pbx",
+        ] {
+            assert_eq!(
+                a.verify(&p, &check(other), never, t0()),
+                Verdict::UriMismatch,
+                "{other}"
+            );
+        }
+        // Even with a nonce that is not ours: the request names another
+        // resource, whatever else is wrong.
+        let mut forged = p.clone();
+        set(&mut forged, "nonce", "00");
+        assert_eq!(
+            a.verify(&forged, &check("sip:1003@pbx"), never, t0()),
+            Verdict::UriMismatch
+        );
+        // The same SIP URI written another way is fine; the response is
+        // still computed over the uri as received.
+        assert_eq!(
+            a.verify(&p, &check("sip:1002@PBX;transport=udp;lr"), never, t0()),
+            Verdict::UriMismatch,
+            "transport in one URI only: not equal"
+        );
+        assert_eq!(
+            a.verify(&p, &check("sip:%31002@PBX;lr"), secrets, t0()),
+            ok()
+        );
+        // Not compared when the caller says so.
+        let mut c2 = Cred::new(&fresh_nonce(&mut a, t0()));
+        c2.uri = "sip:127.0.0.1:5060".into();
+        let any = Request {
+            method: "REGISTER",
+            uri: None,
+            realm: REALM,
+        };
+        assert_eq!(a.verify(&c2.build(), &any, secrets, t0()), ok());
     }
 
     #[test]
@@ -1297,7 +1714,7 @@ mod tests {
             verify(&mut a, &wrong.build(), "REGISTER", late),
             Verdict::Forbidden
         );
-        let mut stranger = c.clone();
+        let mut stranger = Cred::new(&nonce_for(&mut a, "mallory", t0()));
         stranger.user = "mallory".into();
         assert_eq!(
             verify(&mut a, &stranger.build(), "REGISTER", late),
@@ -1412,33 +1829,33 @@ mod tests {
         assert_eq!(verify(&mut a, &c.build(), "REGISTER", t0()), ok());
     }
 
+    /// A nonce for alice from a challenge without qop (RFC 2069 style).
+    fn no_qop_nonce(a: &mut DigestAuth) -> String {
+        nonce_offering(a, "alice", &Algorithm::ALL, false, t0())
+    }
+
     #[test]
     fn no_qop_nonce_is_single_use() {
         let mut a = auth();
-        let nonce = fresh_nonce(&mut a, t0());
+        let nonce = no_qop_nonce(&mut a);
         let mut c = Cred::new(&nonce);
         c.qop = None;
         let p = c.build();
         assert!(!p.params.iter().any(|(n, _)| n == "nc" || n == "cnonce"));
         assert_eq!(verify(&mut a, &p, "REGISTER", t0()), ok());
         assert_eq!(verify(&mut a, &p, "REGISTER", t0()), replayed());
-        // Nor can the used-up nonce be reused with qop.
+        // Nor can it be used with qop (which was not offered).
         let q = Cred::new(&nonce);
-        assert_eq!(verify(&mut a, &q.build(), "REGISTER", t0()), replayed());
-
-        // And a qop nonce cannot then be used without qop.
-        let nonce = fresh_nonce(&mut a, t0());
-        let q = Cred::new(&nonce);
-        assert_eq!(verify(&mut a, &q.build(), "REGISTER", t0()), ok());
-        let mut c = Cred::new(&nonce);
-        c.qop = None;
-        assert_eq!(verify(&mut a, &c.build(), "REGISTER", t0()), replayed());
+        assert_eq!(
+            verify(&mut a, &q.build(), "REGISTER", t0()),
+            Verdict::Challenge
+        );
     }
 
     #[test]
     fn no_qop_sess_needs_cnonce() {
         let mut a = auth();
-        let mut c = Cred::new(&fresh_nonce(&mut a, t0()));
+        let mut c = Cred::new(&no_qop_nonce(&mut a));
         c.qop = None;
         c.alg = Some(Algorithm::Md5Sess);
         let p = c.build();
@@ -1691,7 +2108,7 @@ mod tests {
             }
             let creds = AuthParams { scheme, params };
             let now = t0() + Duration::from_secs(offset_s);
-            let v = a.verify(&creds, &method, REALM, secrets, now);
+            let v = a.verify(&creds, &request(&method), secrets, now);
             // Random junk is never accepted (it would need a valid response).
             prop_assert!(!matches!(v, Verdict::Ok(_)));
             prop_assert!(a.tracked() <= 1);
@@ -1713,7 +2130,7 @@ mod tests {
             qop in any::<bool>(),
         ) {
             let mut a = auth();
-            let mut c = Cred::new(&fresh_nonce(&mut a, t0()));
+            let mut c = Cred::new(&nonce_offering(&mut a, &user, &[alg], qop, t0()));
             c.alg = Some(alg);
             c.user = user.clone();
             c.password = password.clone();
@@ -1726,12 +2143,13 @@ mod tests {
                 p.params.push(("cnonce".into(), c.cnonce.clone()));
             }
             let secret = |u: &str| (u == user).then_some(password.as_str());
+            let req = Request { method: "REGISTER", uri: Some(&c.uri), realm: REALM };
             prop_assert_eq!(
-                a.verify(&p, "REGISTER", REALM, secret, t0()),
+                a.verify(&p, &req, secret, t0()),
                 Verdict::Ok(user.clone())
             );
             prop_assert_eq!(
-                a.verify(&p, "REGISTER", REALM, secret, t0()),
+                a.verify(&p, &req, secret, t0()),
                 Verdict::Replayed(user.clone())
             );
         }

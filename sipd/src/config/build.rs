@@ -73,12 +73,13 @@ const CLIENT_KEYS: [&str; 9] = [
     "dialplan",
     "context",
 ];
-const GENERAL_KEYS: [&str; 6] = [
+const GENERAL_KEYS: [&str; 7] = [
     "realm",
     "noanswer",
     "min_expires",
     "max_expires",
     "digest",
+    "digest_uri",
     "call_limit",
 ];
 /// Most concurrent calls a `call_limit` may allow (the calls table's default size).
@@ -317,6 +318,16 @@ fn parse_general(section: &Section, opts: &Options, errors: &mut Errors) -> Gene
     if let Some(&(line, value)) = keys.get("call_limit") {
         if let Some(n) = parse_call_limit(line, value, errors) {
             general.call_limit = n;
+        }
+    }
+    if let Some(&(line, value)) = keys.get("digest_uri") {
+        match value.to_ascii_lowercase().as_str() {
+            "request" => general.check_digest_uri = true,
+            "any" => general.check_digest_uri = false,
+            _ => errors.add(
+                line,
+                format!("bad digest_uri '{value}': expected request or any"),
+            ),
         }
     }
     general

@@ -56,6 +56,10 @@ pub struct General {
     /// gateways and mediagates get ten times as many unless their section
     /// says otherwise. 0: no limit of its own.
     pub call_limit: u32,
+    /// The digest `uri` must name the Request-URI (`digest_uri=request`,
+    /// the default); `digest_uri=any` does not compare them (Kamailio's
+    /// default; for a proxy in front that rewrites the Request-URI).
+    pub check_digest_uri: bool,
 }
 
 /// What a client is, from its accountcode.
@@ -431,6 +435,7 @@ impl General {
             max_expires: 3600,
             digest: vec![crate::auth::Algorithm::Sha256, crate::auth::Algorithm::Md5],
             call_limit: 20,
+            check_digest_uri: true,
         }
     }
 }

@@ -556,6 +556,7 @@ fn general_values() {
             max_expires: 7200,
             digest: vec![crate::auth::Algorithm::Sha256, crate::auth::Algorithm::Md5],
             call_limit: 20,
+            check_digest_uri: true,
         }
     );
     assert!(c.clients.is_empty());
@@ -1888,4 +1889,16 @@ fn general_digest_algorithms() {
     assert!(error("[general]\ndigest=sha-1\n").starts_with("sip.conf:2: bad digest 'sha-1'"));
     assert!(error("[general]\ndigest=md5,md5\n").contains("listed twice"));
     assert!(error("[general]\ndigest=md5,\n").starts_with("sip.conf:2: bad digest"));
+}
+
+#[test]
+fn general_digest_uri() {
+    assert!(ok("").general.check_digest_uri);
+    assert!(
+        ok("[general]\ndigest_uri=request\n")
+            .general
+            .check_digest_uri
+    );
+    assert!(!ok("[general]\ndigest_uri=ANY\n").general.check_digest_uri);
+    assert!(error("[general]\ndigest_uri=no\n").starts_with("sip.conf:2: bad digest_uri 'no'"));
 }

@@ -1,16 +1,23 @@
 //! Who sent a request (spec §3): a static `host=` client by its source
 //! address, otherwise the digest-authenticated user. Never by Via, From or
-//! Contact. Unknown user, wrong password and a source outside `permit` all
-//! get the same `403 Forbidden`.
-
-use std::time::Instant;
+//! Contact. Unknown user, wrong password, a source outside `permit` and a
+//! locked attempt all get the same `403 Forbidden`.
+//!
+//! Order of the checks for credentials: the brute-force guard
+//! ([`crate::auth::guard`]) first (a locked attempt is refused without
+//! looking at its credentials), then the digest checks, for which a client
+//! whose `permit` excludes the source is an unknown user: its password is
+//! never evaluated there, so the answer (code, headers, work done) cannot
+//! depend on it or on the nonce's state.
 
 use super::{Core, Effects};
-use crate::auth::Verdict;
+use crate::auth::{Challenge as Offered, Request, Verdict};
 use crate::sip::auth::AuthParams;
 use crate::sip::{HeaderName, Message, Method};
 use crate::time::Now;
 use crate::transport::Peer;
+
+pub(super) use crate::auth::guard::Guard;
 
 /// Which challenge a request gets.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -47,40 +54,60 @@ impl Core {
             Challenge::Www => HeaderName::Authorization,
             Challenge::Proxy => HeaderName::ProxyAuthorization,
         };
-        let realm = self.config.general.realm.clone();
+        let config = self.config.clone();
+        let realm = config.general.realm.as_str();
         // Use the credentials meant for our realm (a request may carry several).
         let creds = msg
             .headers(&header)
             .filter_map(AuthParams::parse)
-            .find(|c| {
-                c.scheme.eq_ignore_ascii_case("digest") && c.get("realm") == Some(realm.as_str())
-            })
+            .find(|c| c.scheme.eq_ignore_ascii_case("digest") && c.get("realm") == Some(realm))
             .or_else(|| msg.headers(&header).filter_map(AuthParams::parse).next());
+        // A nonce serves one user: the user of the request (the To user of a
+        // REGISTER, who must be the authenticated user; the From user
+        // otherwise), or, answering credentials, their username.
+        let request_user = match challenge {
+            Challenge::Www => msg.to().uri.user.as_deref(),
+            Challenge::Proxy => msg.from().uri.user.as_deref(),
+        }
+        .unwrap_or_default();
         let Some(creds) = creds else {
-            self.challenge(msg, peer, challenge, false, now, fx);
+            self.challenge(msg, peer, challenge, request_user, false, now, fx);
             return None;
         };
-        let method = msg
-            .method()
-            .map(|m| m.as_str().to_string())
-            .unwrap_or_default();
-        if self.guard.blocked(peer.addr.ip(), now.at) {
-            // Too many wrong passwords from this address lately: refused
-            // without looking at the credentials (brute force).
+        let username = creds.get("username").unwrap_or(request_user);
+        let ip = peer.addr.ip();
+        if self.guard.check(username, ip, now.at).any() {
+            // Too many failures for this user and/or from this source lately:
+            // refused without looking at the credentials.
             self.forbidden(msg, peer, fx);
             return None;
         }
-        let config = self.config.clone();
+        let method = msg.method().map(|m| m.as_str()).unwrap_or_default();
+        let request = Request {
+            method,
+            uri: msg
+                .request_uri()
+                .filter(|_| config.general.check_digest_uri),
+            realm,
+        };
         let verdict = self.auth.verify(
             &creds,
-            &method,
-            &realm,
-            |user| config.client(user).and_then(|c| c.secret.as_deref()),
+            &request,
+            // Outside `permit` the client is, for the digest, unknown.
+            |user| {
+                config
+                    .client(user)
+                    .filter(|c| c.permits(ip))
+                    .and_then(|c| c.secret.as_deref())
+            },
             now.system(),
         );
         match verdict {
             Verdict::Ok(user) => match config.client(&user) {
-                Some(c) if c.permits(peer.addr.ip()) => Some(user),
+                Some(c) if c.permits(ip) => {
+                    self.guard.succeeded(&user, ip, now.at);
+                    Some(user)
+                }
                 _ => {
                     self.forbidden(msg, peer, fx);
                     None
@@ -93,17 +120,22 @@ impl Core {
                 // Processing it again changes nothing; a 401 would fail it.
                 Some(user)
             }
-            Verdict::Stale | Verdict::Replayed(_) => {
-                self.challenge(msg, peer, challenge, true, now, fx);
+            Verdict::Stale | Verdict::Replayed(_) | Verdict::OtherUser => {
+                self.challenge(msg, peer, challenge, username, true, now, fx);
                 None
             }
             Verdict::Challenge => {
-                self.challenge(msg, peer, challenge, false, now, fx);
+                self.challenge(msg, peer, challenge, username, false, now, fx);
                 None
             }
             Verdict::Forbidden => {
-                self.guard.failed(peer.addr.ip(), now.at);
+                self.guard.failed(username, ip, now.at);
                 self.forbidden(msg, peer, fx);
+                None
+            }
+            Verdict::UriMismatch => {
+                self.counters.auth_failures += 1;
+                self.reply_stateless(msg, peer, 400, "Digest URI Mismatch", &[], fx);
                 None
             }
             Verdict::Malformed => {
@@ -130,18 +162,30 @@ impl Core {
         self.reply_stateless(msg, peer, 403, "Forbidden", &[], fx);
     }
 
+    /// A challenge with a fresh nonce for `user`, offering the configured
+    /// algorithms with `qop="auth"`.
+    #[allow(clippy::too_many_arguments)]
     fn challenge(
         &mut self,
         msg: &Message,
         peer: Peer,
         kind: Challenge,
+        user: &str,
         stale: bool,
         now: Now,
         fx: &mut Effects,
     ) {
-        let realm = self.config.general.realm.clone();
-        let algs = self.config.general.digest.clone();
-        let values = self.auth.challenges_for(&algs, &realm, stale, now.system());
+        let config = self.config.clone();
+        let values = self.auth.challenge(
+            &Offered {
+                realm: &config.general.realm,
+                user,
+                algorithms: &config.general.digest,
+                qop: true,
+                stale,
+            },
+            now.system(),
+        );
         let (code, reason, name) = match kind {
             Challenge::Www => (401, "Unauthorized", HeaderName::WwwAuthenticate),
             Challenge::Proxy => (
@@ -156,55 +200,5 @@ impl Core {
         // gets a fresh challenge, nothing is retransmitted toward a source
         // that may be spoofed, and no transaction is created for them.
         self.reply_stateless(msg, peer, code, reason, &headers, fx);
-    }
-}
-
-/// Failed authentications per source address, to slow down password
-/// guessing: after [`Guard::LIMIT`] failures within [`Guard::WINDOW`] an
-/// address gets `403` without its credentials being checked until the
-/// window ends. Bounded: when the table is full, new addresses are not
-/// tracked (and old entries go when their window ends).
-pub(super) struct Guard {
-    by_ip: std::collections::HashMap<std::net::IpAddr, (u32, Instant)>,
-}
-
-impl Guard {
-    pub const LIMIT: u32 = 20;
-    pub const WINDOW: std::time::Duration = std::time::Duration::from_secs(60);
-    pub const MAX_TRACKED: usize = 16_384;
-
-    pub fn new() -> Guard {
-        Guard {
-            by_ip: std::collections::HashMap::new(),
-        }
-    }
-
-    pub fn blocked(&self, ip: std::net::IpAddr, now: Instant) -> bool {
-        self.by_ip
-            .get(&ip)
-            .is_some_and(|&(n, since)| n >= Self::LIMIT && now.duration_since(since) < Self::WINDOW)
-    }
-
-    pub fn failed(&mut self, ip: std::net::IpAddr, now: Instant) {
-        if let Some(e) = self.by_ip.get_mut(&ip) {
-            if now.duration_since(e.1) >= Self::WINDOW {
-                *e = (0, now);
-            }
-            e.0 = e.0.saturating_add(1);
-        } else if self.by_ip.len() < Self::MAX_TRACKED {
-            self.by_ip.insert(ip, (1, now));
-        }
-    }
-
-    /// Addresses tracked.
-    #[cfg(test)]
-    pub fn tracked(&self) -> usize {
-        self.by_ip.len()
-    }
-
-    /// Forget addresses whose window is over.
-    pub fn sweep(&mut self, now: Instant) {
-        self.by_ip
-            .retain(|_, (_, since)| now.duration_since(*since) < Self::WINDOW);
     }
 }

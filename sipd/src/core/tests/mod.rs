@@ -1,6 +1,7 @@
 //! Behaviour tests of the core, one file per behaviour, driven without
 //! sockets through [`harness::Bench`].
 
+mod answers;
 mod harness;
 
 mod cancel;
@@ -8,10 +9,12 @@ mod cancel_ignored;
 mod closed_flow;
 mod credentials;
 mod dialog_guard;
+mod digest;
 mod feature_commit;
 mod guard;
 mod local_address;
 mod options;
+mod permit;
 mod reload;
 mod sequences;
 mod time;
