@@ -505,7 +505,7 @@ impl Store {
                 Write::DeleteForward(n) => {
                     s.forwards.remove(&n);
                 }
-                Write::AddCdr(_) => {}
+                Write::AddCdr(_) | Write::PruneCdrs { .. } => {}
             }
         }
         s
