@@ -235,12 +235,7 @@ impl Core {
         for name in self.registrar.retain_clients(&config) {
             fx.write(Write::DeleteBinding(name));
         }
-        for name in self.forwards.retain_clients(&config) {
-            // The delete goes to the store after any write still pending
-            // for this client, so it is what the store ends up holding.
-            self.fwd_pending.remove(&name);
-            fx.write(Write::DeleteForward(name));
-        }
+        self.forwarding_retain_clients(&config, fx);
         self.local.set_realm(&config.general.realm);
         self.config = config;
     }
