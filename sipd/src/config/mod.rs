@@ -52,6 +52,9 @@ pub struct General {
     /// (`digest=sha-256,md5` by default; `digest=md5` for old clients that
     /// stop at the first challenge they cannot answer).
     pub digest: Vec<crate::auth::Algorithm>,
+    /// Days a CDR is kept in the store before it is pruned (at start and
+    /// daily); 0 keeps them for ever.
+    pub cdr_keep_days: u32,
 }
 
 /// What a client is, from its accountcode.
@@ -417,6 +420,7 @@ impl General {
             min_expires: 60,
             max_expires: 3600,
             digest: vec![crate::auth::Algorithm::Sha256, crate::auth::Algorithm::Md5],
+            cdr_keep_days: 90,
         }
     }
 }

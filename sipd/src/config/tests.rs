@@ -555,6 +555,7 @@ fn general_values() {
             min_expires: 120,
             max_expires: 7200,
             digest: vec![crate::auth::Algorithm::Sha256, crate::auth::Algorithm::Md5],
+            cdr_keep_days: 90,
         }
     );
     assert!(c.clients.is_empty());
@@ -575,6 +576,17 @@ fn general_partial_and_anywhere() {
     assert_eq!(c.general.max_expires, 604_800);
     let c = ok("[general]\nnoanswer=1\nmin_expires=3600\n");
     assert_eq!(c.general.min_expires, 3600);
+}
+
+#[test]
+fn cdr_keep_days_default_bounds_and_never() {
+    assert_eq!(ok("").general.cdr_keep_days, 90);
+    assert_eq!(ok("[general]\ncdr_keep_days=7\n").general.cdr_keep_days, 7);
+    assert_eq!(ok("[general]\ncdr_keep_days=0\n").general.cdr_keep_days, 0);
+    assert_eq!(
+        ok("[general]\ncdr_keep_days=36500\n").general.cdr_keep_days,
+        36_500
+    );
 }
 
 #[test]
@@ -627,6 +639,22 @@ fn general_bad_numbers() {
         (
             "max_expires=604801",
             "max_expires 604801 is out of range (1-604800)",
+        ),
+        (
+            "cdr_keep_days=-1",
+            "bad cdr_keep_days '-1': expected a whole number of days",
+        ),
+        (
+            "cdr_keep_days=1.5",
+            "bad cdr_keep_days '1.5': expected a whole number of days",
+        ),
+        (
+            "cdr_keep_days=36501",
+            "cdr_keep_days 36501 is out of range (0-36500)",
+        ),
+        (
+            "cdr_keep_days=99999999999",
+            "cdr_keep_days 99999999999 is out of range (0-36500)",
         ),
     ];
     for (line, message) in cases {

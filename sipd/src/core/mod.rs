@@ -18,6 +18,7 @@ mod pbx;
 mod proxy;
 mod register;
 mod reply;
+mod retention;
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
@@ -98,6 +99,8 @@ pub struct Core {
     fwd_pending: HashMap<String, forwarding::PendingFwd>,
     next_token: u64,
     guard: identify::Guard,
+    /// When to ask the store to prune old CDRs next; `None`: at the next tick.
+    next_prune: Option<Instant>,
 }
 
 /// Tunables of the core.
@@ -177,6 +180,7 @@ impl Core {
             fwd_pending: HashMap::new(),
             next_token: 1,
             guard: identify::Guard::new(),
+            next_prune: None,
         }
     }
 
@@ -236,6 +240,9 @@ impl Core {
             fx.write(Write::DeleteBinding(name));
         }
         self.forwarding_retain_clients(&config, fx);
+        if config.general.cdr_keep_days != self.config.general.cdr_keep_days {
+            self.next_prune = None;
+        }
         self.local.set_realm(&config.general.realm);
         self.config = config;
     }
@@ -355,7 +362,8 @@ impl Core {
         Some(id)
     }
 
-    /// Timers: transactions, proxy contexts, registration expiry, old calls.
+    /// Timers: transactions, proxy contexts, registration expiry, old
+    /// calls, CDR retention.
     pub fn on_tick(&mut self, now: Now, fx: &mut Effects) {
         for ev in self.txns.on_tick(now.at, &mut fx.out) {
             self.on_tx_event(ev, now, fx);
@@ -379,6 +387,7 @@ impl Core {
                 self.end_overdue_call(&call_id, now, fx);
             }
         }
+        self.prune_cdrs_when_due(now, fx);
     }
 
     /// OPTIONS addressed to sipd itself: a Request-URI without a user part

@@ -12,5 +12,6 @@ mod guard;
 mod local_address;
 mod options;
 mod reload;
+mod retention;
 mod sequences;
 mod time;
