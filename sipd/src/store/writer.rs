@@ -221,12 +221,7 @@ impl Writer {
         let tried = budget > 0;
         while budget > 0 && !self.backlog.is_empty() {
             match self.attempt() {
-                Ok(n) => {
-                    budget = budget.saturating_sub(n);
-                    if let Some(r) = self.retry.take() {
-                        self.recovered(r);
-                    }
-                }
+                Ok(n) => budget = budget.saturating_sub(n),
                 Err(e) => {
                     self.failed(&e, due);
                     break;
@@ -344,6 +339,10 @@ impl Writer {
     /// `seqs` are committed: out of the backlog, waiters told; a prune
     /// that filled its slice goes on in a later transaction.
     fn written(&mut self, seqs: &[u64], pruned: &[(u64, usize)]) {
+        // Before the answers, as in `failed`.
+        if let Some(r) = self.retry.take() {
+            self.recovered(r);
+        }
         for seq in seqs {
             if let Some(e) = self.backlog.remove(*seq) {
                 self.stats.pending.fetch_sub(1, Ordering::Relaxed);
@@ -379,6 +378,14 @@ impl Writer {
     fn failed(&mut self, e: &rusqlite::Error, due: bool) {
         let text = e.to_string();
         self.stats.failures.fetch_add(1, Ordering::Relaxed);
+        let now = Instant::now();
+        {
+            // Before the answers: whoever hears "not saved" and asks for
+            // status at once sees the store degraded.
+            let mut h = crate::lock(&self.stats.health);
+            h.last_error = Some(text.clone());
+            h.degraded_since.get_or_insert(now);
+        }
         for entry in self.backlog.take_waited_for() {
             self.stats.pending.fetch_sub(1, Ordering::Relaxed);
             self.stats.errors.fetch_add(1, Ordering::Relaxed);
@@ -387,12 +394,6 @@ impl Writer {
             }
         }
         let queued = self.backlog.len();
-        let now = Instant::now();
-        {
-            let mut h = crate::lock(&self.stats.health);
-            h.last_error = Some(text.clone());
-            h.degraded_since.get_or_insert(now);
-        }
         match &mut self.retry {
             None => {
                 tracing::error!(
