@@ -36,6 +36,73 @@ pub struct Status {
     pub calls: usize,
     pub transactions: usize,
     pub counters: Vec<Counter>,
+    /// The store's health (absent from daemons older than this field: ok).
+    /// Boxed: `Reply` stays small.
+    #[serde(default)]
+    pub store: Box<StoreStatus>,
+}
+
+/// The store in `status`: `ok`, or `degraded` while writes fail (a full
+/// disk) and wait, queued, for a retry.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoreStatus {
+    /// `ok` or `degraded`.
+    pub state: String,
+    /// Writes accepted and not yet committed.
+    pub queued: u64,
+    /// Seconds the store has been degraded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub degraded_secs: Option<u64>,
+    /// The last write error (kept after the store recovered).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
+    /// Writes lost since start (queue full while degraded, or not written
+    /// at shutdown), each logged.
+    #[serde(default)]
+    pub dropped: u64,
+}
+
+impl Default for StoreStatus {
+    fn default() -> StoreStatus {
+        StoreStatus {
+            state: "ok".into(),
+            queued: 0,
+            degraded_secs: None,
+            last_error: None,
+            dropped: 0,
+        }
+    }
+}
+
+impl StoreStatus {
+    pub fn is_ok(&self) -> bool {
+        self.state == "ok"
+    }
+}
+
+/// `ok`, `ok (3 writes dropped since start)` or
+/// `degraded (12 queued, last error: database or disk is full)`.
+impl std::fmt::Display for StoreStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.state)?;
+        let mut details = Vec::new();
+        if !self.is_ok() {
+            details.push(format!("{} queued", self.queued));
+            if let Some(s) = self.degraded_secs {
+                details.push(format!("for {s} s"));
+            }
+            if let Some(e) = &self.last_error {
+                details.push(format!("last error: {e}"));
+            }
+        }
+        if self.dropped > 0 {
+            details.push(format!("{} writes dropped since start", self.dropped));
+        }
+        if !details.is_empty() {
+            write!(f, " ({})", details.join(", "))?;
+        }
+        Ok(())
+    }
 }
 
 /// A named counter (messages in/out, errors, …).

@@ -18,7 +18,8 @@
 //! - `[general]` may appear once; bounds: `noanswer` 1–600 s, `min_expires`
 //!   1–86400 s, `max_expires` 1–604800 s, `min_expires ≤ max_expires`
 //!   (reported on the later of the two lines; an unset one counts with its
-//!   default); `realm` must not contain `"`, `\` or control characters.
+//!   default); `realm` must not contain `"`, `\` or control characters;
+//!   `cdr_keep_days` 0–36500 (0: CDRs are never pruned).
 //! - `permit`: comma-separated items, each an IPv4/IPv6 address or network.
 //!   Abbreviated IPv4 (`10/8`, `192.168/16`) needs a prefix; a bare address
 //!   must be complete and is a /32 or /128. The prefix may be a length or, for
@@ -73,7 +74,7 @@ const CLIENT_KEYS: [&str; 9] = [
     "dialplan",
     "context",
 ];
-const GENERAL_KEYS: [&str; 7] = [
+const GENERAL_KEYS: [&str; 8] = [
     "realm",
     "noanswer",
     "min_expires",
@@ -81,6 +82,7 @@ const GENERAL_KEYS: [&str; 7] = [
     "digest",
     "digest_uri",
     "call_limit",
+    "cdr_keep_days",
 ];
 /// Most concurrent calls a `call_limit` may allow (the calls table's default size).
 const MAX_CALL_LIMIT: u32 = 100_000;
@@ -330,6 +332,22 @@ fn parse_general(section: &Section, opts: &Options, errors: &mut Errors) -> Gene
             ),
         }
     }
+    if let Some(&(line, value)) = keys.get("cdr_keep_days") {
+        if !all_digits(value) {
+            errors.add(
+                line,
+                format!("bad cdr_keep_days '{value}': expected a whole number of days"),
+            );
+        } else {
+            match value.parse::<u32>() {
+                Ok(n) if n <= MAX_CDR_KEEP_DAYS => general.cdr_keep_days = n,
+                _ => errors.add(
+                    line,
+                    format!("cdr_keep_days {value} is out of range (0-{MAX_CDR_KEEP_DAYS})"),
+                ),
+            }
+        }
+    }
     general
 }
 
@@ -347,6 +365,8 @@ fn parse_call_limit(line: usize, value: &str, errors: &mut Errors) -> Option<u32
         }
     }
 }
+/// A hundred years: more is a typo.
+const MAX_CDR_KEEP_DAYS: u32 = 36_500;
 
 /// `digest=sha-256,md5`: the algorithms to offer, in order, each once.
 fn parse_digest(value: &str) -> Result<Vec<crate::auth::Algorithm>, String> {

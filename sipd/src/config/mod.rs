@@ -60,6 +60,9 @@ pub struct General {
     /// the default); `digest_uri=any` does not compare them (Kamailio's
     /// default; for a proxy in front that rewrites the Request-URI).
     pub check_digest_uri: bool,
+    /// Days a CDR is kept in the store before it is pruned (at start and
+    /// daily); 0 keeps them for ever.
+    pub cdr_keep_days: u32,
 }
 
 /// What a client is, from its accountcode.
@@ -436,6 +439,7 @@ impl General {
             digest: vec![crate::auth::Algorithm::Sha256, crate::auth::Algorithm::Md5],
             call_limit: 20,
             check_digest_uri: true,
+            cdr_keep_days: 90,
         }
     }
 }

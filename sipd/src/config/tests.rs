@@ -557,6 +557,7 @@ fn general_values() {
             digest: vec![crate::auth::Algorithm::Sha256, crate::auth::Algorithm::Md5],
             call_limit: 20,
             check_digest_uri: true,
+            cdr_keep_days: 90,
         }
     );
     assert!(c.clients.is_empty());
@@ -596,6 +597,17 @@ fn general_partial_and_anywhere() {
     assert_eq!(c.general.max_expires, 604_800);
     let c = ok("[general]\nnoanswer=1\nmin_expires=3600\n");
     assert_eq!(c.general.min_expires, 3600);
+}
+
+#[test]
+fn cdr_keep_days_default_bounds_and_never() {
+    assert_eq!(ok("").general.cdr_keep_days, 90);
+    assert_eq!(ok("[general]\ncdr_keep_days=7\n").general.cdr_keep_days, 7);
+    assert_eq!(ok("[general]\ncdr_keep_days=0\n").general.cdr_keep_days, 0);
+    assert_eq!(
+        ok("[general]\ncdr_keep_days=36500\n").general.cdr_keep_days,
+        36_500
+    );
 }
 
 #[test]
@@ -648,6 +660,22 @@ fn general_bad_numbers() {
         (
             "max_expires=604801",
             "max_expires 604801 is out of range (1-604800)",
+        ),
+        (
+            "cdr_keep_days=-1",
+            "bad cdr_keep_days '-1': expected a whole number of days",
+        ),
+        (
+            "cdr_keep_days=1.5",
+            "bad cdr_keep_days '1.5': expected a whole number of days",
+        ),
+        (
+            "cdr_keep_days=36501",
+            "cdr_keep_days 36501 is out of range (0-36500)",
+        ),
+        (
+            "cdr_keep_days=99999999999",
+            "cdr_keep_days 99999999999 is out of range (0-36500)",
         ),
     ];
     for (line, message) in cases {

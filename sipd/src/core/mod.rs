@@ -18,6 +18,7 @@ mod pbx;
 mod proxy;
 mod register;
 mod reply;
+mod retention;
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
@@ -103,6 +104,8 @@ pub struct Core {
     fwd_pending: HashMap<String, forwarding::PendingFwd>,
     next_token: u64,
     guard: identify::Guard,
+    /// When to ask the store to prune old CDRs next; `None`: at the next tick.
+    next_prune: Option<Instant>,
 }
 
 /// Tunables of the core.
@@ -182,6 +185,7 @@ impl Core {
             fwd_pending: HashMap::new(),
             next_token: 1,
             guard: identify::Guard::new(),
+            next_prune: None,
         }
     }
 
@@ -240,11 +244,9 @@ impl Core {
         for name in self.registrar.retain_clients(&config) {
             fx.write(Write::DeleteBinding(name));
         }
-        for name in self.forwards.retain_clients(&config) {
-            // The delete goes to the store after any write still pending
-            // for this client, so it is what the store ends up holding.
-            self.fwd_pending.remove(&name);
-            fx.write(Write::DeleteForward(name));
+        self.forwarding_retain_clients(&config, fx);
+        if config.general.cdr_keep_days != self.config.general.cdr_keep_days {
+            self.next_prune = None;
         }
         self.local.set_realm(&config.general.realm);
         self.config = config;
@@ -365,7 +367,8 @@ impl Core {
         Some(id)
     }
 
-    /// Timers: transactions, proxy contexts, registration expiry, old calls.
+    /// Timers: transactions, proxy contexts, registration expiry, old
+    /// calls, CDR retention.
     pub fn on_tick(&mut self, now: Now, fx: &mut Effects) {
         for ev in self.txns.on_tick(now.at, &mut fx.out) {
             self.on_tx_event(ev, now, fx);
@@ -389,6 +392,7 @@ impl Core {
                 self.end_overdue_call(&call_id, now, fx);
             }
         }
+        self.prune_cdrs_when_due(now, fx);
     }
 
     /// OPTIONS addressed to sipd itself: a Request-URI without a user part

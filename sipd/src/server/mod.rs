@@ -191,7 +191,8 @@ async fn serve(flags: Flags) -> Result<(), String> {
         }
     }
     tracing::info!("shutting down");
-    daemon.store.flush();
+    // Writes a failing store cannot take are logged (CDRs in full) here.
+    daemon.store.finish();
     Ok(())
 }
 

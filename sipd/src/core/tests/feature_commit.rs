@@ -1,7 +1,8 @@
 //! A forwarding set by phone is confirmed only after the store committed
-//! it: the core asks for a confirmed write and answers when resumed. When
-//! changes overlap and some writes fail, what is in force is what the
-//! store holds once nothing is pending.
+//! it: the core asks for a confirmed write and answers when resumed. It is
+//! put in force only then, never when the commit fails: at every moment,
+//! also while changes overlap and some of them fail, what is in force is
+//! what the store holds.
 
 use super::harness::{Bench, Phone, CONF};
 use crate::store::Write;
@@ -61,8 +62,8 @@ fn two_changes(b: &mut Bench) -> Phone {
     alice.invite(b, "*721002", "c-fwd-1");
     alice.invite(b, "*73", "c-fwd-2");
     assert_eq!(b.confirms.len(), 2, "both wait for the store");
-    // While both are pending, the last one asked for is in force.
-    assert_eq!(in_force(b), (Forwarding::None, true));
+    // While both are pending, what the store holds (nothing) is in force.
+    assert_eq!(in_force(b), (Forwarding::None, false));
     alice
 }
 
@@ -114,4 +115,43 @@ fn a_reload_that_removes_the_client_wins_over_a_pending_change() {
     b.commit(Ok(()));
     // The store got the write, then the reload's delete: nothing.
     assert_eq!(in_force(&b), (Forwarding::None, false));
+}
+
+#[test]
+fn a_pending_change_is_not_in_force() {
+    let mut b = Bench::new(CONF);
+    let mut alice = Phone::udp("alice", "a1", 6001);
+    let mut bob = Phone::udp("bob", "b2", 6002);
+    alice.register(&mut b, 300);
+    bob.register(&mut b, 300);
+    b.take_to(alice.addr());
+    alice.invite(&mut b, "*721003", "c-fwd-p");
+    assert_eq!(in_force(&b), (Forwarding::None, false));
+    // bob's call to alice while the store writes: alice rings, not carol.
+    bob.invite(&mut b, "1001", "c-call-p");
+    let (_, got) = b.expect_request(alice.addr(), "INVITE");
+    assert!(got.header(&crate::sip::HeaderName::Diversion).is_none());
+    // The commit puts it in force.
+    b.commit(Ok(()));
+    assert_eq!(in_force(&b), (Forwarding::always("1003"), true));
+}
+
+#[test]
+fn a_commit_confirmed_late_does_not_undo_a_later_one() {
+    let mut b = Bench::new(CONF);
+    two_changes(&mut b);
+    // The store committed both in order; the core hears of the second first.
+    let first = b.confirms.remove(0);
+    b.commit_one(Ok(()));
+    assert_eq!(
+        in_force(&b),
+        (Forwarding::None, true),
+        "*73 stored as 'off'"
+    );
+    let mut fx = crate::core::Effects::new();
+    b.core.resume(first.0, Ok(()), b.now, &mut fx);
+    b.absorb(fx);
+    assert_eq!(in_force(&b), (Forwarding::None, true));
+    assert_eq!(b.core.forwarding_pending(), 0);
+    assert_eq!(b.core.deferred_count(), 0, "both answers went out");
 }

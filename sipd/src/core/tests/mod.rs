@@ -16,5 +16,6 @@ mod local_address;
 mod options;
 mod permit;
 mod reload;
+mod retention;
 mod sequences;
 mod time;

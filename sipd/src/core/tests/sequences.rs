@@ -505,7 +505,7 @@ impl Store {
                 Write::DeleteForward(n) => {
                     s.forwards.remove(&n);
                 }
-                Write::AddCdr(_) => {}
+                Write::AddCdr(_) | Write::PruneCdrs { .. } => {}
             }
         }
         s
@@ -1256,19 +1256,19 @@ impl World {
                 "store: bindings held {held:?} but stored {stored:?}"
             ));
         }
-        if self.b.confirms.is_empty() {
-            for client in &c.config().clients {
-                let held = c.forwards().get(&client.name);
-                let stored = store
-                    .forwards
-                    .get(&client.name)
-                    .and_then(|r| Override::from_row(r).ok());
-                if held != stored.as_ref() {
-                    return Err(format!(
-                        "store: forwarding of {} held {held:?} but stored {stored:?}",
-                        client.name
-                    ));
-                }
+        // Also while changes are pending: a change is in force only once
+        // committed.
+        for client in &c.config().clients {
+            let held = c.forwards().get(&client.name);
+            let stored = store
+                .forwards
+                .get(&client.name)
+                .and_then(|r| Override::from_row(r).ok());
+            if held != stored.as_ref() {
+                return Err(format!(
+                    "store: forwarding of {} held {held:?} but stored {stored:?}",
+                    client.name
+                ));
             }
         }
         let timers_of = |cid: u64| {

@@ -1,4 +1,5 @@
-//! `status`: version, uptime, listen addresses, table sizes, counters.
+//! `status`: version, uptime, listen addresses, table sizes, counters,
+//! and the store's health (`ok` or `degraded` with the queue depth).
 
 use super::Daemon;
 
@@ -55,7 +56,28 @@ impl Daemon {
                         .load(std::sync::atomic::Ordering::Relaxed),
                 ),
                 counter("send failures", c.send_failures),
+                counter("store write errors", self.store.errors()),
+                counter("store write failures retried", self.store.failures()),
+                counter("store writes dropped", self.store.dropped()),
             ],
+            store: Box::new(store_status(&self.store.health())),
         }
+    }
+}
+
+/// The store line of `status`: `ok`, or `degraded` with the queue depth
+/// and the last error.
+fn store_status(h: &crate::store::Health) -> proto::StoreStatus {
+    proto::StoreStatus {
+        state: if h.degraded_for.is_some() {
+            "degraded"
+        } else {
+            "ok"
+        }
+        .into(),
+        queued: h.queued as u64,
+        degraded_secs: h.degraded_for.map(|d| d.as_secs()),
+        last_error: h.last_error.clone(),
+        dropped: h.dropped,
     }
 }

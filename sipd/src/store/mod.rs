@@ -1,0 +1,544 @@
+//! Persistent store: registrar bindings, forwarding overrides and CDRs in
+//! SQLite (`sipd.db` in the working directory, WAL mode,
+//! `synchronous=NORMAL`), created mode 0600 (its `-wal` and `-shm` too).
+//!
+//! # Threads and connections
+//! The packet path never touches SQLite. Every write is a message on an
+//! unbounded channel (the hot-path cost is one channel send) to a single
+//! writer thread that owns the write connection (`writer.rs`): it takes
+//! everything queued and applies it in transactions of up to [`BATCH_CAP`]
+//! writes with cached statements, so a change is committed within about one
+//! [`PACE`] of arriving: a `kill -9` loses at most what was not yet
+//! committed. In WAL mode with `synchronous=NORMAL` a committed transaction
+//! survives the death of the process (not necessarily a power cut).
+//!
+//! Reads (the start-up load, CDR listings) use a second connection of their
+//! own, so they never wait behind a batch.
+//!
+//! # Durability for callers
+//! [`Store::apply_confirmed`] (and [`Store::set_forward`],
+//! [`Store::clear_forward`]) return a receiver that fires after the
+//! transaction holding the write has committed, or with the error, so a
+//! feature code can confirm only what is on disk. [`Store::flush`] blocks
+//! until everything queued before it has been tried.
+//!
+//! # Errors
+//! [`Store::open`] turns every problem with the file (not a database,
+//! corrupt, unwritable, newer schema) into a [`StoreError`] naming the file.
+//! Later, a write the database refuses (a bad row) is dropped, logged and
+//! counted in [`Store::errors`]; when the store itself fails (a full disk)
+//! the writes nobody waits for stay queued, bounded (`backlog.rs`), and are
+//! retried with backoff until they are written: [`Store::health`] says the
+//! store is degraded, with the queue depth and the last error, for `sipctl
+//! status`. A waited-for write is answered with the error at once.
+
+mod backlog;
+mod schema;
+mod writer;
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{mpsc, Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use proto::Forwarding;
+use rusqlite::{params, Connection};
+use tokio::sync::oneshot;
+
+pub use backlog::{MAX_QUEUED_CDRS, MAX_QUEUED_STATE};
+pub use schema::{PRUNE_CHUNK, SCHEMA_VERSION};
+pub use writer::{BATCH_CAP, PACE, RETRY_FIRST, RETRY_MAX};
+
+/// How long a connection waits for a lock held by another connection.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// One registrar binding (one per client).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BindingRow {
+    /// Client name (primary key: one binding per client).
+    pub name: String,
+    /// Contact URI as registered.
+    pub contact: String,
+    /// Transport the REGISTER came over: `"udp"` or `"tcp"`.
+    pub transport: String,
+    /// Address the REGISTER came from (what NAT traversal sends to).
+    pub source: SocketAddr,
+    /// Expiry, unix seconds.
+    pub expires_at: u64,
+    /// `User-Agent` of the REGISTER (empty when absent).
+    pub user_agent: String,
+    /// Call-ID of the REGISTER.
+    pub call_id: String,
+    /// CSeq number of the REGISTER.
+    pub cseq: u32,
+}
+
+/// A forwarding override set by phone or by `sipctl fwd` (one per client).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ForwardRow {
+    /// Client name (primary key).
+    pub name: String,
+    /// The forwarding (stored as `kind` `always`/`unavail`/`off` and
+    /// `number`, empty for off). The number is as stored: whether it is a
+    /// number is for the reader to check.
+    pub forwarding: Forwarding,
+    /// Who set it: `"phone"` or `"sipctl"`.
+    pub source: String,
+    /// When it was set, unix seconds.
+    pub set_at: u64,
+}
+
+/// A call detail record, written once when a call ends.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CdrRow {
+    /// Call-ID of the caller's INVITE.
+    pub call_id: String,
+    /// Calling client name.
+    pub caller: String,
+    /// Caller ID presented.
+    pub callerid: String,
+    /// Caller's accountcode (group).
+    pub accountcode: String,
+    /// Number as dialed.
+    pub dialed: String,
+    /// Where the call went (client name or gateway + number).
+    pub target: String,
+    /// `ANSWERED`, `BUSY`, `NO ANSWER`, `FAILED` or `CANCELLED`.
+    pub disposition: String,
+    /// Final SIP response code.
+    pub code: u16,
+    /// First INVITE, unix milliseconds.
+    pub start: u64,
+    /// Answer (200 OK), unix milliseconds, if answered.
+    pub answer: Option<u64>,
+    /// End of the call, unix milliseconds.
+    pub end: u64,
+    /// Seconds from start to end.
+    pub duration: u64,
+    /// Billable seconds, from answer to end.
+    pub billsec: u64,
+}
+
+/// What [`Store::open`] found in the store.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Loaded {
+    /// Unexpired bindings (`expires_at > now`), by name.
+    pub bindings: Vec<BindingRow>,
+    /// Forwarding overrides, by name.
+    pub forwards: Vec<ForwardRow>,
+    /// Expired bindings deleted while opening.
+    pub purged: usize,
+}
+
+/// A store error; its text names the file and the cause:
+/// `store /path/sipd.db: cause`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StoreError(pub String);
+
+impl StoreError {
+    fn new(path: &Path, cause: impl fmt::Display) -> StoreError {
+        StoreError(format!("store {}: {cause}", path.display()))
+    }
+}
+
+impl fmt::Display for StoreError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for StoreError {}
+
+/// Completion of a durable write: `Ok` after commit, or the error text.
+type Done = oneshot::Sender<Result<(), String>>;
+
+/// A data write, as the writer applies it (the core asks for these in its
+/// effects; the server hands them to [`Store::apply`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Write {
+    PutBinding(BindingRow),
+    DeleteBinding(String),
+    DeleteBindingsExcept(Vec<String>),
+    PutForward(ForwardRow),
+    DeleteForward(String),
+    AddCdr(CdrRow),
+    /// Delete the CDRs of calls that ended before this time (unix
+    /// milliseconds): `cdr_keep_days`. Done in slices of [`PRUNE_CHUNK`].
+    PruneCdrs {
+        ended_before_ms: u64,
+    },
+}
+
+/// A message to the writer thread.
+// Rows travel by value: boxing them would add an allocation per send on the
+// packet path to save queue memory only while a backlog exists.
+#[allow(clippy::large_enum_variant)]
+enum Msg {
+    Write(Write, Option<Done>),
+    /// Answered once everything queued before it has been tried.
+    Flush(mpsc::SyncSender<()>),
+    /// Like a flush, then what still could not be written is given up
+    /// (logged, counted as dropped): shutdown.
+    Finish(mpsc::SyncSender<()>),
+}
+
+/// Counters shared by the handle and the writer.
+#[derive(Default)]
+struct Stats {
+    /// Writes accepted and not yet committed (nor dropped).
+    pending: AtomicUsize,
+    commits: AtomicU64,
+    errors: AtomicU64,
+    dropped: AtomicU64,
+    failures: AtomicU64,
+    health: Mutex<HealthState>,
+    /// Tests: every transaction fails as on a full disk.
+    #[cfg(test)]
+    fail: std::sync::atomic::AtomicBool,
+}
+
+#[derive(Default)]
+struct HealthState {
+    degraded_since: Option<Instant>,
+    last_error: Option<String>,
+}
+
+/// How the store is doing, for `sipctl status`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Health {
+    /// Writes accepted and not yet committed.
+    pub queued: usize,
+    /// How long writes have been failing; `None` while the store works.
+    pub degraded_for: Option<Duration>,
+    /// The last error of the store (kept after it recovered).
+    pub last_error: Option<String>,
+    /// Writes lost since start: evicted from a full queue, or not written
+    /// at shutdown.
+    pub dropped: u64,
+    /// Writes that failed for good since start: refused by the database,
+    /// or waited for (a forwarding change) while the store failed.
+    pub errors: u64,
+}
+
+/// Handle to the store: the writer thread's queue plus a read connection.
+/// `Send + Sync`; share it behind an `Arc`.
+///
+/// Dropping the handle (or [`Store::close`]) lets the writer commit
+/// everything queued (what a failing store cannot take is logged and
+/// counted as lost), then joins it.
+pub struct Store {
+    tx: Option<mpsc::Sender<Msg>>,
+    writer: Option<JoinHandle<()>>,
+    reader: Mutex<Connection>,
+    path: PathBuf,
+    stats: Arc<Stats>,
+}
+
+impl fmt::Debug for Store {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Store")
+            .field("path", &self.path)
+            .field("pending", &self.pending())
+            .field("commits", &self.commits())
+            .field("errors", &self.errors())
+            .field("dropped", &self.dropped())
+            .finish()
+    }
+}
+
+impl Store {
+    /// Opens `path` (normally `DIR/sipd.db`), creating it (mode 0600) and
+    /// its schema if absent; checks it (`PRAGMA quick_check`), deletes bindings expired at
+    /// `now_unix` (seconds), loads what is left and the forwarding overrides,
+    /// and starts the writer thread.
+    ///
+    /// Blocking. Any problem with the file is an `Err` naming it, never a panic.
+    pub fn open(path: &Path, now_unix: u64) -> Result<(Store, Loaded), StoreError> {
+        Store::open_with(path, now_unix, backlog::Limits::default())
+    }
+
+    /// [`Store::open`] with other bounds for the queue of a failing store.
+    fn open_with(
+        path: &Path,
+        now_unix: u64,
+        limits: backlog::Limits,
+    ) -> Result<(Store, Loaded), StoreError> {
+        let err = |e: rusqlite::Error| StoreError::new(path, e);
+
+        schema::make_private(path).map_err(|cause| StoreError::new(path, cause))?;
+        let writer_conn = Connection::open(path).map_err(err)?;
+        writer_conn.busy_timeout(BUSY_TIMEOUT).map_err(err)?;
+        let mode: String = writer_conn
+            .query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))
+            .map_err(err)?;
+        if !mode.eq_ignore_ascii_case("wal") {
+            return Err(StoreError::new(
+                path,
+                format!("cannot switch to WAL mode (journal_mode is {mode})"),
+            ));
+        }
+        writer_conn
+            .pragma_update(None, "synchronous", "NORMAL")
+            .map_err(err)?;
+        schema::quick_check(&writer_conn).map_err(|cause| StoreError::new(path, cause))?;
+        schema::migrate(&writer_conn).map_err(|cause| StoreError::new(path, cause))?;
+        let purged = writer_conn
+            .execute(
+                "DELETE FROM bindings WHERE expires_at <= ?1",
+                params![now_unix],
+            )
+            .map_err(err)?;
+        writer_conn.set_prepared_statement_cache_capacity(32);
+
+        let reader = Connection::open(path).map_err(err)?;
+        reader.busy_timeout(BUSY_TIMEOUT).map_err(err)?;
+        reader
+            .pragma_update(None, "query_only", true)
+            .map_err(err)?;
+        let loaded = Loaded {
+            bindings: schema::load_bindings(&reader, now_unix).map_err(err)?,
+            forwards: schema::load_forwards(&reader).map_err(err)?,
+            purged,
+        };
+
+        let stats = Arc::new(Stats::default());
+        let (tx, rx) = mpsc::channel();
+        let writer = {
+            let w = writer::Writer::new(
+                writer_conn,
+                rx,
+                Arc::clone(&stats),
+                path.to_path_buf(),
+                limits,
+            );
+            std::thread::Builder::new()
+                .name("sipd-store".into())
+                .spawn(move || w.run())
+                .map_err(|e| StoreError::new(path, format!("cannot start writer thread: {e}")))?
+        };
+        let store = Store {
+            tx: Some(tx),
+            writer: Some(writer),
+            reader: Mutex::new(reader),
+            path: path.to_path_buf(),
+            stats,
+        };
+        Ok((store, loaded))
+    }
+
+    /// The store file's path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Queues a write. Never blocks.
+    pub fn apply(&self, write: Write) {
+        self.send(write, None);
+    }
+
+    /// Queues a write; the receiver fires after the transaction holding it
+    /// has committed, or with the error. Never blocks.
+    pub fn apply_confirmed(&self, write: Write) -> oneshot::Receiver<Result<(), String>> {
+        let (done, rx) = oneshot::channel();
+        self.send(write, Some(done));
+        rx
+    }
+
+    /// Queues an upsert of `row` (by name). Never blocks.
+    pub fn put_binding(&self, row: BindingRow) {
+        self.send(Write::PutBinding(row), None);
+    }
+
+    /// Queues the deletion of `name`'s binding. Never blocks.
+    pub fn delete_binding(&self, name: &str) {
+        self.send(Write::DeleteBinding(name.to_owned()), None);
+    }
+
+    /// Queues the deletion of every binding whose name is not in `keep`
+    /// (after a reload dropped clients, or at start-up against sip.conf).
+    /// Never blocks.
+    pub fn delete_bindings_except(&self, keep: Vec<String>) {
+        self.send(Write::DeleteBindingsExcept(keep), None);
+    }
+
+    /// Queues an upsert of `row.name`'s forwarding override. The receiver
+    /// fires after the transaction holding it has committed, or with the
+    /// error. Never blocks.
+    pub fn set_forward(&self, row: ForwardRow) -> oneshot::Receiver<Result<(), String>> {
+        let (done, rx) = oneshot::channel();
+        self.send(Write::PutForward(row), Some(done));
+        rx
+    }
+
+    /// Queues the removal of `name`'s forwarding override (sip.conf's
+    /// forwarding applies again). The receiver fires after commit, or with
+    /// the error. Never blocks.
+    pub fn clear_forward(&self, name: &str) -> oneshot::Receiver<Result<(), String>> {
+        let (done, rx) = oneshot::channel();
+        self.send(Write::DeleteForward(name.to_owned()), Some(done));
+        rx
+    }
+
+    /// Queues a CDR. Never blocks.
+    pub fn add_cdr(&self, row: CdrRow) {
+        self.send(Write::AddCdr(row), None);
+    }
+
+    /// Queues the deletion of the CDRs of calls that ended before
+    /// `ended_before_ms` (unix milliseconds). Never blocks.
+    pub fn prune_cdrs(&self, ended_before_ms: u64) {
+        self.send(Write::PruneCdrs { ended_before_ms }, None);
+    }
+
+    /// The `n` most recent CDRs (by end time), newest first. Reads committed
+    /// data on the read connection; blocking (use `spawn_blocking` from async
+    /// code).
+    pub fn recent_cdrs(&self, n: usize) -> Result<Vec<CdrRow>, StoreError> {
+        let limit = i64::try_from(n).unwrap_or(i64::MAX);
+        let conn = crate::lock(&self.reader);
+        let read = || -> rusqlite::Result<Vec<CdrRow>> {
+            let mut stmt = conn.prepare_cached(schema::SQL_RECENT_CDRS)?;
+            let rows = stmt.query_map(params![limit], |r| {
+                Ok(CdrRow {
+                    call_id: r.get(0)?,
+                    caller: r.get(1)?,
+                    callerid: r.get(2)?,
+                    accountcode: r.get(3)?,
+                    dialed: r.get(4)?,
+                    target: r.get(5)?,
+                    disposition: r.get(6)?,
+                    code: r.get(7)?,
+                    start: r.get(8)?,
+                    answer: r.get(9)?,
+                    end: r.get(10)?,
+                    duration: r.get(11)?,
+                    billsec: r.get(12)?,
+                })
+            })?;
+            rows.collect()
+        };
+        read().map_err(|e| StoreError::new(&self.path, e))
+    }
+
+    /// Number of CDRs stored (committed). Blocking.
+    pub fn cdr_count(&self) -> Result<u64, StoreError> {
+        let conn = crate::lock(&self.reader);
+        conn.query_row("SELECT count(*) FROM cdr", [], |r| r.get(0))
+            .map_err(|e| StoreError::new(&self.path, e))
+    }
+
+    /// Blocks until everything queued before this call has been tried:
+    /// committed, failed for good (logged), or still queued because the
+    /// store fails (see [`Store::health`]). Returns at once if the writer is
+    /// gone.
+    pub fn flush(&self) {
+        self.wait_for(Msg::Flush);
+    }
+
+    /// Graceful shutdown: like [`Store::flush`], then whatever a failing
+    /// store could not take is given up: logged (each CDR in full) and
+    /// counted in [`Store::dropped`]. Blocking.
+    pub fn finish(&self) {
+        self.wait_for(Msg::Finish);
+    }
+
+    fn wait_for(&self, msg: fn(mpsc::SyncSender<()>) -> Msg) {
+        let Some(tx) = &self.tx else { return };
+        let (done, wait) = mpsc::sync_channel(1);
+        if tx.send(msg(done)).is_ok() {
+            let _ = wait.recv();
+        }
+    }
+
+    /// Commits everything queued and stops the writer thread (graceful
+    /// shutdown). Blocking. Dropping the handle does the same.
+    pub fn close(self) {
+        drop(self);
+    }
+
+    /// Writes queued but not yet committed (for status): in the channel,
+    /// in the batch being written, or waiting for a failing store.
+    pub fn pending(&self) -> usize {
+        self.stats.pending.load(Ordering::Relaxed)
+    }
+
+    /// Transactions committed by the writer since open.
+    pub fn commits(&self) -> u64 {
+        self.stats.commits.load(Ordering::Relaxed)
+    }
+
+    /// Writes that failed for good (logged, and reported to whoever
+    /// waited) since open: refused by the database, or waited for while the
+    /// store failed.
+    pub fn errors(&self) -> u64 {
+        self.stats.errors.load(Ordering::Relaxed)
+    }
+
+    /// Writes lost since open: evicted from a full queue while the store
+    /// failed, or not written at shutdown (each logged).
+    pub fn dropped(&self) -> u64 {
+        self.stats.dropped.load(Ordering::Relaxed)
+    }
+
+    /// Transactions that failed because the store did (a full disk), each
+    /// followed by a retry.
+    pub fn failures(&self) -> u64 {
+        self.stats.failures.load(Ordering::Relaxed)
+    }
+
+    /// Whether writes are failing, how many wait, the last error.
+    pub fn health(&self) -> Health {
+        let h = crate::lock(&self.stats.health);
+        Health {
+            queued: self.pending(),
+            degraded_for: h.degraded_since.map(|t| t.elapsed()),
+            last_error: h.last_error.clone(),
+            dropped: self.dropped(),
+            errors: self.errors(),
+        }
+    }
+
+    /// Tests: make every transaction fail as on a full disk, or work again.
+    #[cfg(test)]
+    fn fail_writes(&self, fail: bool) {
+        self.stats.fail.store(fail, Ordering::Relaxed);
+    }
+
+    fn send(&self, write: Write, done: Option<Done>) {
+        // Count before sending so the writer never decrements below zero.
+        self.stats.pending.fetch_add(1, Ordering::Relaxed);
+        let result = match &self.tx {
+            Some(tx) => tx.send(Msg::Write(write, done)).map_err(|e| e.0),
+            None => Err(Msg::Write(write, done)),
+        };
+        if let Err(msg) = result {
+            self.stats.pending.fetch_sub(1, Ordering::Relaxed);
+            self.stats.errors.fetch_add(1, Ordering::Relaxed);
+            tracing::error!(path = %self.path.display(), "store writer is not running; write dropped");
+            if let Msg::Write(_, Some(done)) = msg {
+                let _ = done.send(Err(format!(
+                    "store {}: writer is not running",
+                    self.path.display()
+                )));
+            }
+        }
+    }
+}
+
+impl Drop for Store {
+    fn drop(&mut self) {
+        // The writer drains what is queued, then sees the channel closed.
+        drop(self.tx.take());
+        if let Some(writer) = self.writer.take() {
+            if writer.join().is_err() {
+                tracing::error!(path = %self.path.display(), "store writer thread panicked");
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;
