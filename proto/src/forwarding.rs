@@ -12,6 +12,20 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
+/// The most digits a phone number may have (E.164 allows 15; prefixes and
+/// short codes fit easily): a longer "number" is a typo or an attack.
+pub const MAX_NUMBER_DIGITS: usize = 32;
+
+/// A number a client can dial or forward to: 1 to [`MAX_NUMBER_DIGITS`]
+/// ASCII digits with an optional leading `+`. The one check for every place
+/// a number enters (sip.conf, feature codes, the control socket, sipctl).
+pub fn is_number(s: &str) -> bool {
+    let digits = s.strip_prefix('+').unwrap_or(s);
+    !digits.is_empty()
+        && digits.len() <= MAX_NUMBER_DIGITS
+        && digits.bytes().all(|b| b.is_ascii_digit())
+}
+
 /// A client's forwarding: none, every call to a number (`=F`, `*72F`), or calls
 /// to a number when the client is unavailable (`~F`, `*71F`).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]

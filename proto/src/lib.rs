@@ -23,7 +23,7 @@ use serde::{Deserialize, Serialize};
 
 pub mod forwarding;
 pub mod types;
-pub use forwarding::Forwarding;
+pub use forwarding::{is_number, Forwarding, MAX_NUMBER_DIGITS};
 pub use types::*;
 
 /// Protocol version spoken by this build.
@@ -32,6 +32,9 @@ pub const VERSION: u32 = 1;
 pub const SOCKET_NAME: &str = "sipd.sock";
 /// Longest accepted line (request or response), in bytes.
 pub const MAX_LINE: usize = 16 * 1024 * 1024;
+/// Longest request line the daemon reads (a request is a few hundred bytes;
+/// replies, read with [`MAX_LINE`], can be long).
+pub const MAX_REQUEST_LINE: usize = 64 * 1024;
 
 /// The control socket path for a working directory.
 pub fn socket_path(dir: &Path) -> PathBuf {

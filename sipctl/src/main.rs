@@ -108,6 +108,14 @@ fn fwd_action(action: Option<&str>, number: Option<&str>) -> Result<Option<Forwa
         (None, None) => Ok(None),
         (Some("clear"), None) => Ok(Some(Forwarding::None)),
         (Some("clear"), Some(_)) => Err("'clear' takes no number".into()),
+        (Some(_), Some(n)) if !proto::is_number(n) => {
+            let shown: String = n.chars().take(40).collect();
+            let more = if shown.len() < n.len() { "..." } else { "" };
+            Err(format!(
+                "'{shown}{more}' is not a number (1-{} digits, optionally with a leading '+')",
+                proto::MAX_NUMBER_DIGITS
+            ))
+        }
         (Some(kind), Some(n)) => Ok(Some(if kind == "always" {
             Forwarding::always(n)
         } else {
@@ -298,6 +306,10 @@ mod tests {
             fwd_action(Some("unavail"), Some("1002")).unwrap(),
             Some(Forwarding::unavailable("1002"))
         );
+        let long = "9".repeat(proto::MAX_NUMBER_DIGITS + 1);
+        let e = fwd_action(Some("always"), Some(&long)).unwrap_err();
+        assert!(e.contains("is not a number") && e.len() < 200, "{e}");
+        assert!(fwd_action(Some("always"), Some("12a")).is_err());
     }
 
     #[test]

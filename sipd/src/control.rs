@@ -66,16 +66,24 @@ async fn connection<H: Handler>(stream: UnixStream, handler: Arc<H>) -> io::Resu
     let mut r = BufReader::new(r);
     let mut line = Vec::new();
     loop {
+        // Released after each request: one long line must not pin its
+        // buffer for the life of the connection.
+        if line.capacity() > 4096 {
+            line = Vec::new();
+        }
         line.clear();
         let n = (&mut r)
-            .take(proto::MAX_LINE as u64 + 1)
+            .take(proto::MAX_REQUEST_LINE as u64 + 1)
             .read_until(b'\n', &mut line)
             .await?;
         if n == 0 {
             return Ok(());
         }
-        let resp = if line.len() > proto::MAX_LINE {
-            let resp = Response::error("request line too long");
+        let resp = if line.len() > proto::MAX_REQUEST_LINE {
+            let resp = Response::error(format!(
+                "request line too long (more than {} bytes)",
+                proto::MAX_REQUEST_LINE
+            ));
             w.write_all(proto::to_line(&resp).as_bytes()).await?;
             return Ok(());
         } else {

@@ -54,10 +54,8 @@ pub(super) fn all_digits(s: &str) -> bool {
     !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit())
 }
 
-/// True for digits with an optional leading `+` (a number a client can dial).
-pub(super) fn is_number(s: &str) -> bool {
-    all_digits(s.strip_prefix('+').unwrap_or(s))
-}
+/// Digits (at most 32) with an optional leading `+`: a number a client can dial.
+pub use proto::is_number;
 
 #[cfg(test)]
 mod tests {

@@ -311,8 +311,16 @@ pub fn change(
 /// May user client `client` forward its calls to `number`?
 fn check_number(config: &Config, client: &Client, number: &str) -> Result<(), String> {
     if !is_number(number) {
+        // Quote at most the start of what was sent.
+        let shown: String = number.chars().take(40).collect();
+        let more = if shown.len() < number.len() {
+            "..."
+        } else {
+            ""
+        };
         return Err(format!(
-            "'{number}' is not a number (digits, optionally with a leading '+')"
+            "'{shown}{more}' is not a number (1-{} digits, optionally with a leading '+')",
+            proto::MAX_NUMBER_DIGITS
         ));
     }
     match reach::resolve(config, client, number) {
@@ -330,11 +338,7 @@ fn check_number(config: &Config, client: &Client, number: &str) -> Result<(), St
     }
 }
 
-/// Digits with an optional leading `+`.
-pub(crate) fn is_number(s: &str) -> bool {
-    let digits = s.strip_prefix('+').unwrap_or(s);
-    !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit())
-}
+pub(crate) use crate::config::numbers::is_number;
 
 #[cfg(test)]
 mod tests {
@@ -798,7 +802,14 @@ mod tests {
         for ok in ["1", "+1", "0123456789", "+74991234567"] {
             assert!(is_number(ok), "{ok}");
         }
-        for bad in ["", "+", "++1", "1+", "a1", "1 2", "*72", "１"] {
+        let longest = "1".repeat(proto::MAX_NUMBER_DIGITS);
+        assert!(is_number(&longest));
+        assert!(is_number(&format!("+{longest}")));
+        let too_long = "1".repeat(proto::MAX_NUMBER_DIGITS + 1);
+        let million = "9".repeat(1_000_000);
+        for bad in [
+            "", "+", "++1", "1+", "a1", "1 2", "*72", "１", &too_long, &million,
+        ] {
             assert!(!is_number(bad), "{bad}");
         }
     }

@@ -675,6 +675,12 @@ mod tests {
                 "{dialed}"
             );
         }
+        // a number of more than 32 digits is no number
+        let long = format!("*72{}", "4".repeat(33));
+        assert_eq!(
+            w.route("siphone1", &long),
+            Decision::Feature(Feature::BadForward)
+        );
         // host clients are user clients too
         assert_eq!(
             w.route("bar", "*73"),
