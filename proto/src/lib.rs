@@ -23,15 +23,18 @@ use serde::{Deserialize, Serialize};
 
 pub mod forwarding;
 pub mod types;
-pub use forwarding::Forwarding;
+pub use forwarding::{is_number, shown, Forwarding, MAX_NUMBER_DIGITS, NUMBER_RULE};
 pub use types::*;
 
 /// Protocol version spoken by this build.
 pub const VERSION: u32 = 1;
 /// File name of the control socket inside sipd's working directory.
 pub const SOCKET_NAME: &str = "sipd.sock";
-/// Longest accepted line (request or response), in bytes.
-pub const MAX_LINE: usize = 16 * 1024 * 1024;
+/// Longest request line a server accepts, in bytes (without the newline):
+/// a longer one is answered with an error and the connection closed.
+pub const MAX_REQUEST_LINE: usize = 64 * 1024;
+/// Longest response line a client accepts (`regs` of many clients is long).
+pub const MAX_RESPONSE_LINE: usize = 16 * 1024 * 1024;
 
 /// The control socket path for a working directory.
 pub fn socket_path(dir: &Path) -> PathBuf {
@@ -204,14 +207,22 @@ impl Client {
         })
     }
 
-    /// Send one command and wait for its response.
+    /// Send one command and wait for its response. A request longer than
+    /// [`MAX_REQUEST_LINE`] is refused here, before it is sent.
     pub fn call(&mut self, cmd: Command) -> Result<Response, ClientError> {
+        let request = to_line(&Request::new(cmd));
+        if request.len() - 1 > MAX_REQUEST_LINE {
+            return Err(ClientError::Protocol(format!(
+                "request too long ({} bytes, at most {MAX_REQUEST_LINE})",
+                request.len() - 1
+            )));
+        }
         self.writer
-            .write_all(to_line(&Request::new(cmd)).as_bytes())
+            .write_all(request.as_bytes())
             .map_err(ClientError::Io)?;
         let mut line = String::new();
         let n = (&mut self.reader)
-            .take(MAX_LINE as u64)
+            .take(MAX_RESPONSE_LINE as u64)
             .read_line(&mut line)
             .map_err(ClientError::Io)?;
         if n == 0 {

@@ -103,11 +103,18 @@ fn run(cli: &Cli) -> Result<String, String> {
 }
 
 /// The change asked for (`None`: show only); `clear` is [`Forwarding::None`].
+/// The number is checked here too (sipd checks it again), so that a typo
+/// or a runaway argument gets a clear error before anything is sent.
 fn fwd_action(action: Option<&str>, number: Option<&str>) -> Result<Option<Forwarding>, String> {
     match (action, number) {
         (None, None) => Ok(None),
         (Some("clear"), None) => Ok(Some(Forwarding::None)),
         (Some("clear"), Some(_)) => Err("'clear' takes no number".into()),
+        (Some(_), Some(n)) if !proto::is_number(n) => Err(format!(
+            "'{}' is not a number ({})",
+            proto::shown(n),
+            proto::NUMBER_RULE
+        )),
         (Some(kind), Some(n)) => Ok(Some(if kind == "always" {
             Forwarding::always(n)
         } else {
@@ -297,6 +304,14 @@ mod tests {
             fwd_action(Some("unavail"), Some("1002")).unwrap(),
             Some(Forwarding::unavailable("1002"))
         );
+        assert!(fwd_action(Some("always"), Some(&"9".repeat(32))).is_ok());
+        for bad in ["alice", "", "12 34", "+", "*72"] {
+            let e = fwd_action(Some("always"), Some(bad)).unwrap_err();
+            assert!(e.contains("is not a number"), "{bad}: {e}");
+        }
+        let e = fwd_action(Some("unavail"), Some(&"9".repeat(1_000_000))).unwrap_err();
+        assert!(e.len() < 200 && !e.contains('\n'), "{e}");
+        assert!(e.contains("1000000 characters"), "{e}");
     }
 
     #[test]

@@ -135,8 +135,9 @@ impl Override {
         if let Some(number) = row.forwarding.number() {
             if !is_number(number) {
                 return Err(format!(
-                    "stored forwarding of {} to {number:?} is not a number",
-                    row.name
+                    "stored forwarding of {} to {:?} is not a number",
+                    row.name,
+                    proto::shown(number)
                 ));
             }
         }
@@ -266,7 +267,10 @@ impl Forwards {
 pub fn lookup<'a>(config: &'a Config, who: &str) -> Result<Vec<&'a Client>, String> {
     let clients = config.lookup(who);
     if clients.is_empty() {
-        return Err(format!("no client named or numbered '{who}'"));
+        return Err(format!(
+            "no client named or numbered '{}'",
+            proto::shown(who)
+        ));
     }
     Ok(clients)
 }
@@ -279,7 +283,8 @@ pub fn lookup_one<'a>(config: &'a Config, who: &str) -> Result<&'a Client, Strin
         several => {
             let names: Vec<&str> = several.iter().map(|c| c.name.as_str()).collect();
             Err(format!(
-                "'{who}' names several clients ({}): use a name",
+                "'{}' names several clients ({}): use a name",
+                proto::shown(who),
                 names.join(", ")
             ))
         }
@@ -312,7 +317,9 @@ pub fn change(
 fn check_number(config: &Config, client: &Client, number: &str) -> Result<(), String> {
     if !is_number(number) {
         return Err(format!(
-            "'{number}' is not a number (digits, optionally with a leading '+')"
+            "'{}' is not a number ({})",
+            proto::shown(number),
+            crate::config::numbers::NUMBER_RULE
         ));
     }
     match reach::resolve(config, client, number) {
@@ -330,11 +337,8 @@ fn check_number(config: &Config, client: &Client, number: &str) -> Result<(), St
     }
 }
 
-/// Digits with an optional leading `+`.
-pub(crate) fn is_number(s: &str) -> bool {
-    let digits = s.strip_prefix('+').unwrap_or(s);
-    !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit())
-}
+/// The one number check (`config::numbers::is_number`).
+pub(crate) use crate::config::numbers::is_number;
 
 #[cfg(test)]
 mod tests {
@@ -801,5 +805,24 @@ mod tests {
         for bad in ["", "+", "++1", "1+", "a1", "1 2", "*72", "１"] {
             assert!(!is_number(bad), "{bad}");
         }
+    }
+
+    #[test]
+    fn change_refuses_numbers_over_32_digits_with_a_short_message() {
+        let cfg = example();
+        let s1 = cfg.client("siphone1").unwrap();
+        // 32 digits: a number (external, dialplan .+).
+        assert_eq!(validate_forward(&cfg, s1, &"4".repeat(32)), Ok(()));
+        let err = validate_forward(&cfg, s1, &"4".repeat(33)).unwrap_err();
+        assert!(err.contains("not a number"), "{err}");
+        let err = validate_forward(&cfg, s1, &"4".repeat(1_000_000)).unwrap_err();
+        assert!(err.len() < 200, "{}", err.len());
+        assert!(err.contains("1000000 characters"), "{err}");
+        // A stored row from before the limit is skipped (sip.conf applies).
+        let r = row("siphone2", always(&"4".repeat(100)), "sipctl");
+        assert!(Override::from_row(&r).is_err());
+        // lookup echoes a shortened WHO.
+        let err = lookup(&cfg, &"x".repeat(100_000)).unwrap_err();
+        assert!(err.len() < 200, "{err}");
     }
 }
