@@ -247,6 +247,16 @@ impl Core {
 
     /// Handle one parsed message from `peer`.
     pub fn on_message(&mut self, msg: Message, peer: Peer, now: Now, fx: &mut Effects) {
+        if let Some(flow) = peer.flow {
+            // A TCP flow from a static host is trusted (kept open).
+            let from_host = self
+                .config
+                .by_source(peer.addr)
+                .is_some_and(|c| c.permits(peer.addr.ip()));
+            if from_host {
+                fx.trust(flow);
+            }
+        }
         if msg.is_request() {
             self.on_request(msg, peer, now, fx);
         } else {
@@ -312,7 +322,11 @@ impl Core {
             }
             // Identification comes first: rejected requests (challenges,
             // 403) are answered statelessly and leave no transaction.
-            Method::Register => self.on_register(msg, peer, now, fx),
+            Method::Register => {
+                let before = self.txns.created();
+                self.on_register(msg, peer, now, fx);
+                self.trust_if_identified(peer, before, fx);
+            }
             Method::Other(_) => {
                 self.reply_stateless(
                     &msg,
@@ -323,7 +337,22 @@ impl Core {
                     fx,
                 );
             }
-            _ => self.out_of_dialog(msg, peer, now, fx),
+            _ => {
+                let before = self.txns.created();
+                self.out_of_dialog(msg, peer, now, fx);
+                self.trust_if_identified(peer, before, fx);
+            }
+        }
+    }
+
+    /// A REGISTER or out-of-dialog request that made a transaction passed
+    /// identification (rejected ones leave none, see above): its TCP flow
+    /// carried an authenticated request and is trusted.
+    fn trust_if_identified(&self, peer: Peer, created_before: u64, fx: &mut Effects) {
+        if let Some(flow) = peer.flow {
+            if self.txns.created() != created_before {
+                fx.trust(flow);
+            }
         }
     }
 

@@ -123,6 +123,9 @@ impl Daemon {
                 .collect();
             (r, waits)
         };
+        for flow in fx.trusted.drain(..) {
+            self.transports.tcp.trust(flow);
+        }
         if !fx.out.is_empty() {
             self.transports.send_all(std::mem::take(&mut fx.out));
         }

@@ -250,6 +250,11 @@ impl Transactions {
         id
     }
 
+    /// How many transactions were ever created (a counter that only grows).
+    pub fn created(&self) -> u64 {
+        self.next_id - 1
+    }
+
     pub fn server_count(&self) -> usize {
         self.servers.len()
     }

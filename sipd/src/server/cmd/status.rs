@@ -53,6 +53,17 @@ impl Daemon {
                         .load(std::sync::atomic::Ordering::Relaxed),
                 ),
                 counter("send failures", c.send_failures),
+                counter(
+                    "tcp connections untrusted",
+                    self.transports.tcp.untrusted() as u64,
+                ),
+                counter(
+                    "tcp connections evicted",
+                    self.transports
+                        .tcp
+                        .evicted
+                        .load(std::sync::atomic::Ordering::Relaxed),
+                ),
             ],
         }
     }
