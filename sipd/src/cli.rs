@@ -95,7 +95,25 @@ pub struct Flags {
     #[arg(long = "tcp-max-queued", value_name = "BYTES", default_value_t = 262_144,
           value_parser = clap::value_parser!(u64).range(1024..=1 << 30))]
     pub tcp_max_queued: u64,
+    /// Most server transactions (and, separately, client transactions) at once
+    #[arg(long = "max-transactions", value_name = "N", default_value_t = DEFAULT_TX.max_server as u64,
+          value_parser = clap::value_parser!(u64).range(16..=10_000_000))]
+    pub max_transactions: u64,
+    /// Most open server transactions (not answered yet, or an INVITE's error
+    /// not ACKed yet) from all sources together (then 503)
+    #[arg(long = "max-open-transactions", value_name = "N",
+          default_value_t = DEFAULT_TX.max_open as u64,
+          value_parser = clap::value_parser!(u64).range(1..=10_000_000))]
+    pub max_open_transactions: u64,
+    /// Most open server transactions one source IP address may hold (then 503)
+    #[arg(long = "max-transactions-per-source", value_name = "N",
+          default_value_t = DEFAULT_TX.max_open_per_source as u64,
+          value_parser = clap::value_parser!(u64).range(1..=10_000_000))]
+    pub max_transactions_per_source: u64,
 }
+
+/// The transaction limits the flags start from.
+const DEFAULT_TX: crate::transaction::TxLimits = crate::transaction::TxLimits::DEFAULT;
 
 fn digits(s: &str) -> Result<String, String> {
     if !s.is_empty() && s.len() <= 6 && s.bytes().all(|b| b.is_ascii_digit()) {
@@ -153,6 +171,17 @@ impl Flags {
             message_timeout: Duration::from_secs(self.tcp_message_timeout),
             max_queued_bytes: self.tcp_max_queued as usize,
             ..crate::transport::tcp::TcpLimits::default()
+        }
+    }
+
+    /// The transaction limits these flags set.
+    pub fn tx_limits(&self) -> crate::transaction::TxLimits {
+        crate::transaction::TxLimits {
+            max_server: self.max_transactions as usize,
+            max_client: self.max_transactions as usize,
+            max_open_per_source: self.max_transactions_per_source as usize,
+            max_open: self.max_open_transactions as usize,
+            ..crate::transaction::TxLimits::DEFAULT
         }
     }
 }
@@ -303,6 +332,11 @@ mod tests {
         assert_eq!((t.max_per_ip, t.max_untrusted_per_ip), (128, 96));
         assert_eq!(t.untrusted_idle, Duration::from_secs(30));
         assert_eq!(t.message_timeout, Duration::from_secs(10));
+        let x = f.tx_limits();
+        assert_eq!(
+            (x.max_server, x.max_open, x.max_open_per_source),
+            (200_000, 24_576, 8_192)
+        );
         let f = parse(&[
             "--tcp-max-connections",
             "10",
@@ -312,12 +346,28 @@ mod tests {
             "2",
             "--tcp-message-timeout",
             "1",
+            "--max-transactions",
+            "1000",
+            "--max-open-transactions",
+            "100",
+            "--max-transactions-per-source",
+            "5",
         ])
         .unwrap();
         let t = f.tcp_limits();
         // Derived shares follow the caps (at least one).
         assert_eq!((t.max_untrusted, t.max_untrusted_per_ip), (5, 3));
         assert_eq!(t.untrusted_idle, Duration::from_secs(2));
+        let x = f.tx_limits();
+        assert_eq!(
+            (
+                x.max_server,
+                x.max_client,
+                x.max_open,
+                x.max_open_per_source
+            ),
+            (1000, 1000, 100, 5)
+        );
         // Explicit shares never exceed their caps.
         let f = parse(&[
             "--tcp-max-per-ip",
@@ -331,6 +381,7 @@ mod tests {
         let t = f.tcp_limits();
         assert_eq!((t.max_untrusted, t.max_untrusted_per_ip), (4096, 1));
         assert!(parse(&["--tcp-untrusted-idle", "0"]).is_err());
+        assert!(parse(&["--max-transactions-per-source", "0"]).is_err());
     }
 
     #[test]

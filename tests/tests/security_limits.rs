@@ -1,10 +1,13 @@
-//! End-to-end: the limits of issue 10 (security).
+//! End-to-end: the limits of issue 10 (security), points 6, 8 and 9.
 //!
 //! - TCP slots: a connection that has not carried an authenticated request
 //!   (and is not a static host's) is closed soon after its last message, a
 //!   message that has started must complete in time (one byte a second does
 //!   not keep a connection), and untrusted connections cannot take the slots
 //!   a new phone needs.
+//! - Transactions: one source holding too many open transactions gets 503
+//!   while other sources are served, and is served again once its
+//!   transactions end.
 //! - Control input: numbers are 1 to 32 digits wherever they enter (sipctl,
 //!   the control socket, star codes, sip.conf), and a control request line
 //!   is at most 64 KiB.
@@ -18,7 +21,7 @@ use std::os::unix::net::UnixStream;
 use std::time::{Duration, Instant};
 
 use sipd_tests::ua::unique;
-use sipd_tests::{text, wait_for, Sipd, Start, Ua};
+use sipd_tests::{free_port, text, wait_for, Sipd, Start, Ua};
 
 const S: Duration = Duration::from_secs(5);
 
@@ -368,4 +371,64 @@ fn untrusted_connections_leave_room_for_a_new_phone() {
         .filter(|&c| c)
         .count();
     assert!(closed >= 3, "{closed} of the first six closed");
+}
+
+// ------------------------------------------------------------ transactions
+
+#[test]
+fn a_source_holding_too_many_open_transactions_gets_503_while_others_are_served() {
+    let pbx_addr: SocketAddr = ([127, 0, 0, 1], free_port()).into();
+    let conf = format!(
+        "[GW]\naccountcode=gateways\nhost=127.0.0.2\nexten=9\n\n\
+         [pbx]\nhost={pbx_addr}\nexten=4951110001\n\n\
+         [alice]\naccountcode=o\nsecret=alice-pw\nexten=1001\n"
+    );
+    let s = start(&conf, &["--max-transactions-per-source", "3"]);
+    let mut pbx = Ua::udp_at(pbx_addr, s.addr, "pbx");
+    let mut gw = Ua::udp_on("127.0.0.2", s.addr, "74957770000");
+    let uri = format!("sip:4951110001@{}", s.addr);
+    let mut invites = Vec::new();
+    for _ in 0..3 {
+        let inv = gw.request("INVITE", &uri);
+        gw.send(&inv);
+        let r = gw.recv_response(S).expect("an answer");
+        assert_eq!(r.status(), Some(100), "{}", text(r.raw()));
+        invites.push(inv);
+    }
+    let mut at_pbx = Vec::new();
+    for _ in 0..3 {
+        at_pbx.push(pbx.expect_request("INVITE", S));
+    }
+    // The fourth open INVITE from that address: 503.
+    let r = gw.transact(&gw.request("INVITE", &uri)).expect("an answer");
+    assert_eq!(r.status(), Some(503), "{}", text(r.raw()));
+    assert!(counter(&s, "per-source rejections") >= 1);
+    // Another source is served: registers, asks sipd, calls the pbx.
+    let mut alice = Ua::udp(s.addr, "alice");
+    assert_eq!(alice.register("alice-pw", 300).status(), Some(200));
+    assert!(options_ok(&mut alice, s.addr));
+    alice.invite(&uri, "alice-pw");
+    let got = pbx.expect_request("INVITE", S);
+    assert!(text(got.raw()).contains("alice"), "{}", text(got.raw()));
+    // The pbx turns the gateway's first call down; once the gateway has
+    // ACKed, that transaction is over and the gateway is served again.
+    pbx.respond(&at_pbx[0], 486, "Busy Here", &unique("pbx"));
+    let busy = gw.expect_status(486, S);
+    let mut ack = invites[0].clone();
+    ack.method = "ACK".into();
+    let seq = ack
+        .get("CSeq")
+        .unwrap()
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_string();
+    ack = ack
+        .set("CSeq", &format!("{seq} ACK"))
+        .set("To", busy.header(&sipd::sip::HeaderName::To).unwrap());
+    gw.send(&ack);
+    let again = gw.request("INVITE", &uri);
+    gw.send(&again);
+    let r = gw.recv_response(S).expect("an answer");
+    assert_eq!(r.status(), Some(100), "{}", text(r.raw()));
 }

@@ -213,6 +213,23 @@ impl Core {
         self.ctxs.len()
     }
 
+    /// Give table memory back after a burst (periodic, from the server):
+    /// transaction tables, proxy contexts and their timers, and calls
+    /// shrink when far below their capacity.
+    pub fn shrink_tables(&mut self) {
+        use crate::transaction::{shrink_heap, shrink_map, SHRINK_FLOOR};
+        self.txns.shrink();
+        shrink_map(&mut self.ctxs, SHRINK_FLOOR);
+        shrink_heap(&mut self.ctx_timers, 2 * SHRINK_FLOOR);
+        self.calls.shrink();
+    }
+
+    /// Requests refused with 503 because their source held too many open
+    /// transactions.
+    pub fn refused_per_source(&self) -> u64 {
+        self.txns.refused_per_source
+    }
+
     /// Feature answers waiting for the store.
     pub fn deferred_count(&self) -> usize {
         self.deferred.len()

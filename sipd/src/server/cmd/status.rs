@@ -64,6 +64,7 @@ impl Daemon {
                         .evicted
                         .load(std::sync::atomic::Ordering::Relaxed),
                 ),
+                counter("per-source rejections", core.refused_per_source()),
             ],
         }
     }
