@@ -12,18 +12,35 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-/// The most digits a phone number may have (E.164 allows 15; prefixes and
-/// short codes fit easily): a longer "number" is a typo or an attack.
+/// Most digits a number may have (a forwarding target, a long or short
+/// number, a callerid, a feature code's number): E.164 allows 15; 32
+/// leaves room for prefixes and never holds a number sipd could not route.
 pub const MAX_NUMBER_DIGITS: usize = 32;
 
+/// What a number is, for error messages.
+pub const NUMBER_RULE: &str = "1 to 32 digits, optionally after a leading '+'";
+
 /// A number a client can dial or forward to: 1 to [`MAX_NUMBER_DIGITS`]
-/// ASCII digits with an optional leading `+`. The one check for every place
-/// a number enters (sip.conf, feature codes, the control socket, sipctl).
+/// ASCII digits, optionally after one leading `+`. The one check for
+/// every place a number enters: `sipctl fwd`, the control socket's `fwd`,
+/// star codes (`*72F`), sip.conf, the store.
 pub fn is_number(s: &str) -> bool {
     let digits = s.strip_prefix('+').unwrap_or(s);
     !digits.is_empty()
         && digits.len() <= MAX_NUMBER_DIGITS
         && digits.bytes().all(|b| b.is_ascii_digit())
+}
+
+/// `s` as an error message shows it: whole when short, else its first 32
+/// characters and its length (a million digits make no error message).
+pub fn shown(s: &str) -> String {
+    let n = s.chars().count();
+    if n <= 40 {
+        s.to_string()
+    } else {
+        let head: String = s.chars().take(32).collect();
+        format!("{head}... ({n} characters)")
+    }
 }
 
 /// A client's forwarding: none, every call to a number (`=F`, `*72F`), or calls
@@ -141,6 +158,37 @@ pub mod action {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn numbers() {
+        for ok in ["1", "+1", "0123456789", "+74991234567"] {
+            assert!(is_number(ok), "{ok}");
+        }
+        let longest = "9".repeat(MAX_NUMBER_DIGITS);
+        assert!(is_number(&longest));
+        assert!(is_number(&format!("+{longest}")));
+        for bad in ["", "+", "++1", "1+", "a1", "1 2", "*72", "\u{ff11}", "+-1"] {
+            assert!(!is_number(bad), "{bad}");
+        }
+        assert!(!is_number(&format!("{longest}9")));
+        assert!(!is_number(&format!("+{longest}9")));
+        assert!(!is_number(&"1".repeat(1_000_000)));
+    }
+
+    #[test]
+    fn long_values_are_shown_shortened() {
+        assert_eq!(shown("4991234567"), "4991234567");
+        assert_eq!(shown(&"7".repeat(40)), "7".repeat(40));
+        assert_eq!(
+            shown(&"1".repeat(1_000_000)),
+            format!("{}... (1000000 characters)", "1".repeat(32))
+        );
+        // Characters, not bytes: never cut inside one.
+        assert_eq!(
+            shown(&"\u{e9}".repeat(41)),
+            format!("{}... (41 characters)", "\u{e9}".repeat(32))
+        );
+    }
 
     #[test]
     fn helpers_and_display() {

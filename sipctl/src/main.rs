@@ -103,19 +103,18 @@ fn run(cli: &Cli) -> Result<String, String> {
 }
 
 /// The change asked for (`None`: show only); `clear` is [`Forwarding::None`].
+/// The number is checked here too (sipd checks it again), so that a typo
+/// or a runaway argument gets a clear error before anything is sent.
 fn fwd_action(action: Option<&str>, number: Option<&str>) -> Result<Option<Forwarding>, String> {
     match (action, number) {
         (None, None) => Ok(None),
         (Some("clear"), None) => Ok(Some(Forwarding::None)),
         (Some("clear"), Some(_)) => Err("'clear' takes no number".into()),
-        (Some(_), Some(n)) if !proto::is_number(n) => {
-            let shown: String = n.chars().take(40).collect();
-            let more = if shown.len() < n.len() { "..." } else { "" };
-            Err(format!(
-                "'{shown}{more}' is not a number (1-{} digits, optionally with a leading '+')",
-                proto::MAX_NUMBER_DIGITS
-            ))
-        }
+        (Some(_), Some(n)) if !proto::is_number(n) => Err(format!(
+            "'{}' is not a number ({})",
+            proto::shown(n),
+            proto::NUMBER_RULE
+        )),
         (Some(kind), Some(n)) => Ok(Some(if kind == "always" {
             Forwarding::always(n)
         } else {
@@ -165,7 +164,6 @@ fn render(reply: &Reply) -> String {
                 kv("registrations", s.registrations),
                 kv("calls", s.calls),
                 kv("transactions", s.transactions),
-                kv("store", &s.store),
             ];
             rows.extend(s.counters.iter().map(|c| kv(&c.name, c.value)));
             table(rows)
@@ -306,10 +304,14 @@ mod tests {
             fwd_action(Some("unavail"), Some("1002")).unwrap(),
             Some(Forwarding::unavailable("1002"))
         );
-        let long = "9".repeat(proto::MAX_NUMBER_DIGITS + 1);
-        let e = fwd_action(Some("always"), Some(&long)).unwrap_err();
-        assert!(e.contains("is not a number") && e.len() < 200, "{e}");
-        assert!(fwd_action(Some("always"), Some("12a")).is_err());
+        assert!(fwd_action(Some("always"), Some(&"9".repeat(32))).is_ok());
+        for bad in ["alice", "", "12 34", "+", "*72"] {
+            let e = fwd_action(Some("always"), Some(bad)).unwrap_err();
+            assert!(e.contains("is not a number"), "{bad}: {e}");
+        }
+        let e = fwd_action(Some("unavail"), Some(&"9".repeat(1_000_000))).unwrap_err();
+        assert!(e.len() < 200 && !e.contains('\n'), "{e}");
+        assert!(e.contains("1000000 characters"), "{e}");
     }
 
     #[test]

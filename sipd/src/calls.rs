@@ -199,6 +199,11 @@ impl Calls {
         self.by_id.values().map(|c| &**c)
     }
 
+    /// Give table memory back after a burst (see `Core::shrink_tables`).
+    pub fn shrink(&mut self) {
+        crate::transaction::shrink_map(&mut self.by_id, crate::transaction::SHRINK_FLOOR);
+    }
+
     /// Calls older than [`MAX_CALL`].
     pub fn overdue(&self, now: Instant) -> Vec<String> {
         self.by_id

@@ -70,15 +70,50 @@ pub struct Flags {
     #[arg(long = "tcp-first-message", value_name = "SECS", default_value_t = 30,
           value_parser = clap::value_parser!(u64).range(1..=3600))]
     pub tcp_first_message: u64,
-    /// Seconds without anything read after which a TCP connection is closed
+    /// Seconds without anything read after which a trusted TCP connection is closed
     #[arg(long = "tcp-idle", value_name = "SECS", default_value_t = 7500,
           value_parser = clap::value_parser!(u64).range(1..=86_400))]
     pub tcp_idle: u64,
+    /// Seconds after its last complete message that a TCP connection which has
+    /// not carried an authenticated request (and is not a static host's) is closed
+    #[arg(long = "tcp-untrusted-idle", value_name = "SECS", default_value_t = 30,
+          value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    pub tcp_untrusted_idle: u64,
+    /// Seconds a SIP message that has started to arrive over TCP has to arrive complete
+    #[arg(long = "tcp-message-timeout", value_name = "SECS", default_value_t = 10,
+          value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub tcp_message_timeout: u64,
+    /// Most untrusted TCP connections open at once (default: half of --tcp-max-connections)
+    #[arg(long = "tcp-max-untrusted", value_name = "N",
+          value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    pub tcp_max_untrusted: Option<u64>,
+    /// Most untrusted TCP connections from one IP address (default: three quarters of --tcp-max-per-ip)
+    #[arg(long = "tcp-max-untrusted-per-ip", value_name = "N",
+          value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    pub tcp_max_untrusted_per_ip: Option<u64>,
     /// Bytes queued for a TCP peer that does not read before its connection is closed
     #[arg(long = "tcp-max-queued", value_name = "BYTES", default_value_t = 262_144,
           value_parser = clap::value_parser!(u64).range(1024..=1 << 30))]
     pub tcp_max_queued: u64,
+    /// Most server transactions (and, separately, client transactions) at once
+    #[arg(long = "max-transactions", value_name = "N", default_value_t = DEFAULT_TX.max_server as u64,
+          value_parser = clap::value_parser!(u64).range(16..=10_000_000))]
+    pub max_transactions: u64,
+    /// Most open server transactions (not answered yet, or an INVITE's error
+    /// not ACKed yet) from all sources together (then 503)
+    #[arg(long = "max-open-transactions", value_name = "N",
+          default_value_t = DEFAULT_TX.max_open as u64,
+          value_parser = clap::value_parser!(u64).range(1..=10_000_000))]
+    pub max_open_transactions: u64,
+    /// Most open server transactions one source IP address may hold (then 503)
+    #[arg(long = "max-transactions-per-source", value_name = "N",
+          default_value_t = DEFAULT_TX.max_open_per_source as u64,
+          value_parser = clap::value_parser!(u64).range(1..=10_000_000))]
+    pub max_transactions_per_source: u64,
 }
+
+/// The transaction limits the flags start from.
+const DEFAULT_TX: crate::transaction::TxLimits = crate::transaction::TxLimits::DEFAULT;
 
 fn digits(s: &str) -> Result<String, String> {
     if !s.is_empty() && s.len() <= 6 && s.bytes().all(|b| b.is_ascii_digit()) {
@@ -111,15 +146,42 @@ impl Flags {
     }
 
     /// The TCP limits these flags set (write and connect timeouts fixed).
+    /// The untrusted shares default to half of the connections and three
+    /// quarters of those per IP (at least one), and never exceed them.
     pub fn tcp_limits(&self) -> crate::transport::tcp::TcpLimits {
         use std::time::Duration;
+        let max_connections = self.tcp_max_connections as usize;
+        let max_per_ip = self.tcp_max_per_ip as usize;
+        let max_untrusted = self
+            .tcp_max_untrusted
+            .map_or(max_connections / 2, |n| n as usize)
+            .clamp(1, max_connections);
+        let max_untrusted_per_ip = self
+            .tcp_max_untrusted_per_ip
+            .map_or(max_per_ip - max_per_ip / 4, |n| n as usize)
+            .clamp(1, max_per_ip);
         crate::transport::tcp::TcpLimits {
-            max_connections: self.tcp_max_connections as usize,
-            max_per_ip: self.tcp_max_per_ip as usize,
+            max_connections,
+            max_per_ip,
+            max_untrusted,
+            max_untrusted_per_ip,
             first_message_timeout: Duration::from_secs(self.tcp_first_message),
+            untrusted_idle: Duration::from_secs(self.tcp_untrusted_idle),
             idle_timeout: Duration::from_secs(self.tcp_idle),
+            message_timeout: Duration::from_secs(self.tcp_message_timeout),
             max_queued_bytes: self.tcp_max_queued as usize,
             ..crate::transport::tcp::TcpLimits::default()
+        }
+    }
+
+    /// The transaction limits these flags set.
+    pub fn tx_limits(&self) -> crate::transaction::TxLimits {
+        crate::transaction::TxLimits {
+            max_server: self.max_transactions as usize,
+            max_client: self.max_transactions as usize,
+            max_open_per_source: self.max_transactions_per_source as usize,
+            max_open: self.max_open_transactions as usize,
+            ..crate::transaction::TxLimits::DEFAULT
         }
     }
 }
@@ -259,6 +321,67 @@ mod tests {
         assert!(parse(&["-b", "localhost"]).is_err());
         assert!(parse(&["-b", "1.2.3.4"]).is_err());
         assert!(parse(&["-x"]).is_err());
+    }
+
+    #[test]
+    fn limit_flags() {
+        use std::time::Duration;
+        let f = parse(&[]).unwrap();
+        let t = f.tcp_limits();
+        assert_eq!((t.max_connections, t.max_untrusted), (4096, 2048));
+        assert_eq!((t.max_per_ip, t.max_untrusted_per_ip), (128, 96));
+        assert_eq!(t.untrusted_idle, Duration::from_secs(30));
+        assert_eq!(t.message_timeout, Duration::from_secs(10));
+        let x = f.tx_limits();
+        assert_eq!(
+            (x.max_server, x.max_open, x.max_open_per_source),
+            (200_000, 24_576, 8_192)
+        );
+        let f = parse(&[
+            "--tcp-max-connections",
+            "10",
+            "--tcp-max-per-ip",
+            "3",
+            "--tcp-untrusted-idle",
+            "2",
+            "--tcp-message-timeout",
+            "1",
+            "--max-transactions",
+            "1000",
+            "--max-open-transactions",
+            "100",
+            "--max-transactions-per-source",
+            "5",
+        ])
+        .unwrap();
+        let t = f.tcp_limits();
+        // Derived shares follow the caps (at least one).
+        assert_eq!((t.max_untrusted, t.max_untrusted_per_ip), (5, 3));
+        assert_eq!(t.untrusted_idle, Duration::from_secs(2));
+        let x = f.tx_limits();
+        assert_eq!(
+            (
+                x.max_server,
+                x.max_client,
+                x.max_open,
+                x.max_open_per_source
+            ),
+            (1000, 1000, 100, 5)
+        );
+        // Explicit shares never exceed their caps.
+        let f = parse(&[
+            "--tcp-max-per-ip",
+            "1",
+            "--tcp-max-untrusted",
+            "9999",
+            "--tcp-max-untrusted-per-ip",
+            "50",
+        ])
+        .unwrap();
+        let t = f.tcp_limits();
+        assert_eq!((t.max_untrusted, t.max_untrusted_per_ip), (4096, 1));
+        assert!(parse(&["--tcp-untrusted-idle", "0"]).is_err());
+        assert!(parse(&["--max-transactions-per-source", "0"]).is_err());
     }
 
     #[test]

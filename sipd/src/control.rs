@@ -1,6 +1,8 @@
 //! The control socket (spec §6): a Unix stream socket speaking the `proto`
 //! crate's newline-delimited JSON. Each line is answered by exactly one line;
-//! malformed JSON or an unknown command gets an error response.
+//! malformed JSON or an unknown command gets an error response. A line
+//! longer than `proto::MAX_REQUEST_LINE` (64 KiB) gets an error response and
+//! the connection is closed; a long line's buffer is released after it.
 
 use std::io;
 use std::os::unix::fs::PermissionsExt;
@@ -61,14 +63,16 @@ pub async fn serve<H: Handler>(listener: UnixListener, handler: Arc<H>) {
     }
 }
 
+/// A request line's buffer above this is released after its request (a
+/// long request must not pin its memory for the connection's lifetime).
+const KEEP_BUFFER: usize = 4096;
+
 async fn connection<H: Handler>(stream: UnixStream, handler: Arc<H>) -> io::Result<()> {
     let (r, mut w) = stream.into_split();
     let mut r = BufReader::new(r);
     let mut line = Vec::new();
     loop {
-        // Released after each request: one long line must not pin its
-        // buffer for the life of the connection.
-        if line.capacity() > 4096 {
+        if line.capacity() > KEEP_BUFFER {
             line = Vec::new();
         }
         line.clear();
@@ -79,22 +83,23 @@ async fn connection<H: Handler>(stream: UnixStream, handler: Arc<H>) -> io::Resu
         if n == 0 {
             return Ok(());
         }
-        let resp = if line.len() > proto::MAX_REQUEST_LINE {
+        let text = line.strip_suffix(b"\n").unwrap_or(&line);
+        if text.len() > proto::MAX_REQUEST_LINE {
+            // The rest of the line cannot be told from a next request.
             let resp = Response::error(format!(
                 "request line too long (more than {} bytes)",
                 proto::MAX_REQUEST_LINE
             ));
             w.write_all(proto::to_line(&resp).as_bytes()).await?;
             return Ok(());
-        } else {
-            match std::str::from_utf8(&line) {
-                Err(_) => Response::error("malformed request: not UTF-8"),
-                Ok(text) if text.trim().is_empty() => continue,
-                Ok(text) => match proto::parse_request(text.trim()) {
-                    Ok(req) => handler.clone().handle(req.cmd).await,
-                    Err(e) => Response::error(e),
-                },
-            }
+        }
+        let resp = match std::str::from_utf8(text) {
+            Err(_) => Response::error("malformed request: not UTF-8"),
+            Ok(text) if text.trim().is_empty() => continue,
+            Ok(text) => match proto::parse_request(text.trim()) {
+                Ok(req) => handler.clone().handle(req.cmd).await,
+                Err(e) => Response::error(e),
+            },
         };
         w.write_all(proto::to_line(&resp).as_bytes()).await?;
     }

@@ -16,7 +16,7 @@
 
 use proto::Forwarding;
 
-use super::numbers::{all_digits, is_number};
+use super::numbers::{all_digits, is_number, is_short_number, NUMBER_RULE};
 
 /// The largest hunting position accepted by the parser.
 pub const MAX_POSITION: usize = 9999;
@@ -48,7 +48,8 @@ impl Exten {
                 }
                 if !is_number(target) {
                     return Err(format!(
-                        "forwarding target '{target}' is not a number (digits, optionally with a leading '+')"
+                        "forwarding target '{}' is not a number ({NUMBER_RULE})",
+                        proto::shown(target)
                     ));
                 }
                 exten.forward = if sign == '=' {
@@ -88,22 +89,31 @@ impl Exten {
                 }
                 if !long.is_empty() {
                     if !is_number(long) {
-                        return Err(format!("long number '{long}' is not a number"));
+                        return Err(format!(
+                            "long number '{}' is not a number ({NUMBER_RULE})",
+                            proto::shown(long)
+                        ));
                     }
                     exten.long = Some(long.to_string());
                 }
                 if short.is_empty() {
                     return Err("missing short number after '#'".to_string());
                 }
-                if !all_digits(short) {
-                    return Err(format!("short number '{short}' is not digits"));
+                if !is_short_number(short) {
+                    return Err(format!(
+                        "short number '{}' is not 1 to 32 digits",
+                        proto::shown(short)
+                    ));
                 }
                 exten.short = Some(short.to_string());
             }
             None if numbers.is_empty() => {}
             None => {
                 if !is_number(numbers) {
-                    return Err(format!("'{numbers}' is not a number"));
+                    return Err(format!(
+                        "'{}' is not a number ({NUMBER_RULE})",
+                        proto::shown(numbers)
+                    ));
                 }
                 if numbers.starts_with('+') || numbers.len() > 4 {
                     exten.long = Some(numbers.to_string());
@@ -250,7 +260,7 @@ mod tests {
         assert_eq!(e("1001~"), "missing forwarding number after '~'");
         assert_eq!(
             e("1001=bar"),
-            "forwarding target 'bar' is not a number (digits, optionally with a leading '+')"
+            "forwarding target 'bar' is not a number (1 to 32 digits, optionally after a leading '+')"
         );
         assert!(e("1001=12=3").starts_with("forwarding target '12=3'"));
         assert!(e("1001=12~3").starts_with("forwarding target '12~3'"));
@@ -260,15 +270,42 @@ mod tests {
 
     #[test]
     fn number_errors() {
-        assert_eq!(e("abc"), "'abc' is not a number");
-        assert_eq!(e("10 01"), "'10 01' is not a number");
-        assert_eq!(e("+"), "'+' is not a number");
+        let rule = super::NUMBER_RULE;
+        assert_eq!(e("abc"), format!("'abc' is not a number ({rule})"));
+        assert_eq!(e("10 01"), format!("'10 01' is not a number ({rule})"));
+        assert_eq!(e("+"), format!("'+' is not a number ({rule})"));
+        let long = "1".repeat(33);
+        assert_eq!(e(&long), format!("'{long}' is not a number ({rule})"));
+        assert_eq!(
+            e(&format!("{long}#1")),
+            format!("long number '{long}' is not a number ({rule})")
+        );
+        assert_eq!(
+            e(&format!("1#{long}")),
+            format!("short number '{long}' is not 1 to 32 digits")
+        );
+        assert_eq!(
+            e(&format!("1=+{long}")),
+            format!("forwarding target '+{long}' is not a number ({rule})")
+        );
+        assert_eq!(
+            e(&"1".repeat(100_000)),
+            format!(
+                "'{}... (100000 characters)' is not a number ({rule})",
+                "1".repeat(32)
+            )
+        );
+        // 32 digits are a number.
+        assert!(Exten::parse(&format!("{}#1=+{}", "7".repeat(32), "8".repeat(32))).is_ok());
         assert_eq!(e("1234#"), "missing short number after '#'");
         assert_eq!(e("#"), "missing short number after '#'");
         assert_eq!(e("1#2#3"), "more than one '#'");
-        assert_eq!(e("12a#3"), "long number '12a' is not a number");
-        assert_eq!(e("123#+4"), "short number '+4' is not digits");
-        assert_eq!(e("123#4x"), "short number '4x' is not digits");
+        assert_eq!(
+            e("12a#3"),
+            format!("long number '12a' is not a number ({rule})")
+        );
+        assert_eq!(e("123#+4"), "short number '+4' is not 1 to 32 digits");
+        assert_eq!(e("123#4x"), "short number '4x' is not 1 to 32 digits");
     }
 
     #[test]

@@ -54,8 +54,15 @@ pub(super) fn all_digits(s: &str) -> bool {
     !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit())
 }
 
-/// Digits (at most 32) with an optional leading `+`: a number a client can dial.
-pub use proto::is_number;
+/// A number a client can dial (1 to 32 digits, optionally after a `+`):
+/// the one check for every place a number enters, shared with sipctl
+/// (`proto::is_number`).
+pub use proto::{is_number, MAX_NUMBER_DIGITS, NUMBER_RULE};
+
+/// A short number: 1 to 32 digits, no `+`.
+pub(super) fn is_short_number(s: &str) -> bool {
+    !s.starts_with('+') && is_number(s)
+}
 
 #[cfg(test)]
 mod tests {
@@ -163,5 +170,10 @@ mod tests {
         assert!(!is_number("+"));
         assert!(!is_number(""));
         assert!(!is_number("1+"));
+        assert!(is_number(&"1".repeat(32)));
+        assert!(!is_number(&"1".repeat(33)));
+        assert!(is_short_number("1001"));
+        assert!(!is_short_number("+1001"));
+        assert!(!is_short_number(&"1".repeat(33)));
     }
 }

@@ -1090,10 +1090,10 @@ exten=74991112233=100
 #[test]
 fn exten_syntax_errors() {
     let cases = [
-        ("abc", "bad exten 'abc': 'abc' is not a number"),
+        ("abc", "bad exten 'abc': 'abc' is not a number (1 to 32 digits, optionally after a leading '+')"),
         ("1001=", "bad exten '1001=': missing forwarding number after '='"),
-        ("1001~x", "bad exten '1001~x': forwarding target 'x' is not a number (digits, optionally with a leading '+')"),
-        ("1001=siphone2", "bad exten '1001=siphone2': forwarding target 'siphone2' is not a number (digits, optionally with a leading '+')"),
+        ("1001~x", "bad exten '1001~x': forwarding target 'x' is not a number (1 to 32 digits, optionally after a leading '+')"),
+        ("1001=siphone2", "bad exten '1001=siphone2': forwarding target 'siphone2' is not a number (1 to 32 digits, optionally after a leading '+')"),
         ("123#", "bad exten '123#': missing short number after '#'"),
         ("1#2#3", "bad exten '1#2#3': more than one '#'"),
         ("1001(2", "bad exten '1001(2': missing ')' after the hunting list"),

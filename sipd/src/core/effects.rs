@@ -3,7 +3,7 @@
 //! (the server reports the outcome back with `Core::resume`).
 
 use crate::store::Write;
-use crate::transport::Out;
+use crate::transport::{FlowId, Out};
 
 #[derive(Debug, Default)]
 pub struct Effects {
@@ -13,6 +13,9 @@ pub struct Effects {
     pub writes: Vec<Write>,
     /// Store writes to confirm: `Core::resume(token, result)` once committed.
     pub confirm: Vec<(u64, Write)>,
+    /// TCP flows that carried an authenticated request or come from a
+    /// static host: the transport keeps them open longer (`Tcp::trust`).
+    pub trusted: Vec<FlowId>,
 }
 
 impl Effects {
@@ -24,7 +27,17 @@ impl Effects {
         self.writes.push(w);
     }
 
+    /// Flow `flow` is trusted (see [`Effects::trusted`]).
+    pub fn trust(&mut self, flow: FlowId) {
+        if !self.trusted.contains(&flow) {
+            self.trusted.push(flow);
+        }
+    }
+
     pub fn is_empty(&self) -> bool {
-        self.out.is_empty() && self.writes.is_empty() && self.confirm.is_empty()
+        self.out.is_empty()
+            && self.writes.is_empty()
+            && self.confirm.is_empty()
+            && self.trusted.is_empty()
     }
 }

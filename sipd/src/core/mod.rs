@@ -222,6 +222,23 @@ impl Core {
         self.ctxs.len()
     }
 
+    /// Give table memory back after a burst (periodic, from the server):
+    /// transaction tables, proxy contexts and their timers, and calls
+    /// shrink when far below their capacity.
+    pub fn shrink_tables(&mut self) {
+        use crate::transaction::{shrink_heap, shrink_map, SHRINK_FLOOR};
+        self.txns.shrink();
+        shrink_map(&mut self.ctxs, SHRINK_FLOOR);
+        shrink_heap(&mut self.ctx_timers, 2 * SHRINK_FLOOR);
+        self.calls.shrink();
+    }
+
+    /// Requests refused with 503 because their source held too many open
+    /// transactions.
+    pub fn refused_per_source(&self) -> u64 {
+        self.txns.refused_per_source
+    }
+
     /// Feature answers waiting for the store.
     pub fn deferred_count(&self) -> usize {
         self.deferred.len()
@@ -254,6 +271,16 @@ impl Core {
 
     /// Handle one parsed message from `peer`.
     pub fn on_message(&mut self, msg: Message, peer: Peer, now: Now, fx: &mut Effects) {
+        if let Some(flow) = peer.flow {
+            // A TCP flow from a static host is trusted (kept open).
+            let from_host = self
+                .config
+                .by_source(peer.addr)
+                .is_some_and(|c| c.permits(peer.addr.ip()));
+            if from_host {
+                fx.trust(flow);
+            }
+        }
         if msg.is_request() {
             self.on_request(msg, peer, now, fx);
         } else {
@@ -319,7 +346,11 @@ impl Core {
             }
             // Identification comes first: rejected requests (challenges,
             // 403) are answered statelessly and leave no transaction.
-            Method::Register => self.on_register(msg, peer, now, fx),
+            Method::Register => {
+                let before = self.txns.created();
+                self.on_register(msg, peer, now, fx);
+                self.trust_if_identified(peer, before, fx);
+            }
             Method::Other(_) => {
                 self.reply_stateless(
                     &msg,
@@ -330,7 +361,22 @@ impl Core {
                     fx,
                 );
             }
-            _ => self.out_of_dialog(msg, peer, now, fx),
+            _ => {
+                let before = self.txns.created();
+                self.out_of_dialog(msg, peer, now, fx);
+                self.trust_if_identified(peer, before, fx);
+            }
+        }
+    }
+
+    /// A REGISTER or out-of-dialog request that made a transaction passed
+    /// identification (rejected ones leave none, see above): its TCP flow
+    /// carried an authenticated request and is trusted.
+    fn trust_if_identified(&self, peer: Peer, created_before: u64, fx: &mut Effects) {
+        if let Some(flow) = peer.flow {
+            if self.txns.created() != created_before {
+                fx.trust(flow);
+            }
         }
     }
 

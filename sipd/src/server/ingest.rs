@@ -25,6 +25,10 @@ impl Sink for Daemon {
         self.handle_batch(batch);
     }
 
+    fn on_idle(&self) {
+        super::release_memory();
+    }
+
     fn on_send_failed(&self, report: u64) {
         self.with_core(Effects::new(), |core, fx| {
             core.on_send_failed(report, Now::read(), fx)
@@ -123,6 +127,9 @@ impl Daemon {
                 .collect();
             (r, waits)
         };
+        for flow in fx.trusted.drain(..) {
+            self.transports.tcp.trust(flow);
+        }
         if !fx.out.is_empty() {
             self.transports.send_all(std::mem::take(&mut fx.out));
         }

@@ -26,15 +26,50 @@ const TICK: Duration = Duration::from_millis(20);
 /// How often freed heap memory is handed back to the system.
 const TRIM_EVERY: Duration = Duration::from_secs(10);
 
-/// After a burst (a REGISTER flood, a benchmark) glibc keeps the freed
-/// memory of the transaction tables; give it back so that the resident
-/// size follows the real state. Nothing to do with mimalloc (the default
-/// build), which returns freed memory by itself.
-fn trim_heap() {
+/// After a burst (a flood, a benchmark) the allocator keeps the memory
+/// the transaction tables freed; give it back so that the resident size
+/// follows the real state (with glibc: `malloc_trim`; with mimalloc: a
+/// forced collection of the calling thread's heap). Blocks freed by
+/// another thread than the one that allocated them are only reclaimed by
+/// their owner, so every thread that runs the core calls this now and
+/// then: the tick after shrinking the tables, tokio workers when they park
+/// (at most every [`TRIM_EVERY`]), UDP reader threads when idle
+/// ([`Sink::on_idle`]).
+pub(crate) fn release_memory() {
     #[cfg(all(target_os = "linux", target_env = "gnu", not(feature = "mimalloc")))]
     // SAFETY: malloc_trim only releases free memory of the allocator.
     unsafe {
         libc::malloc_trim(0);
+    }
+    #[cfg(feature = "mimalloc")]
+    {
+        extern "C" {
+            // mimalloc.h: void mi_collect(bool force); linked in by the
+            // mimalloc crate (its libmimalloc-sys builds the C library).
+            fn mi_collect(force: bool);
+        }
+        // SAFETY: mi_collect takes a plain bool and only frees memory the
+        // allocator no longer uses.
+        unsafe { mi_collect(true) };
+    }
+}
+
+/// [`release_memory`] when this thread last did it over [`TRIM_EVERY`]
+/// ago: for threads that go idle often (tokio workers park between tasks).
+fn release_memory_now_and_then() {
+    thread_local! {
+        static LAST: std::cell::Cell<Option<Instant>> = const { std::cell::Cell::new(None) };
+    }
+    let now = Instant::now();
+    let due = LAST.with(|l| match l.get() {
+        Some(at) if now.duration_since(at) < TRIM_EVERY => false,
+        _ => {
+            l.set(Some(now));
+            true
+        }
+    });
+    if due {
+        release_memory();
     }
 }
 
@@ -59,6 +94,7 @@ pub fn run(flags: Flags) -> Result<(), String> {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
+        .on_thread_park(release_memory_now_and_then)
         .build()
         .map_err(|e| format!("cannot start runtime: {e}"))?;
     rt.block_on(serve(flags))
@@ -127,6 +163,7 @@ async fn serve(flags: Flags) -> Result<(), String> {
             Some(&loaded),
             CoreOptions {
                 nonce_lifetime: Duration::from_secs(flags.nonce_expire),
+                tx_limits: flags.tx_limits(),
                 ..CoreOptions::default()
             },
             Now::read(),
@@ -161,7 +198,8 @@ async fn serve(flags: Flags) -> Result<(), String> {
                 tick.tick().await;
                 if Instant::now() >= next_trim {
                     next_trim = Instant::now() + TRIM_EVERY;
-                    trim_heap();
+                    d.with_core(Effects::new(), |core, _| core.shrink_tables());
+                    release_memory();
                 }
                 d.with_core(Effects::new(), |core, fx| core.on_tick(Now::read(), fx));
             }

@@ -11,6 +11,7 @@ mod server;
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
+use std::net::IpAddr;
 
 /// Hash maps keyed by what peers send (branches): foldhash with a random
 /// per-process seed, several times faster than SipHash on these short keys.
@@ -55,6 +56,21 @@ pub struct Owner {
 pub struct TxLimits {
     pub max_server: usize,
     pub max_client: usize,
+    /// Open server transactions (see [`ServerTx::is_open`]) one source IP
+    /// address may hold; beyond them its new requests get `503`. A static
+    /// host is identified by its address alone (spoofable over UDP): this
+    /// keeps one source from taking the whole table, and bounds the memory
+    /// it can make us hold. CANCEL is not refused (it ends transactions).
+    pub max_open_per_source: usize,
+    /// Open server transactions from all sources together. An open INVITE
+    /// proxied to a callee that does not answer holds about 9 KiB resident
+    /// (its server and client transaction, proxy context and call: 7.1 KiB
+    /// asked of the allocator, see `examples/txmem.rs`; 8.8 KiB of RSS per
+    /// open INVITE in `bench/txflood`), so this bounds that state to about
+    /// 210 MiB, and `max_open_per_source` one source to about 70 MiB.
+    /// Finished transactions lingering for retransmissions hold about
+    /// 1 KiB each and are bounded by `max_server`/`max_client` only.
+    pub max_open: usize,
     /// Entries the tables hold before they first grow: a fresh server
     /// under load would otherwise rehash them (under the core lock)
     /// several times in its first seconds. The tables hold pointers, so
@@ -62,13 +78,19 @@ pub struct TxLimits {
     pub initial: usize,
 }
 
+impl TxLimits {
+    pub const DEFAULT: TxLimits = TxLimits {
+        max_server: 200_000,
+        max_client: 200_000,
+        max_open_per_source: 8_192,
+        max_open: 24_576,
+        initial: 16_384,
+    };
+}
+
 impl Default for TxLimits {
     fn default() -> Self {
-        TxLimits {
-            max_server: 200_000,
-            max_client: 200_000,
-            initial: 16_384,
-        }
+        TxLimits::DEFAULT
     }
 }
 
@@ -215,6 +237,12 @@ pub struct Transactions {
     /// (branch, is CANCEL) → id
     client_keys: HashMap<(Box<str>, bool), TxId>,
     timers: BinaryHeap<Reverse<TimerEntry>>,
+    /// Open server transactions by source IP (entries with 0 removed),
+    /// and in all.
+    open_by_source: HashMap<IpAddr, u32>,
+    open: usize,
+    /// Requests refused because their source held too many open transactions.
+    pub refused_per_source: u64,
     pub limits: TxLimits,
 }
 
@@ -240,7 +268,39 @@ impl Transactions {
             clients: HashMap::with_capacity_and_hasher(c, Default::default()),
             client_keys: HashMap::with_capacity_and_hasher(c, Default::default()),
             timers: BinaryHeap::with_capacity(4 * (s + c)),
+            open_by_source: HashMap::default(),
+            open: 0,
+            refused_per_source: 0,
             limits,
+        }
+    }
+
+    /// Open server transactions in all.
+    pub fn open_count(&self) -> usize {
+        self.open
+    }
+
+    /// Open server transactions of source `ip`.
+    pub fn open_from(&self, ip: IpAddr) -> usize {
+        self.open_by_source.get(&ip).map_or(0, |&n| n as usize)
+    }
+
+    /// Stop counting transaction `id` for its source once it is no longer
+    /// open (after a final response or an ACK), or when it goes.
+    fn settle(&mut self, id: TxId, gone: bool) {
+        let Some(tx) = self.servers.get_mut(&id) else {
+            return;
+        };
+        if tx.counted && (gone || !tx.is_open()) {
+            tx.counted = false;
+            self.open = self.open.saturating_sub(1);
+            let ip = tx.peer.addr.ip();
+            if let Some(n) = self.open_by_source.get_mut(&ip) {
+                *n = n.saturating_sub(1);
+                if *n == 0 {
+                    self.open_by_source.remove(&ip);
+                }
+            }
         }
     }
 
@@ -248,6 +308,11 @@ impl Transactions {
         let id = self.next_id;
         self.next_id += 1;
         id
+    }
+
+    /// How many transactions were ever created (a counter that only grows).
+    pub fn created(&self) -> u64 {
+        self.next_id - 1
     }
 
     pub fn server_count(&self) -> usize {
@@ -282,6 +347,7 @@ impl Transactions {
                 if let Some(tx) = self.servers.get_mut(&id) {
                     if let Some((at, gen)) = tx.on_ack(now) {
                         self.schedule(at, Side::Server, id, TimerKind::Terminate, gen);
+                        self.settle(id, false);
                         return RequestMatch::AckAbsorbed;
                     }
                     if tx.state() == ServerState::Confirmed {
@@ -321,12 +387,25 @@ impl Transactions {
         resp_via: String,
         to_tag: u64,
     ) -> Option<TxId> {
-        if self.servers.len() >= self.limits.max_server {
+        let cancel = msg.method() == Some(&Method::Cancel);
+        if self.servers.len() >= self.limits.max_server
+            || (!cancel && self.open >= self.limits.max_open)
+        {
+            return None;
+        }
+        let ip = peer.addr.ip();
+        // A CANCEL ends open transactions (and is answered at once): a
+        // source at its limit may still send one.
+        if !cancel && self.open_from(ip) >= self.limits.max_open_per_source {
+            self.refused_per_source += 1;
             return None;
         }
         let id = self.id();
         let key = ServerKey::of(&msg);
-        let tx = ServerTx::new(id, key.clone(), msg, peer, resp_dest, resp_via, to_tag);
+        let mut tx = ServerTx::new(id, key.clone(), msg, peer, resp_dest, resp_via, to_tag);
+        tx.counted = true;
+        self.open += 1;
+        *self.open_by_source.entry(ip).or_insert(0) += 1;
         self.server_keys.insert(key, id);
         self.servers.insert(id, Box::new(tx));
         Some(id)
@@ -356,6 +435,7 @@ impl Transactions {
         for (at, kind, gen) in timers {
             self.schedule(at, Side::Server, id, kind, gen);
         }
+        self.settle(id, false);
     }
 
     /// Build and send a response of our own through transaction `id`.
@@ -458,6 +538,7 @@ impl Transactions {
 
     /// Forget a server transaction now (e.g. after a stateless-style answer over TCP).
     pub fn drop_server(&mut self, id: TxId) {
+        self.settle(id, true);
         if let Some(tx) = self.servers.remove(&id) {
             self.server_keys.remove(&tx.key);
         }
@@ -505,9 +586,57 @@ impl Transactions {
         events
     }
 
+    /// Give table memory back after a burst (a flood, a benchmark): a
+    /// table holding less than a quarter of its capacity is rebuilt at
+    /// twice its length (at least [`SHRINK_FLOOR`]). The tables start
+    /// larger ([`TxLimits::initial`]) so that a fresh server does not
+    /// rehash in its first seconds under load; after a burst a table that
+    /// grew and emptied is all touched memory, which only a rebuild gives
+    /// back. O(entries), so it is for a periodic sweep.
+    pub fn shrink(&mut self) {
+        shrink_map(&mut self.servers, SHRINK_FLOOR);
+        shrink_map(&mut self.server_keys, SHRINK_FLOOR);
+        shrink_map(&mut self.clients, SHRINK_FLOOR);
+        shrink_map(&mut self.client_keys, SHRINK_FLOOR);
+        shrink_map(&mut self.open_by_source, 0);
+        shrink_heap(&mut self.timers, 4 * SHRINK_FLOOR);
+    }
+
     /// Number of pending timer entries (for tests and status).
     pub fn timer_count(&self) -> usize {
         self.timers.len()
+    }
+}
+
+/// Fewest entries a table is shrunk to.
+pub const SHRINK_FLOOR: usize = 1024;
+
+/// Rebuild `m` at twice its length (at least `floor`) when it holds less
+/// than a quarter of its capacity: a fresh allocation, so that the memory
+/// the emptied table had touched goes back to the allocator.
+pub fn shrink_map<K: Eq + std::hash::Hash, V, S: std::hash::BuildHasher + Clone>(
+    m: &mut std::collections::HashMap<K, V, S>,
+    floor: usize,
+) {
+    let want = (2 * m.len()).max(floor);
+    if m.capacity() > 2 * want {
+        let mut fresh =
+            std::collections::HashMap::with_capacity_and_hasher(want, m.hasher().clone());
+        fresh.extend(m.drain());
+        *m = fresh;
+    }
+}
+
+/// [`shrink_map`] for a timer heap (not `shrink_to`: a `realloc` copies
+/// the whole new capacity, touching memory a mostly empty heap never needs).
+pub fn shrink_heap<T: Ord>(h: &mut BinaryHeap<T>, floor: usize) {
+    let want = (2 * h.len()).max(floor);
+    if h.capacity() > 2 * want {
+        let old = std::mem::take(h).into_vec();
+        let mut fresh = Vec::with_capacity(want);
+        fresh.extend(old);
+        // Still in heap order: `from` re-heapifies in O(n) anyway.
+        *h = BinaryHeap::from(fresh);
     }
 }
 

@@ -53,6 +53,8 @@ pub struct ServerTx {
     gen: u32,
     /// Free for the owner (e.g. the proxy context id).
     pub ctx: Option<u64>,
+    /// Counted among its source's open transactions (see `Transactions`).
+    pub(crate) counted: bool,
 }
 
 impl ServerTx {
@@ -85,6 +87,18 @@ impl ServerTx {
             g_interval: T1,
             gen: 0,
             ctx: None,
+            counted: false,
+        }
+    }
+
+    /// Still open for its source: no final response yet, or an INVITE's
+    /// non-2xx final not ACKed yet (retransmitted until timer H). A
+    /// finished transaction that only lingers (timers I, J, L) is not.
+    pub fn is_open(&self) -> bool {
+        match self.state {
+            ServerState::Trying | ServerState::Proceeding => true,
+            ServerState::Completed => self.invite,
+            ServerState::Confirmed | ServerState::Accepted => false,
         }
     }
 

@@ -474,3 +474,126 @@ fn tables_are_bounded() {
         )
         .is_none());
 }
+
+fn server_from(t: &mut Transactions, m: Message, ip: [u8; 4]) -> Option<TxId> {
+    let p = Peer {
+        transport: Transport::Udp,
+        addr: (ip, 5000).into(),
+        flow: None,
+        local: None,
+    };
+    let via = m.top_via().to_string();
+    t.create_server(Arc::new(m), p, p, via, 0x7a)
+}
+
+#[test]
+fn open_transactions_are_bounded_per_source() {
+    let mut t = Transactions::new(TxLimits {
+        max_open_per_source: 2,
+        ..TxLimits::default()
+    });
+    let now = Instant::now();
+    let a = [127, 0, 0, 2];
+    let i1 = server_from(&mut t, req("INVITE", "z9hG4bKa1"), a).unwrap();
+    let i2 = server_from(&mut t, req("INVITE", "z9hG4bKa2"), a).unwrap();
+    assert_eq!(t.open_from(a.into()), 2);
+    // The third from that source is refused; another source is served.
+    assert!(server_from(&mut t, req("INVITE", "z9hG4bKa3"), a).is_none());
+    assert_eq!(t.refused_per_source, 1);
+    assert!(server_from(&mut t, req("INVITE", "z9hG4bKb1"), [127, 0, 0, 1]).is_some());
+    // A CANCEL is never refused: it ends open transactions.
+    let c = server_from(&mut t, req("CANCEL", "z9hG4bKa1"), a).unwrap();
+    let mut out = Vec::new();
+    t.reply(c, 200, "OK", &[], now, &mut out);
+    // A provisional keeps an INVITE open; a non-2xx final too, until the ACK.
+    t.reply(i1, 180, "Ringing", &[], now, &mut out);
+    t.reply(i1, 486, "Busy Here", &[], now, &mut out);
+    assert_eq!(t.open_from(a.into()), 2);
+    let mut ack = req("ACK", "z9hG4bKa1");
+    ack = Message::parse(
+        &String::from_utf8_lossy(ack.raw())
+            .replace("To: <sip:bob@x>", "To: <sip:bob@x>;tag=7a")
+            .into_bytes(),
+        &Limits::default(),
+    )
+    .unwrap();
+    assert_eq!(
+        t.match_request(&ack, now, &mut out),
+        RequestMatch::AckAbsorbed
+    );
+    assert_eq!(t.open_from(a.into()), 1);
+    // A 2xx ends it being open (it lingers, not counted).
+    t.reply(i2, 200, "OK", &[], now, &mut out);
+    assert_eq!(t.open_from(a.into()), 0);
+    assert!(server_from(&mut t, req("INVITE", "z9hG4bKa4"), a).is_some());
+    // A non-INVITE is open until its final response.
+    let o = server_from(&mut t, req("OPTIONS", "z9hG4bKa5"), a).unwrap();
+    assert_eq!(t.open_from(a.into()), 2);
+    t.reply(o, 200, "OK", &[], now, &mut out);
+    assert_eq!(t.open_from(a.into()), 1);
+    // Dropped (e.g. timer H) while open: no longer counted; the count
+    // of a source with none open goes away.
+    let i4 = t.invite_for_cancel(&req("CANCEL", "z9hG4bKa4")).unwrap();
+    t.drop_server(i4);
+    assert_eq!(t.open_from(a.into()), 0);
+    assert!(!t.open_by_source.contains_key(&IpAddr::from(a)));
+    assert_eq!(t.open_from([127, 0, 0, 1].into()), 1);
+}
+
+#[test]
+fn tables_shrink_after_a_burst() {
+    let mut t = Transactions::new(TxLimits {
+        initial: 64,
+        max_open: 100_000,
+        max_open_per_source: 100_000,
+        ..TxLimits::default()
+    });
+    let now = Instant::now();
+    let mut ids = Vec::new();
+    for i in 0..10_000 {
+        ids.push(server(
+            &mut t,
+            req("OPTIONS", &format!("z9hG4bKs{i}")),
+            Transport::Udp,
+        ));
+    }
+    let grown = t.servers.capacity();
+    assert!(grown >= 10_000);
+    let mut out = Vec::new();
+    for id in ids.drain(10..) {
+        t.reply(id, 200, "OK", &[], now, &mut out);
+        t.drop_server(id);
+    }
+    t.shrink();
+    assert!(t.servers.capacity() < grown / 4, "{}", t.servers.capacity());
+    assert!(t.servers.capacity() >= SHRINK_FLOOR);
+    assert!(t.server_keys.capacity() >= SHRINK_FLOOR);
+    assert_eq!(t.server_count(), 10);
+    // The ones left are still found.
+    for id in &ids {
+        assert!(t.server(*id).is_some());
+    }
+    let again = t.servers.capacity();
+    t.shrink();
+    assert_eq!(t.servers.capacity(), again, "nothing to do the second time");
+}
+
+#[test]
+fn open_transactions_are_bounded_in_all() {
+    let mut t = Transactions::new(TxLimits {
+        max_open: 2,
+        ..TxLimits::default()
+    });
+    let now = Instant::now();
+    let a = server_from(&mut t, req("INVITE", "z9hG4bKg1"), [127, 0, 0, 2]).unwrap();
+    server_from(&mut t, req("INVITE", "z9hG4bKg2"), [127, 0, 0, 3]).unwrap();
+    assert_eq!(t.open_count(), 2);
+    assert!(server_from(&mut t, req("INVITE", "z9hG4bKg3"), [127, 0, 0, 4]).is_none());
+    // Not counted as a per-source refusal; CANCEL still gets through.
+    assert_eq!(t.refused_per_source, 0);
+    let c = server_from(&mut t, req("CANCEL", "z9hG4bKg1"), [127, 0, 0, 2]).unwrap();
+    let mut out = Vec::new();
+    t.reply(c, 200, "OK", &[], now, &mut out);
+    t.reply(a, 200, "OK", &[], now, &mut out);
+    assert!(server_from(&mut t, req("INVITE", "z9hG4bKg4"), [127, 0, 0, 4]).is_some());
+}

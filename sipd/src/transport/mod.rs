@@ -63,6 +63,11 @@ pub trait Sink: Send + Sync + 'static {
         }
     }
 
+    /// A UDP reader thread has had nothing to read for a while (after
+    /// traffic, or every few seconds): a chance to do per-thread
+    /// housekeeping such as returning freed memory. Called on that thread.
+    fn on_idle(&self) {}
+
     /// A request sent with [`IfClosed::ConnectOrFail`] could not be
     /// delivered: its flow was gone and a new connection failed. Never
     /// called with the sender's locks held.

@@ -2,9 +2,29 @@
 //! Content-Length) and a writer task (queue bounded in bytes, writes with a
 //! timeout). Connections ("flows") are kept in a table by id and by remote
 //! address so that requests to a client registered over TCP go back over its
-//! own connection. The table is bounded overall and per remote IP; a
-//! connection must deliver a first message within a fixed time after it is
-//! opened, and idle ones are closed.
+//! own connection.
+//!
+//! Trust: an accepted connection is *untrusted* until the core reports
+//! ([`Tcp::trust`]) that it carried a successfully authenticated request or
+//! that its source is a static host; connections we open ourselves are
+//! trusted. An untrusted connection must deliver a first message within
+//! `first_message_timeout` of being opened and is closed
+//! `untrusted_idle` after its last complete message (keep-alives do not
+//! count); a trusted one lives until nothing at all was read for
+//! `idle_timeout`. On every connection a message that has started must
+//! arrive complete within `message_timeout` (one byte a second does not
+//! keep a connection). See [`deadline`].
+//!
+//! Bounds: `max_connections` overall and `max_per_ip` accepted from one IP;
+//! untrusted connections may hold only `max_untrusted` of the first and
+//! `max_untrusted_per_ip` of the second, so trusted flows always fit. An IP
+//! over its own limits is refused: it only hurts itself. When the
+//! untrusted share overall (or the whole table) is full, a new connection
+//! is still taken in and the oldest untrusted connection of the IP holding
+//! the most untrusted connections is closed for it ([`Tcp::evicted`]): a
+//! phone connecting while flooders hold every untrusted slot gets in, and
+//! the flooders evict each other. Only when everything is trusted is a
+//! connection refused for want of room.
 //!
 //! Sends work from any thread (UDP reader threads, tokio workers, the
 //! tick): tasks are spawned on the runtime handle taken at bind time. A
@@ -15,7 +35,7 @@
 use std::collections::HashMap;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
@@ -34,11 +54,22 @@ pub struct TcpLimits {
     pub max_connections: usize,
     /// Accepted connections from one IP address.
     pub max_per_ip: usize,
-    /// A connection that has not sent a complete message this long after
-    /// it was opened is closed (keep-alives do not count).
+    /// Of `max_connections`, how many may be untrusted (accepted, not yet
+    /// carrying an authenticated request): the rest is room for trusted flows.
+    pub max_untrusted: usize,
+    /// Of `max_per_ip`, how many may be untrusted.
+    pub max_untrusted_per_ip: usize,
+    /// An untrusted connection that has not sent a complete message this
+    /// long after it was opened is closed (keep-alives do not count).
     pub first_message_timeout: Duration,
-    /// A connection from which nothing was read for this long is closed.
+    /// An untrusted connection is closed this long after its last complete
+    /// message (keep-alives do not count).
+    pub untrusted_idle: Duration,
+    /// A trusted connection from which nothing was read for this long is closed.
     pub idle_timeout: Duration,
+    /// A message that has started (bytes read, not complete yet) must be
+    /// complete within this time, on any connection.
+    pub message_timeout: Duration,
     /// Bytes queued for a peer that does not read; beyond them the
     /// connection is closed.
     pub max_queued_bytes: usize,
@@ -52,12 +83,61 @@ impl Default for TcpLimits {
         TcpLimits {
             max_connections: 4096,
             max_per_ip: 128,
+            max_untrusted: 2048,
+            max_untrusted_per_ip: 96,
             first_message_timeout: Duration::from_secs(30),
+            untrusted_idle: Duration::from_secs(30),
             idle_timeout: Duration::from_secs(2 * 3600 + 300),
+            message_timeout: Duration::from_secs(10),
             max_queued_bytes: 256 * 1024,
             write_timeout: Duration::from_secs(10),
             connect_timeout: Duration::from_secs(5),
         }
+    }
+}
+
+/// Why a connection's reader gives up at [`deadline`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Expiry {
+    /// Untrusted, no complete message since it was opened.
+    FirstMessage,
+    /// Untrusted, no complete message for `untrusted_idle`.
+    UntrustedIdle,
+    /// Trusted, nothing read for `idle_timeout`.
+    Idle,
+    /// A started message did not complete within `message_timeout`.
+    PartialMessage,
+}
+
+/// What a connection's reader knows when it waits for bytes.
+#[derive(Clone, Copy, Debug)]
+pub struct ReadState {
+    pub opened: Instant,
+    /// The last time anything was read (keep-alives included).
+    pub last_read: Instant,
+    /// The end of the last complete message, if any.
+    pub last_message: Option<Instant>,
+    /// When the bytes of the incomplete message now buffered started.
+    pub partial_since: Option<Instant>,
+    pub trusted: bool,
+}
+
+/// When a connection in state `st` is closed unless more arrives, and why
+/// (the earliest rule that applies; see the module docs).
+pub fn deadline(limits: &TcpLimits, st: &ReadState) -> (Instant, Expiry) {
+    let base = match (st.trusted, st.last_message) {
+        (true, _) => (st.last_read + limits.idle_timeout, Expiry::Idle),
+        (false, None) => (
+            st.opened + limits.first_message_timeout,
+            Expiry::FirstMessage,
+        ),
+        (false, Some(at)) => (at + limits.untrusted_idle, Expiry::UntrustedIdle),
+    };
+    match st.partial_since {
+        Some(since) if since + limits.message_timeout < base.0 => {
+            (since + limits.message_timeout, Expiry::PartialMessage)
+        }
+        _ => base,
     }
 }
 
@@ -67,6 +147,15 @@ struct Flow {
     queued: Arc<AtomicUsize>,
     close: Arc<Notify>,
     inbound: bool,
+    /// Read by the connection's reader for its deadline; changed under
+    /// the table lock only (with the untrusted counts).
+    trusted: Arc<AtomicBool>,
+}
+
+impl Flow {
+    fn untrusted(&self) -> bool {
+        self.inbound && !self.trusted.load(Ordering::Relaxed)
+    }
 }
 
 /// Messages waiting for a connection being opened to one address.
@@ -79,8 +168,94 @@ struct Connecting {
 struct Table {
     by_id: HashMap<FlowId, Flow>,
     by_addr: HashMap<SocketAddr, FlowId>,
+    /// Accepted connections by remote IP (trusted or not).
     per_ip: HashMap<IpAddr, usize>,
+    /// Accepted connections not trusted yet, by remote IP and in all.
+    untrusted_per_ip: HashMap<IpAddr, usize>,
+    untrusted: usize,
     connecting: HashMap<SocketAddr, Connecting>,
+}
+
+/// What to do with a new connection, decided from the table's counts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Admit {
+    Yes,
+    /// Close the oldest untrusted connection of the IP holding the most first.
+    EvictHeaviest,
+    No,
+}
+
+impl Table {
+    fn count(map: &HashMap<IpAddr, usize>, ip: &IpAddr) -> usize {
+        map.get(ip).copied().unwrap_or(0)
+    }
+
+    fn bump(map: &mut HashMap<IpAddr, usize>, ip: IpAddr) {
+        *map.entry(ip).or_insert(0) += 1;
+    }
+
+    fn drop_one(map: &mut HashMap<IpAddr, usize>, ip: &IpAddr) {
+        if let Some(n) = map.get_mut(ip) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                map.remove(ip);
+            }
+        }
+    }
+
+    /// May a new connection (accepted from `ip`, or opened by us when
+    /// `inbound` is false) come in, and what must go for it? An IP over
+    /// its own limits is refused (it only hurts itself); a full table
+    /// makes room by closing an untrusted connection of the IP holding
+    /// the most.
+    fn admit(&self, limits: &TcpLimits, ip: IpAddr, inbound: bool) -> Admit {
+        if inbound {
+            if Self::count(&self.per_ip, &ip) >= limits.max_per_ip
+                || Self::count(&self.untrusted_per_ip, &ip) >= limits.max_untrusted_per_ip
+            {
+                return Admit::No;
+            }
+            if self.untrusted >= limits.max_untrusted {
+                return Admit::EvictHeaviest;
+            }
+        }
+        if self.by_id.len() >= limits.max_connections {
+            return if self.untrusted > 0 {
+                Admit::EvictHeaviest
+            } else {
+                Admit::No
+            };
+        }
+        Admit::Yes
+    }
+
+    /// The oldest untrusted connection of the IP holding the most
+    /// untrusted connections.
+    fn victim(&self) -> Option<FlowId> {
+        let ip = *self.untrusted_per_ip.iter().max_by_key(|(_, &n)| n)?.0;
+        self.by_id
+            .iter()
+            .filter(|(_, f)| f.untrusted() && f.addr.ip() == ip)
+            .map(|(&id, _)| id)
+            .min()
+    }
+
+    /// Take flow `id` out of the table and its counts.
+    fn remove(&mut self, id: FlowId) -> Option<Flow> {
+        let flow = self.by_id.remove(&id)?;
+        let ip = flow.addr.ip();
+        if flow.inbound {
+            Self::drop_one(&mut self.per_ip, &ip);
+        }
+        if flow.untrusted() {
+            Self::drop_one(&mut self.untrusted_per_ip, &ip);
+            self.untrusted = self.untrusted.saturating_sub(1);
+        }
+        if self.by_addr.get(&flow.addr) == Some(&id) {
+            self.by_addr.remove(&flow.addr);
+        }
+        Some(flow)
+    }
 }
 
 pub struct Tcp {
@@ -94,6 +269,8 @@ pub struct Tcp {
     limits: TcpLimits,
     /// Connections refused because a table limit was reached.
     pub refused: AtomicU64,
+    /// Untrusted connections closed to make room for a new one.
+    pub evicted: AtomicU64,
 }
 
 impl Tcp {
@@ -123,6 +300,7 @@ impl Tcp {
             sink: OnceLock::new(),
             limits,
             refused: AtomicU64::new(0),
+            evicted: AtomicU64::new(0),
         })
     }
 
@@ -132,6 +310,27 @@ impl Tcp {
 
     pub fn connections(&self) -> usize {
         crate::lock(&self.table).by_id.len()
+    }
+
+    /// Accepted connections not trusted yet.
+    pub fn untrusted(&self) -> usize {
+        crate::lock(&self.table).untrusted
+    }
+
+    /// Flow `id` carried an authenticated request, or comes from a static
+    /// host: it gets the long idle timeout and leaves the untrusted share.
+    pub fn trust(&self, id: FlowId) {
+        let mut t = crate::lock(&self.table);
+        let Some(flow) = t.by_id.get(&id) else { return };
+        if flow.trusted.load(Ordering::Relaxed) {
+            return;
+        }
+        flow.trusted.store(true, Ordering::Relaxed);
+        if flow.inbound {
+            let ip = flow.addr.ip();
+            Table::drop_one(&mut t.untrusted_per_ip, &ip);
+            t.untrusted = t.untrusted.saturating_sub(1);
+        }
     }
 
     /// Start accepting; received messages go to `sink`.
@@ -178,18 +377,34 @@ impl Tcp {
         let (tx, rx) = mpsc::unbounded_channel::<Vec<u8>>();
         let queued = Arc::new(AtomicUsize::new(0));
         let close = Arc::new(Notify::new());
+        // Connections we open are to addresses the core chose: trusted.
+        let trusted = Arc::new(AtomicBool::new(!inbound));
         {
             let mut t = crate::lock(&self.table);
-            let from_ip = t.per_ip.get(&addr.ip()).copied().unwrap_or(0);
-            if t.by_id.len() >= self.limits.max_connections
-                || (inbound && from_ip >= self.limits.max_per_ip)
-            {
-                self.refused.fetch_add(1, Ordering::Relaxed);
-                tracing::warn!(
-                    "tcp: refusing {addr}: {} connections open, {from_ip} from its address",
-                    t.by_id.len()
+            let ip = addr.ip();
+            let victim = match t.admit(&self.limits, ip, inbound) {
+                Admit::Yes => None,
+                Admit::EvictHeaviest => t.victim(),
+                Admit::No => {
+                    self.refused.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(
+                        "tcp: refusing {addr}: {} connections open ({} untrusted), {} from its address ({} untrusted)",
+                        t.by_id.len(),
+                        t.untrusted,
+                        Table::count(&t.per_ip, &ip),
+                        Table::count(&t.untrusted_per_ip, &ip)
+                    );
+                    return None;
+                }
+            };
+            if let Some(v) = victim.and_then(|v| t.remove(v)) {
+                self.evicted.fetch_add(1, Ordering::Relaxed);
+                tracing::info!(
+                    "tcp: closing untrusted {} to make room for {addr} ({} untrusted open)",
+                    v.addr,
+                    t.untrusted
                 );
-                return None;
+                v.close.notify_one();
             }
             t.by_id.insert(
                 id,
@@ -199,11 +414,14 @@ impl Tcp {
                     queued: queued.clone(),
                     close: close.clone(),
                     inbound,
+                    trusted: trusted.clone(),
                 },
             );
             t.by_addr.insert(addr, id);
             if inbound {
-                *t.per_ip.entry(addr.ip()).or_insert(0) += 1;
+                Table::bump(&mut t.per_ip, ip);
+                Table::bump(&mut t.untrusted_per_ip, ip);
+                t.untrusted += 1;
             }
         }
         let _ = stream.set_nodelay(true);
@@ -225,30 +443,17 @@ impl Tcp {
         });
         self.runtime.spawn(async move {
             tokio::select! {
-                _ = me.read_loop(id, addr, local, reader) => {}
-                _ = close.notified() => tracing::debug!("tcp {addr}: closed (write failed or queue full)"),
+                _ = me.read_loop(id, addr, local, reader, trusted) => {}
+                _ = close.notified() => tracing::debug!("tcp {addr}: closed (write failed, queue full or evicted)"),
             }
-            me.forget(id, addr);
+            me.forget(id);
             stop.notify_one();
         });
         Some(id)
     }
 
-    fn forget(&self, id: FlowId, addr: SocketAddr) {
-        let mut t = crate::lock(&self.table);
-        if let Some(flow) = t.by_id.remove(&id) {
-            if flow.inbound {
-                if let Some(n) = t.per_ip.get_mut(&addr.ip()) {
-                    *n = n.saturating_sub(1);
-                    if *n == 0 {
-                        t.per_ip.remove(&addr.ip());
-                    }
-                }
-            }
-        }
-        if t.by_addr.get(&addr) == Some(&id) {
-            t.by_addr.remove(&addr);
-        }
+    fn forget(&self, id: FlowId) {
+        crate::lock(&self.table).remove(id);
     }
 
     async fn read_loop(
@@ -257,6 +462,7 @@ impl Tcp {
         addr: SocketAddr,
         local: SocketAddr,
         mut reader: OwnedReadHalf,
+        trusted: Arc<AtomicBool>,
     ) {
         let limits = Limits::default();
         let peer = Peer {
@@ -267,17 +473,26 @@ impl Tcp {
         };
         let mut buf: Vec<u8> = Vec::with_capacity(4096);
         let mut chunk = vec![0u8; 16 * 1024];
-        let first_deadline = Instant::now() + self.limits.first_message_timeout;
-        let mut seen_message = false;
+        let opened = Instant::now();
+        let mut st = ReadState {
+            opened,
+            last_read: opened,
+            last_message: None,
+            partial_since: None,
+            trusted: trusted.load(Ordering::Relaxed),
+        };
         loop {
-            let deadline = if seen_message {
-                Instant::now() + self.limits.idle_timeout
-            } else {
-                first_deadline
-            };
-            let n = match tokio::time::timeout_at(deadline, reader.read(&mut chunk)).await {
+            st.trusted = trusted.load(Ordering::Relaxed);
+            let (at, _) = deadline(&self.limits, &st);
+            let n = match tokio::time::timeout_at(at, reader.read(&mut chunk)).await {
                 Err(_) => {
-                    tracing::debug!("tcp {addr}: no message in time, closing");
+                    // Trust may have come while we waited: it only extends.
+                    st.trusted = trusted.load(Ordering::Relaxed);
+                    let (at, why) = deadline(&self.limits, &st);
+                    if at > Instant::now() {
+                        continue;
+                    }
+                    tracing::debug!("tcp {addr}: {why:?} timeout, closing");
                     return;
                 }
                 Ok(Err(e)) => {
@@ -287,7 +502,10 @@ impl Tcp {
                 Ok(Ok(0)) => return,
                 Ok(Ok(n)) => n,
             };
+            let now = Instant::now();
+            st.last_read = now;
             buf.extend_from_slice(&chunk[..n]);
+            let mut completed = false;
             loop {
                 match frame_stream(&buf, &limits) {
                     Ok(StreamFrame::Incomplete) => break,
@@ -300,7 +518,8 @@ impl Tcp {
                         }
                     }
                     Ok(StreamFrame::Message(len)) => {
-                        seen_message = true;
+                        completed = true;
+                        st.last_message = Some(now);
                         if let Some(sink) = self.sink.get() {
                             sink.on_message(&buf[..len], peer, false);
                         }
@@ -319,6 +538,17 @@ impl Tcp {
                         return;
                     }
                 }
+            }
+            // What is left is the start of the next message: its clock
+            // starts now (or kept running when nothing completed).
+            st.partial_since = match (buf.is_empty(), completed) {
+                (true, _) => None,
+                (false, true) => Some(now),
+                (false, false) => st.partial_since.or(Some(now)),
+            };
+            if buf.capacity() > 64 * 1024 && buf.len() < 4096 {
+                // A large message came and went: do not keep its buffer.
+                buf.shrink_to(4096);
             }
         }
     }
@@ -510,5 +740,147 @@ async fn write_loop(
                 return;
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn limits() -> TcpLimits {
+        TcpLimits {
+            max_connections: 6,
+            max_per_ip: 4,
+            max_untrusted: 3,
+            max_untrusted_per_ip: 2,
+            first_message_timeout: Duration::from_secs(30),
+            untrusted_idle: Duration::from_secs(20),
+            idle_timeout: Duration::from_secs(7500),
+            message_timeout: Duration::from_secs(10),
+            ..TcpLimits::default()
+        }
+    }
+
+    fn secs(t0: Instant, at: Instant) -> u64 {
+        at.duration_since(t0).as_secs()
+    }
+
+    #[test]
+    fn deadlines() {
+        let l = limits();
+        let t0 = Instant::now();
+        let s = |n: u64| t0 + Duration::from_secs(n);
+        let mut st = ReadState {
+            opened: t0,
+            last_read: t0,
+            last_message: None,
+            partial_since: None,
+            trusted: false,
+        };
+        // Untrusted, nothing yet: the first-message deadline, whatever is
+        // read (keep-alives).
+        assert_eq!(deadline(&l, &st), (s(30), Expiry::FirstMessage));
+        st.last_read = s(25);
+        assert_eq!(deadline(&l, &st), (s(30), Expiry::FirstMessage));
+        // A message: untrusted idle from its end; keep-alives do not count.
+        st.last_message = Some(s(5));
+        assert_eq!(deadline(&l, &st), (s(25), Expiry::UntrustedIdle));
+        // Trusted: idle from the last read of anything.
+        st.trusted = true;
+        assert_eq!(
+            (secs(t0, deadline(&l, &st).0), deadline(&l, &st).1),
+            (7525, Expiry::Idle)
+        );
+        // A started message must complete in time, trusted or not.
+        st.partial_since = Some(s(24));
+        assert_eq!(deadline(&l, &st), (s(34), Expiry::PartialMessage));
+        st.trusted = false;
+        // ... unless an earlier rule closes the connection first.
+        assert_eq!(deadline(&l, &st), (s(25), Expiry::UntrustedIdle));
+        st.last_message = Some(s(24));
+        assert_eq!(deadline(&l, &st), (s(34), Expiry::PartialMessage));
+    }
+
+    fn flow(t: &mut Table, id: FlowId, ip: [u8; 4], inbound: bool, trusted: bool) {
+        let (tx, _rx) = mpsc::unbounded_channel();
+        let addr = SocketAddr::from((ip, 5000 + id as u16));
+        t.by_id.insert(
+            id,
+            Flow {
+                addr,
+                tx,
+                queued: Arc::new(AtomicUsize::new(0)),
+                close: Arc::new(Notify::new()),
+                inbound,
+                trusted: Arc::new(AtomicBool::new(trusted)),
+            },
+        );
+        t.by_addr.insert(addr, id);
+        let ip = addr.ip();
+        if inbound {
+            Table::bump(&mut t.per_ip, ip);
+            if !trusted {
+                Table::bump(&mut t.untrusted_per_ip, ip);
+                t.untrusted += 1;
+            }
+        }
+    }
+
+    const A: [u8; 4] = [10, 0, 0, 1];
+    const B: [u8; 4] = [10, 0, 0, 2];
+    const C: [u8; 4] = [10, 0, 0, 3];
+
+    #[test]
+    fn untrusted_shares_keep_room_for_trusted_flows() {
+        let l = limits();
+        let mut t = Table::default();
+        let ip = |a: [u8; 4]| IpAddr::from(a);
+        assert_eq!(t.admit(&l, ip(A), true), Admit::Yes);
+        flow(&mut t, 1, A, true, false);
+        flow(&mut t, 2, A, true, false);
+        // A's untrusted share (2) is full: A is refused, it only hurts itself.
+        assert_eq!(t.admit(&l, ip(A), true), Admit::No);
+        // B is still welcome; then the overall untrusted share (3) is full:
+        // the oldest of the IP holding the most (A) goes for C, not B's.
+        assert_eq!(t.admit(&l, ip(B), true), Admit::Yes);
+        flow(&mut t, 3, B, true, false);
+        assert_eq!(t.admit(&l, ip(C), true), Admit::EvictHeaviest);
+        assert_eq!(t.victim(), Some(1));
+        let removed = t.remove(1).unwrap();
+        assert!(removed.untrusted());
+        assert_eq!(t.untrusted, 2);
+        // Trusted flows are never victims and leave the untrusted share:
+        // A's trusted ones fit beside its untrusted share, up to its cap.
+        flow(&mut t, 4, A, true, true);
+        flow(&mut t, 5, A, true, true);
+        assert_eq!(t.admit(&l, ip(A), true), Admit::Yes);
+        flow(&mut t, 6, A, true, false);
+        assert_eq!(t.admit(&l, ip(A), true), Admit::No, "A at its cap of 4");
+        // The victim is the oldest untrusted of the heaviest IP (A: 2, 6).
+        assert_eq!(t.victim(), Some(2));
+        t.remove(2);
+        t.remove(6);
+        // Our own connections are trusted and only bounded overall:
+        // 3 open (B untrusted, 2 trusted of A) + 3 fit, then B's goes.
+        for id in [7, 8, 9] {
+            assert_eq!(t.admit(&l, ip(C), false), Admit::Yes);
+            flow(&mut t, id, C, false, true);
+        }
+        assert_eq!(t.admit(&l, ip(C), false), Admit::EvictHeaviest);
+        assert_eq!(t.victim(), Some(3));
+        t.remove(3);
+        flow(&mut t, 10, C, false, true);
+        // Everything trusted and the table full: refused.
+        assert_eq!(t.untrusted, 0);
+        assert_eq!(t.victim(), None);
+        assert_eq!(t.admit(&l, ip(B), true), Admit::No);
+        assert_eq!(t.admit(&l, ip(C), false), Admit::No);
+        // Counts stay consistent through removals.
+        for id in [4, 5, 7, 8, 9, 10] {
+            assert!(t.remove(id).is_some());
+        }
+        assert!(t.by_id.is_empty() && t.by_addr.is_empty());
+        assert!(t.per_ip.is_empty() && t.untrusted_per_ip.is_empty());
+        assert_eq!(t.untrusted, 0);
     }
 }

@@ -15,6 +15,11 @@ use super::{canonical, Out, Peer, Sink, Transport};
 pub const MAX_DATAGRAM: usize = 65_535;
 /// Datagrams taken per `recvmmsg` / sent per `sendmmsg`.
 pub const BATCH: usize = 32;
+/// A reader thread that read nothing for this long tells the sink
+/// ([`Sink::on_idle`]) when it had traffic since it last did so, and at
+/// least every [`IDLE_EVERY`] such periods.
+pub const IDLE_AFTER: std::time::Duration = std::time::Duration::from_secs(1);
+pub const IDLE_EVERY: u32 = 10;
 
 pub struct Udp {
     /// Each socket with its bound address (asked once: `getsockname` per
@@ -208,6 +213,12 @@ fn receive_loop(sock: &UdpSocket, local: SocketAddr, sink: &dyn Sink) {
         .collect();
     // SAFETY: as above.
     let mut msgs: Vec<libc::mmsghdr> = (0..BATCH).map(|_| unsafe { std::mem::zeroed() }).collect();
+    // Wake up when idle (recvmmsg then fails with EAGAIN).
+    if let Err(e) = sock.set_read_timeout(Some(IDLE_AFTER)) {
+        tracing::debug!("udp: no read timeout: {e}");
+    }
+    let mut busy = false;
+    let mut quiet = 0u32;
     loop {
         for i in 0..BATCH {
             let h = &mut msgs[i].msg_hdr;
@@ -232,12 +243,23 @@ fn receive_loop(sock: &UdpSocket, local: SocketAddr, sink: &dyn Sink) {
         };
         if n < 0 {
             let e = io::Error::last_os_error();
-            if e.kind() != io::ErrorKind::Interrupted {
+            if matches!(
+                e.kind(),
+                io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+            ) {
+                quiet += 1;
+                if busy || quiet >= IDLE_EVERY {
+                    busy = false;
+                    quiet = 0;
+                    sink.on_idle();
+                }
+            } else if e.kind() != io::ErrorKind::Interrupted {
                 // ICMP errors from earlier sends show up here: not fatal.
                 tracing::debug!("udp recv: {e}");
             }
             continue;
         }
+        busy = true;
         let mut batch = Vec::with_capacity(n as usize);
         for i in 0..n as usize {
             let Some(from) = from_sockaddr(&names[i]) else {

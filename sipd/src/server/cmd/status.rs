@@ -59,6 +59,18 @@ impl Daemon {
                 counter("store write errors", self.store.errors()),
                 counter("store write failures retried", self.store.failures()),
                 counter("store writes dropped", self.store.dropped()),
+                counter(
+                    "tcp connections untrusted",
+                    self.transports.tcp.untrusted() as u64,
+                ),
+                counter(
+                    "tcp connections evicted",
+                    self.transports
+                        .tcp
+                        .evicted
+                        .load(std::sync::atomic::Ordering::Relaxed),
+                ),
+                counter("per-source rejections", core.refused_per_source()),
             ],
             store: Box::new(store_status(&self.store.health())),
         }
