@@ -278,6 +278,45 @@ mod tests {
     }
 
     #[test]
+    fn store_status_text_and_json() {
+        let ok = StoreStatus::default();
+        assert_eq!(ok.to_string(), "ok");
+        assert_eq!(
+            serde_json::to_string(&ok).unwrap(),
+            r#"{"state":"ok","queued":0,"dropped":0}"#
+        );
+        let degraded = StoreStatus {
+            state: "degraded".into(),
+            queued: 12,
+            degraded_secs: Some(40),
+            last_error: Some("database or disk is full".into()),
+            dropped: 0,
+        };
+        assert_eq!(
+            degraded.to_string(),
+            "degraded (12 queued, for 40 s, last error: database or disk is full)"
+        );
+        let back: StoreStatus =
+            serde_json::from_str(&serde_json::to_string(&degraded).unwrap()).unwrap();
+        assert_eq!(back, degraded);
+        let recovered = StoreStatus {
+            dropped: 3,
+            last_error: Some("database or disk is full".into()),
+            ..StoreStatus::default()
+        };
+        assert_eq!(recovered.to_string(), "ok (3 writes dropped since start)");
+    }
+
+    #[test]
+    fn status_from_an_older_daemon_has_an_ok_store() {
+        let json = r#"{"name":"sipd","version":"0.1.0","realm":"r","pid":1,"uptime_secs":2,
+            "listen":[],"country":"7","city":"495","dir":".","config":"sip.conf","clients":0,
+            "registrations":0,"calls":0,"transactions":0,"counters":[]}"#;
+        let s: Status = serde_json::from_str(json).unwrap();
+        assert!(s.store.is_ok());
+    }
+
+    #[test]
     fn request_wire_format() {
         let r = Request::new(Command::Fwd {
             who: "1001".into(),

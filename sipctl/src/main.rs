@@ -164,6 +164,7 @@ fn render(reply: &Reply) -> String {
                 kv("registrations", s.registrations),
                 kv("calls", s.calls),
                 kv("transactions", s.transactions),
+                kv("store", &s.store),
             ];
             rows.extend(s.counters.iter().map(|c| kv(&c.name, c.value)));
             table(rows)

@@ -802,7 +802,14 @@ mod tests {
         for ok in ["1", "+1", "0123456789", "+74991234567"] {
             assert!(is_number(ok), "{ok}");
         }
-        for bad in ["", "+", "++1", "1+", "a1", "1 2", "*72", "１"] {
+        let longest = "1".repeat(proto::MAX_NUMBER_DIGITS);
+        assert!(is_number(&longest));
+        assert!(is_number(&format!("+{longest}")));
+        let too_long = "1".repeat(proto::MAX_NUMBER_DIGITS + 1);
+        let million = "9".repeat(1_000_000);
+        for bad in [
+            "", "+", "++1", "1+", "a1", "1 2", "*72", "１", &too_long, &million,
+        ] {
             assert!(!is_number(bad), "{bad}");
         }
     }
