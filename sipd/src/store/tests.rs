@@ -928,7 +928,10 @@ fn a_large_prune_goes_in_slices_between_other_writes() {
     let commits = store.commits();
     store.prune_cdrs(NOW * 1000 - 1);
     store.add_cdr(cdr("meanwhile", NOW * 1000 + 1, None));
-    assert!(eventually(30, || store.pending() == 0));
+    // The slices run one after another: wait for the last one, not only
+    // for the queue to be empty between two of them.
+    assert!(eventually(30, || store.pending() == 0
+        && store.cdr_count().unwrap() == 2));
     assert_eq!(store.cdr_count().unwrap(), 2);
     assert!(
         store.commits() - commits >= 3,
