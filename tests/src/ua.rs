@@ -474,10 +474,9 @@ pub struct Dialog {
 }
 
 fn first_contact(m: &Message) -> String {
-    match m.contacts().ok().and_then(|c| c.into_iter().next()) {
-        Some(sipd::sip::Contact::Addr(a)) => a.uri.to_string(),
-        _ => panic!("no Contact in\n{}", String::from_utf8_lossy(m.raw())),
-    }
+    m.contact_uri()
+        .unwrap_or_else(|| panic!("no Contact in\n{}", String::from_utf8_lossy(m.raw())))
+        .to_string()
 }
 
 impl Dialog {

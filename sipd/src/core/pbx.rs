@@ -154,14 +154,7 @@ impl Core {
                     .reply(id, 404, "Nothing To Pick Up", &[], now.at, &mut fx.out);
                 return;
             };
-            let contact = ctx
-                .contacts()
-                .ok()
-                .and_then(|c| c.into_iter().next())
-                .and_then(|c| match c {
-                    crate::sip::Contact::Addr(a) => Some(a.uri.to_string()),
-                    crate::sip::Contact::Star => None,
-                });
+            let contact = ctx.contact_uri().map(|u| u.to_string());
             let Some(contact) = contact else {
                 self.txns
                     .reply(id, 404, "Nothing To Pick Up", &[], now.at, &mut fx.out);

@@ -484,6 +484,13 @@ impl Message {
             .map(Contact::parse)
             .collect()
     }
+    /// The URI of the first Contact (the remote target it names), if any.
+    pub fn contact_uri(&self) -> Option<Uri> {
+        match self.contacts().ok()?.into_iter().next()? {
+            Contact::Addr(a) => Some(a.uri),
+            Contact::Star => None,
+        }
+    }
     /// Route values, top first.
     pub fn routes(&self) -> Result<Vec<NameAddr>, ParseError> {
         self.header_values(&HeaderName::Route)

@@ -6,7 +6,7 @@ use super::Ctx;
 use crate::calls::{Call, Disposition, State};
 use crate::core::{Core, Effects};
 use crate::routing::router;
-use crate::sip::{Contact, HeaderName, Message, Uri};
+use crate::sip::{HeaderName, Message};
 use crate::store::Write;
 use crate::time::Now;
 use crate::transport::Peer;
@@ -40,7 +40,7 @@ impl Core {
             state: State::Trying,
             caller_peer: peer,
             callee_peer: None,
-            caller_contact: contact_uri(msg),
+            caller_contact: msg.contact_uri(),
             caller_routes: msg
                 .record_routes()
                 .unwrap_or_default()
@@ -100,7 +100,7 @@ impl Core {
         call.target = hop.target.clone();
         call.callee_peer = Some(hop.dest);
         call.callee_tag = msg.to().tag().map(str::to_string);
-        call.callee_contact = contact_uri(msg);
+        call.callee_contact = msg.contact_uri();
         // The caller's route set beyond us: the entries downstream proxies
         // put above ours, nearest first.
         let rr = msg.record_routes().unwrap_or_default();
@@ -111,13 +111,5 @@ impl Core {
         call.callee_routes = rr[..ours].iter().rev().map(|r| r.uri.clone()).collect();
         call.from_presented = hop.presented_from.clone();
         call.ctx = None;
-    }
-}
-
-/// The URI of a message's first Contact, the remote target it names.
-pub(super) fn contact_uri(msg: &Message) -> Option<Uri> {
-    match msg.contacts().ok()?.into_iter().next()? {
-        Contact::Addr(a) => Some(a.uri),
-        Contact::Star => None,
     }
 }

@@ -282,7 +282,7 @@ impl Core {
         if !matches!(msg.method(), Some(Method::Invite | Method::Update)) {
             return;
         }
-        let contact = super::calls::contact_uri(msg);
+        let contact = msg.contact_uri();
         let Some(call) = self.calls.get_mut(msg.call_id()) else {
             return;
         };

@@ -3,7 +3,7 @@
 
 use super::{hostport, Ctx, Hop, BRANCH_PREFIX, NO_BRANCH};
 use crate::core::{Core, Effects};
-use crate::sip::{Contact, HeaderName, Message, Method, RequestBuilder};
+use crate::sip::{HeaderName, Message, Method, RequestBuilder};
 use crate::time::Now;
 use crate::transaction::Owner;
 use crate::transport::Out;
@@ -19,13 +19,8 @@ impl Core {
         fx: &mut Effects,
     ) {
         let contact = resp
-            .contacts()
-            .ok()
-            .and_then(|c| c.into_iter().next())
-            .and_then(|c| match c {
-                Contact::Addr(a) => Some(a.uri.to_string()),
-                Contact::Star => None,
-            })
+            .contact_uri()
+            .map(|u| u.to_string())
             .unwrap_or_else(|| hop.ruri.clone().unwrap_or_default());
         let from = hop
             .presented_from
