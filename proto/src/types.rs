@@ -154,6 +154,19 @@ pub struct Binding {
     pub source: String,
     pub expires: u64,
     pub user_agent: String,
+    /// Keep-alive state: `reachable`, `unreachable` or `unknown` (not
+    /// pinged yet, or keep-alive off for it).
+    #[serde(default)]
+    pub status: String,
+    /// Round-trip time of the last answered keep-alive OPTIONS, ms.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rtt_ms: Option<u64>,
+    /// `+sip.instance` of the device (RFC 5626), empty when none.
+    #[serde(default)]
+    pub instance: String,
+    /// A flow-based (RFC 5626 outbound) binding: requests go over its flow.
+    #[serde(default)]
+    pub outbound: bool,
 }
 
 /// `calls`.
@@ -172,6 +185,9 @@ pub struct CallInfo {
     /// `trying`, `ringing`, `answered`
     pub state: String,
     pub duration_secs: u64,
+    /// The device that answered (its registered Contact), empty before.
+    #[serde(default)]
+    pub device: String,
 }
 
 /// `cdr`.
@@ -198,6 +214,10 @@ pub struct Cdr {
     pub end: u64,
     pub duration: u64,
     pub billsec: u64,
+    /// The device that answered (its registered Contact), empty when
+    /// unanswered or not a registered client.
+    #[serde(default)]
+    pub device: String,
 }
 
 /// `fwd`: the effective forwarding of each matching client.

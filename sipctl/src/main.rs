@@ -177,6 +177,8 @@ fn render(reply: &Reply) -> String {
                 contact: &'a str,
                 source: &'a str,
                 expires: u64,
+                status: &'a str,
+                rtt: String,
                 #[tabled(rename = "user agent")]
                 user_agent: &'a str,
             }
@@ -186,6 +188,8 @@ fn render(reply: &Reply) -> String {
                 contact: &b.contact,
                 source: &b.source,
                 expires: b.expires,
+                status: &b.status,
+                rtt: b.rtt_ms.map(|ms| format!("{ms} ms")).unwrap_or_default(),
                 user_agent: &b.user_agent,
             });
             format!(
@@ -203,6 +207,7 @@ fn render(reply: &Reply) -> String {
                 dialed: &'a str,
                 target: &'a str,
                 state: &'a str,
+                device: &'a str,
                 duration: String,
             }
             let n = c.calls.len();
@@ -212,6 +217,7 @@ fn render(reply: &Reply) -> String {
                 dialed: &c.dialed,
                 target: &c.target,
                 state: &c.state,
+                device: &c.device,
                 duration: format_duration(c.duration_secs),
             });
             format!("{}{n} call{}\n", table(rows), if n == 1 { "" } else { "s" })
@@ -223,6 +229,7 @@ fn render(reply: &Reply) -> String {
                 caller: &'a str,
                 dialed: &'a str,
                 target: &'a str,
+                device: &'a str,
                 disposition: &'a str,
                 code: u16,
                 duration: u64,
@@ -236,6 +243,7 @@ fn render(reply: &Reply) -> String {
                 caller: &r.caller,
                 dialed: &r.dialed,
                 target: &r.target,
+                device: &r.device,
                 disposition: &r.disposition,
                 code: r.code,
                 duration: r.duration,

@@ -20,6 +20,7 @@ impl Daemon {
                     target: c.target.clone(),
                     state: c.state.as_str().to_string(),
                     duration_secs: now.duration_since(c.started).as_secs(),
+                    device: String::new(),
                 })
                 .collect(),
         }

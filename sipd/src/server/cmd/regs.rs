@@ -18,6 +18,10 @@ impl Daemon {
                 source: b.source.to_string(),
                 expires: b.remaining(now),
                 user_agent: b.user_agent.clone(),
+                status: "unknown".into(),
+                rtt_ms: None,
+                instance: String::new(),
+                outbound: false,
             })
             .collect();
         bindings.sort_by(|a, b| a.name.cmp(&b.name));
