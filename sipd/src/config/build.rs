@@ -63,9 +63,11 @@ use super::{
 };
 
 const GENERAL: &str = "general";
-const CLIENT_KEYS: [&str; 9] = [
+const CLIENT_KEYS: [&str; 11] = [
     "accountcode",
     "call_limit",
+    "max_contacts",
+    "qualify",
     "secret",
     "permit",
     "host",
@@ -74,7 +76,9 @@ const CLIENT_KEYS: [&str; 9] = [
     "dialplan",
     "context",
 ];
-const GENERAL_KEYS: [&str; 8] = [
+const GENERAL_KEYS: [&str; 10] = [
+    "max_contacts",
+    "qualify",
     "realm",
     "noanswer",
     "min_expires",
@@ -322,6 +326,16 @@ fn parse_general(section: &Section, opts: &Options, errors: &mut Errors) -> Gene
             general.call_limit = n;
         }
     }
+    if let Some(&(line, value)) = keys.get("max_contacts") {
+        if let Some(n) = parse_max_contacts(line, value, errors) {
+            general.max_contacts = n;
+        }
+    }
+    if let Some(&(line, value)) = keys.get("qualify") {
+        if let Some(n) = parse_qualify(line, value, errors) {
+            general.qualify = n;
+        }
+    }
     if let Some(&(line, value)) = keys.get("digest_uri") {
         match value.to_ascii_lowercase().as_str() {
             "request" => general.check_digest_uri = true,
@@ -365,6 +379,39 @@ fn parse_call_limit(line: usize, value: &str, errors: &mut Errors) -> Option<u32
         }
     }
 }
+/// Most bindings `max_contacts` may allow one client.
+const MAX_MAX_CONTACTS: u32 = 100;
+/// Longest keep-alive interval, seconds (a NAT pinhole lasts far less).
+const MAX_QUALIFY: u32 = 3600;
+
+/// `max_contacts=N`: devices (bindings) one client may register at once.
+fn parse_max_contacts(line: usize, value: &str, errors: &mut Errors) -> Option<u32> {
+    match value.parse::<u32>() {
+        Ok(n) if all_digits(value) && (1..=MAX_MAX_CONTACTS).contains(&n) => Some(n),
+        _ => {
+            errors.add(
+                line,
+                format!("bad max_contacts '{value}': expected 1-{MAX_MAX_CONTACTS}"),
+            );
+            None
+        }
+    }
+}
+
+/// `qualify=SECONDS`: keep-alive OPTIONS interval per UDP binding, 0 off.
+fn parse_qualify(line: usize, value: &str, errors: &mut Errors) -> Option<u32> {
+    match value.parse::<u32>() {
+        Ok(n) if all_digits(value) && n <= MAX_QUALIFY => Some(n),
+        _ => {
+            errors.add(
+                line,
+                format!("bad qualify '{value}': expected seconds 0-{MAX_QUALIFY} (0: off)"),
+            );
+            None
+        }
+    }
+}
+
 /// A hundred years: more is a typo.
 const MAX_CDR_KEEP_DAYS: u32 = 36_500;
 
@@ -416,6 +463,8 @@ fn parse_client(
         dialplan_src: ".+".to_string(),
         long_norm: None,
         call_limit: None,
+        max_contacts: None,
+        qualify: None,
     };
     let mut exten_line = section.line;
     let mut host_line = section.line;
@@ -438,6 +487,12 @@ fn parse_client(
     }
     if let Some(&(line, value)) = keys.get("call_limit") {
         client.call_limit = parse_call_limit(line, value, errors);
+    }
+    if let Some(&(line, value)) = keys.get("max_contacts") {
+        client.max_contacts = parse_max_contacts(line, value, errors);
+    }
+    if let Some(&(line, value)) = keys.get("qualify") {
+        client.qualify = parse_qualify(line, value, errors);
     }
     if let Some(&(_, secret)) = keys.get("secret") {
         client.secret = Some(secret.to_string());

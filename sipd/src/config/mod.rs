@@ -56,6 +56,12 @@ pub struct General {
     /// gateways and mediagates get ten times as many unless their section
     /// says otherwise. 0: no limit of its own.
     pub call_limit: u32,
+    /// Bindings (devices) a client may hold (`max_contacts=`, default 5).
+    pub max_contacts: u32,
+    /// Seconds between keep-alive OPTIONS to each UDP binding
+    /// (`qualify=`, default 25: under the 30 s many NATs keep a UDP
+    /// mapping; 0 off).
+    pub qualify: u32,
     /// The digest `uri` must name the Request-URI (`digest_uri=request`,
     /// the default); `digest_uri=any` does not compare them (Kamailio's
     /// default; for a proxy in front that rewrites the Request-URI).
@@ -134,6 +140,10 @@ pub struct Client {
     long_norm: Option<String>,
     /// `call_limit=` of this section, if set.
     pub call_limit: Option<u32>,
+    /// `max_contacts=` of this section, if set.
+    pub max_contacts: Option<u32>,
+    /// `qualify=` of this section, if set.
+    pub qualify: Option<u32>,
 }
 
 impl Client {
@@ -143,6 +153,14 @@ impl Client {
             Role::User => general.call_limit,
             Role::Gateway | Role::Mediagate => general.call_limit.saturating_mul(10),
         })
+    }
+    /// Bindings this client may hold at once.
+    pub fn max_contacts(&self, general: &General) -> u32 {
+        self.max_contacts.unwrap_or(general.max_contacts)
+    }
+    /// Keep-alive interval of this client's UDP bindings, seconds (0: off).
+    pub fn qualify(&self, general: &General) -> u32 {
+        self.qualify.unwrap_or(general.qualify)
     }
     /// True when `ip` is allowed by `permit` (empty = any). An IPv4-mapped
     /// IPv6 address (`::ffff:1.2.3.4`) is also checked as the IPv4 address.
@@ -438,6 +456,8 @@ impl General {
             max_expires: 3600,
             digest: vec![crate::auth::Algorithm::Sha256, crate::auth::Algorithm::Md5],
             call_limit: 20,
+            max_contacts: 5,
+            qualify: 25,
             check_digest_uri: true,
             cdr_keep_days: 90,
         }

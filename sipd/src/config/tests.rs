@@ -556,12 +556,38 @@ fn general_values() {
             max_expires: 7200,
             digest: vec![crate::auth::Algorithm::Sha256, crate::auth::Algorithm::Md5],
             call_limit: 20,
+            max_contacts: 5,
+            qualify: 25,
             check_digest_uri: true,
             cdr_keep_days: 90,
         }
     );
     assert!(c.clients.is_empty());
     assert!(c.client("general").is_none());
+}
+
+#[test]
+fn max_contacts_and_qualify_general_and_per_client() {
+    let c = ok("[general]\nmax_contacts=3\nqualify=10\n[a]\nsecret=x\n[b]\nsecret=x\nmax_contacts=1\nqualify=0\n");
+    let a = c.client("a").unwrap();
+    let b = c.client("b").unwrap();
+    assert_eq!((a.max_contacts(&c.general), a.qualify(&c.general)), (3, 10));
+    assert_eq!((b.max_contacts(&c.general), b.qualify(&c.general)), (1, 0));
+    let d = ok("[a]\nsecret=x\n");
+    let a = d.client("a").unwrap();
+    assert_eq!((a.max_contacts(&d.general), a.qualify(&d.general)), (5, 25));
+    for bad in ["0", "101", "-1", "x", "+3"] {
+        let e = error(&format!("[general]\nmax_contacts={bad}\n"));
+        assert!(e.contains("bad max_contacts"), "{e}");
+        let e = error(&format!("[a]\nsecret=x\nmax_contacts={bad}\n"));
+        assert!(e.contains("bad max_contacts"), "{e}");
+    }
+    for bad in ["3601", "-1", "x", "1.5"] {
+        let e = error(&format!("[general]\nqualify={bad}\n"));
+        assert!(e.contains("bad qualify"), "{e}");
+        let e = error(&format!("[a]\nsecret=x\nqualify={bad}\n"));
+        assert!(e.contains("bad qualify"), "{e}");
+    }
 }
 
 #[test]

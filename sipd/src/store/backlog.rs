@@ -61,7 +61,7 @@ enum Key {
 
 fn key_of(w: &Write) -> Option<Key> {
     match w {
-        Write::PutBinding(b) => Some(Key::Binding(b.name.clone())),
+        Write::PutBindings(n, _) => Some(Key::Binding(n.clone())),
         Write::DeleteBinding(n) => Some(Key::Binding(n.clone())),
         Write::PutForward(f) => Some(Key::Forward(f.name.clone())),
         Write::DeleteForward(n) => Some(Key::Forward(n.clone())),
@@ -210,7 +210,7 @@ mod tests {
     use crate::store::{BindingRow, CdrRow, ForwardRow};
 
     fn binding(name: &str, cseq: u32) -> Write {
-        Write::PutBinding(BindingRow {
+        Write::binding(BindingRow {
             name: name.into(),
             contact: format!("sip:{name}@192.0.2.1"),
             transport: "udp".into(),
@@ -219,6 +219,10 @@ mod tests {
             user_agent: String::new(),
             call_id: "c".into(),
             cseq,
+            local: None,
+            instance: String::new(),
+            reg_id: None,
+            outbound: false,
         })
     }
 
@@ -237,6 +241,7 @@ mod tests {
             end: 3,
             duration: 0,
             billsec: 0,
+            device: String::new(),
         })
     }
 

@@ -55,10 +55,10 @@ pub use writer::{BATCH_CAP, PACE, RETRY_FIRST, RETRY_MAX};
 /// How long a connection waits for a lock held by another connection.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// One registrar binding (one per client).
+/// One registrar binding (one device of a client).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct BindingRow {
-    /// Client name (primary key: one binding per client).
+    /// Client name (with `contact`, the primary key).
     pub name: String,
     /// Contact URI as registered.
     pub contact: String,
@@ -66,6 +66,8 @@ pub struct BindingRow {
     pub transport: String,
     /// Address the REGISTER came from (what NAT traversal sends to).
     pub source: SocketAddr,
+    /// Our listen address it came to (answers go from there again).
+    pub local: Option<SocketAddr>,
     /// Expiry, unix seconds.
     pub expires_at: u64,
     /// `User-Agent` of the REGISTER (empty when absent).
@@ -74,6 +76,12 @@ pub struct BindingRow {
     pub call_id: String,
     /// CSeq number of the REGISTER.
     pub cseq: u32,
+    /// `+sip.instance` of the device, empty when none.
+    pub instance: String,
+    /// RFC 5626 `reg-id` of an outbound binding.
+    pub reg_id: Option<u32>,
+    /// A flow-based (RFC 5626 outbound) binding.
+    pub outbound: bool,
 }
 
 /// A forwarding override set by phone or by `sipctl fwd` (one per client).
@@ -120,6 +128,8 @@ pub struct CdrRow {
     pub duration: u64,
     /// Billable seconds, from answer to end.
     pub billsec: u64,
+    /// The device that answered (its registered Contact); empty when none.
+    pub device: String,
 }
 
 /// What [`Store::open`] found in the store.
@@ -159,7 +169,9 @@ type Done = oneshot::Sender<Result<(), String>>;
 /// effects; the server hands them to [`Store::apply`]).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Write {
-    PutBinding(BindingRow),
+    /// The whole set of a client's bindings (replacing what was stored).
+    PutBindings(String, Vec<BindingRow>),
+    /// Delete all bindings of a client.
     DeleteBinding(String),
     DeleteBindingsExcept(Vec<String>),
     PutForward(ForwardRow),
@@ -170,6 +182,13 @@ pub enum Write {
     PruneCdrs {
         ended_before_ms: u64,
     },
+}
+
+impl Write {
+    /// `row` as the only binding of its client.
+    pub fn binding(row: BindingRow) -> Write {
+        Write::PutBindings(row.name.clone(), vec![row])
+    }
 }
 
 /// A message to the writer thread.
@@ -347,9 +366,9 @@ impl Store {
         rx
     }
 
-    /// Queues an upsert of `row` (by name). Never blocks.
+    /// Queues `row` as the only binding of its client. Never blocks.
     pub fn put_binding(&self, row: BindingRow) {
-        self.send(Write::PutBinding(row), None);
+        self.send(Write::binding(row), None);
     }
 
     /// Queues the deletion of `name`'s binding. Never blocks.
@@ -416,6 +435,7 @@ impl Store {
                     end: r.get(10)?,
                     duration: r.get(11)?,
                     billsec: r.get(12)?,
+                    device: r.get(13)?,
                 })
             })?;
             rows.collect()

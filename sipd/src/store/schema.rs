@@ -14,7 +14,7 @@ use super::{BindingRow, ForwardRow, Write};
 pub const PRUNE_CHUNK: usize = 10_000;
 
 /// Schema version this build writes (`PRAGMA user_version`).
-pub const SCHEMA_VERSION: u32 = 1;
+pub const SCHEMA_VERSION: u32 = 2;
 
 /// `MIGRATIONS[i]` takes the schema from version `i` to `i + 1`.
 const MIGRATIONS: &[&str] = &["
@@ -54,21 +54,47 @@ const MIGRATIONS: &[&str] = &["
     -- \"most recent\" listings: ORDER BY end_ms DESC, id DESC walks this index
     -- (every index entry ends with the rowid, which is id).
     CREATE INDEX cdr_end ON cdr (end_ms);
+", "
+    -- Several devices per client (issue 11): bindings keyed by client and
+    -- Contact, with the device's instance and outbound flow; CDRs name the
+    -- device that answered.
+    CREATE TABLE bindings2 (
+        name       TEXT NOT NULL,
+        contact    TEXT NOT NULL,
+        transport  TEXT NOT NULL,
+        source     TEXT NOT NULL,
+        local      TEXT NOT NULL DEFAULT '',
+        expires_at INTEGER NOT NULL,
+        user_agent TEXT NOT NULL,
+        call_id    TEXT NOT NULL,
+        cseq       INTEGER NOT NULL,
+        instance   TEXT NOT NULL DEFAULT '',
+        reg_id     INTEGER,
+        outbound   INTEGER NOT NULL DEFAULT 0,
+        seq        INTEGER NOT NULL DEFAULT 0,
+        PRIMARY KEY (name, contact)
+    );
+    INSERT INTO bindings2 (name, contact, transport, source, expires_at, user_agent, call_id, cseq)
+        SELECT name, contact, transport, source, expires_at, user_agent, call_id, cseq FROM bindings;
+    DROP TABLE bindings;
+    ALTER TABLE bindings2 RENAME TO bindings;
+    ALTER TABLE cdr ADD COLUMN device TEXT NOT NULL DEFAULT '';
 "];
 
 const SQL_PUT_BINDING: &str = "INSERT OR REPLACE INTO bindings
-    (name, contact, transport, source, expires_at, user_agent, call_id, cseq)
-    VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)";
+    (name, contact, transport, source, local, expires_at, user_agent, call_id, cseq,
+     instance, reg_id, outbound, seq)
+    VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)";
 const SQL_DELETE_BINDING: &str = "DELETE FROM bindings WHERE name = ?1";
 const SQL_PUT_FORWARD: &str = "INSERT OR REPLACE INTO forwards
     (name, kind, number, source, set_at) VALUES (?1, ?2, ?3, ?4, ?5)";
 const SQL_DELETE_FORWARD: &str = "DELETE FROM forwards WHERE name = ?1";
 const SQL_ADD_CDR: &str = "INSERT INTO cdr
     (call_id, caller, callerid, accountcode, dialed, target, disposition, code,
-     start_ms, answer_ms, end_ms, duration, billsec)
-    VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)";
+     start_ms, answer_ms, end_ms, duration, billsec, device)
+    VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)";
 pub(super) const SQL_RECENT_CDRS: &str = "SELECT call_id, caller, callerid, accountcode,
-    dialed, target, disposition, code, start_ms, answer_ms, end_ms, duration, billsec
+    dialed, target, disposition, code, start_ms, answer_ms, end_ms, duration, billsec, device
     FROM cdr ORDER BY end_ms DESC, id DESC LIMIT ?1";
 
 /// One slice of a prune, oldest first (walks the `cdr_end` index).
@@ -152,8 +178,9 @@ pub(super) fn migrate(conn: &Connection) -> Result<(), String> {
 
 pub(super) fn load_bindings(conn: &Connection, now_unix: u64) -> rusqlite::Result<Vec<BindingRow>> {
     let mut stmt = conn.prepare(
-        "SELECT name, contact, transport, source, expires_at, user_agent, call_id, cseq
-         FROM bindings WHERE expires_at > ?1 ORDER BY name",
+        "SELECT name, contact, transport, source, expires_at, user_agent, call_id, cseq,
+                local, instance, reg_id, outbound
+         FROM bindings WHERE expires_at > ?1 ORDER BY name, seq",
     )?;
     let mut rows = stmt.query(params![now_unix])?;
     let mut out = Vec::new();
@@ -161,7 +188,12 @@ pub(super) fn load_bindings(conn: &Connection, now_unix: u64) -> rusqlite::Resul
         let name: String = r.get(0)?;
         let row = (|| -> Result<BindingRow, String> {
             let source: String = r.get(3).map_err(|e| e.to_string())?;
+            let local: String = r.get(8).map_err(|e| e.to_string())?;
             Ok(BindingRow {
+                local: local.parse().ok(),
+                instance: r.get(9).map_err(|e| e.to_string())?,
+                reg_id: r.get(10).map_err(|e| e.to_string())?,
+                outbound: r.get(11).map_err(|e| e.to_string())?,
                 contact: r.get(1).map_err(|e| e.to_string())?,
                 transport: r.get(2).map_err(|e| e.to_string())?,
                 source: source
@@ -212,17 +244,27 @@ pub(super) fn load_forwards(conn: &Connection) -> rusqlite::Result<Vec<ForwardRo
 /// Returns the rows a prune deleted (0 for other writes).
 pub(super) fn apply(conn: &Connection, w: &Write) -> rusqlite::Result<usize> {
     match w {
-        Write::PutBinding(b) => {
-            conn.prepare_cached(SQL_PUT_BINDING)?.execute(params![
-                b.name,
-                b.contact,
-                b.transport,
-                b.source.to_string(),
-                b.expires_at,
-                b.user_agent,
-                b.call_id,
-                b.cseq,
-            ])?;
+        Write::PutBindings(name, rows) => {
+            conn.prepare_cached(SQL_DELETE_BINDING)?
+                .execute(params![name])?;
+            let mut put = conn.prepare_cached(SQL_PUT_BINDING)?;
+            for (seq, b) in rows.iter().enumerate() {
+                put.execute(params![
+                    b.name,
+                    b.contact,
+                    b.transport,
+                    b.source.to_string(),
+                    b.local.map(|l| l.to_string()).unwrap_or_default(),
+                    b.expires_at,
+                    b.user_agent,
+                    b.call_id,
+                    b.cseq,
+                    b.instance,
+                    b.reg_id,
+                    b.outbound,
+                    seq as i64,
+                ])?;
+            }
         }
         Write::DeleteBinding(name) => {
             conn.prepare_cached(SQL_DELETE_BINDING)?
@@ -267,6 +309,7 @@ pub(super) fn apply(conn: &Connection, w: &Write) -> rusqlite::Result<usize> {
                 c.end,
                 c.duration,
                 c.billsec,
+                c.device,
             ])?;
         }
         Write::PruneCdrs { ended_before_ms } => {

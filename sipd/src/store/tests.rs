@@ -48,6 +48,10 @@ fn binding(name: &str, expires_at: u64) -> BindingRow {
         user_agent: "test UA 1.0".to_owned(),
         call_id: format!("reg-{name}"),
         cseq: 1,
+        local: None,
+        instance: String::new(),
+        reg_id: None,
+        outbound: false,
     }
 }
 
@@ -80,6 +84,7 @@ fn cdr(call_id: &str, end: u64, answer: Option<u64>) -> CdrRow {
         end,
         duration: 30,
         billsec: answer.map_or(0, |a| (end - a) / 1000),
+        device: String::new(),
     }
 }
 
@@ -198,12 +203,12 @@ fn unreadable_stored_rows_are_skipped_not_fatal() {
     drop(open(&dir.db()));
     let conn = raw(&dir.db());
     conn.execute(
-        "INSERT INTO bindings VALUES ('x', 'sip:x@h', 'udp', 'not an address', ?1, '', 'c', 1)",
+        "INSERT INTO bindings (name, contact, transport, source, expires_at, user_agent, call_id, cseq) VALUES ('x', 'sip:x@h', 'udp', 'not an address', ?1, '', 'c', 1)",
         [NOW + 100],
     )
     .unwrap();
     conn.execute(
-        "INSERT INTO bindings VALUES ('y', 'sip:y@h', 'udp', '192.0.2.1:5060', ?1, '', 'c', -1)",
+        "INSERT INTO bindings (name, contact, transport, source, expires_at, user_agent, call_id, cseq) VALUES ('y', 'sip:y@h', 'udp', '192.0.2.1:5060', ?1, '', 'c', -1)",
         [NOW + 100],
     )
     .unwrap();
@@ -606,6 +611,10 @@ fn repeated_writes_to_one_binding_keep_the_last() {
     let (_store, loaded) = open(&dir.db());
     let alice = BindingRow {
         cseq: 1_000,
+        local: None,
+        instance: String::new(),
+        reg_id: None,
+        outbound: false,
         ..binding("alice", NOW + 60)
     };
     assert_eq!(loaded.bindings, vec![alice, binding("carol", NOW + 60)]);
@@ -779,6 +788,10 @@ fn a_failing_store_keeps_bindings_and_cdrs_until_they_are_written() {
         loaded.bindings,
         vec![BindingRow {
             cseq: 500,
+            local: None,
+            instance: String::new(),
+            reg_id: None,
+            outbound: false,
             ..binding("alice", NOW + 3600)
         }]
     );

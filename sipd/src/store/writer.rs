@@ -494,8 +494,8 @@ fn log_lost(w: &Write, why: &str) {
             billsec = c.billsec,
             "store: {why} CDR"
         ),
-        Write::PutBinding(b) => {
-            tracing::error!(client = %b.name, "store: {why} binding write (REGISTER)")
+        Write::PutBindings(name, _) => {
+            tracing::error!(client = %name, "store: {why} binding write (REGISTER)")
         }
         Write::DeleteBinding(n) => {
             tracing::error!(client = %n, "store: {why} binding deletion")
