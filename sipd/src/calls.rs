@@ -101,6 +101,9 @@ pub struct Call {
     pub started: Instant,
     pub start_ms: u64,
     pub answer_ms: Option<u64>,
+    /// The device that answered: its registered Contact (empty before the
+    /// answer, or for a target that is not a registered client).
+    pub device: String,
 }
 
 impl Call {
@@ -125,6 +128,7 @@ impl Call {
             end: end_ms,
             duration,
             billsec,
+            device: self.device.clone(),
         }
     }
 }
@@ -245,6 +249,7 @@ mod tests {
             started: Instant::now(),
             start_ms: 10_000,
             answer_ms: None,
+            device: String::new(),
         }
     }
 

@@ -463,6 +463,7 @@ fn cdrs_older_than_cdr_keep_days_are_pruned_at_start_and_after_a_reload() {
                 end,
                 duration: 60,
                 billsec: 50,
+                device: String::new(),
             });
         }
         store.close();

@@ -149,10 +149,7 @@ impl Core {
     /// Is `msg` the REGISTER that made `user`'s current binding?
     fn is_accepted_register(&self, msg: &Message, peer: Peer, user: &str) -> bool {
         msg.method() == Some(&Method::Register)
-            && self
-                .registrar
-                .get(user)
-                .is_some_and(|b| b.made_by(msg, peer))
+            && self.registrar.of(user).iter().any(|b| b.made_by(msg, peer))
     }
 
     /// 403, stateless: unauthenticated rejections are not retransmitted (a

@@ -13,6 +13,7 @@
 mod effects;
 mod forwarding;
 mod identify;
+mod keepalive;
 mod local;
 mod pbx;
 mod proxy;
@@ -68,6 +69,9 @@ pub struct Counters {
     /// In-dialog requests refused: not from the dialog's ends, or naming
     /// another target or route than the dialog's.
     pub dialog_refused: u64,
+    /// Keep-alive OPTIONS sent to UDP bindings, and answers counted.
+    pub keepalives_sent: u64,
+    pub keepalives_answered: u64,
 }
 
 /// Timer of a proxy context.
@@ -285,6 +289,9 @@ impl Core {
             self.on_request(msg, peer, now, fx);
         } else {
             self.counters.responses_in += 1;
+            if self.on_keepalive_response(&msg, peer.addr, now) {
+                return;
+            }
             if let Some(ev) = self.txns.on_response(msg, now.at, &mut fx.out) {
                 self.on_tx_event(ev, now, fx);
             }
@@ -429,8 +436,14 @@ impl Core {
         if now.at >= self.next_sweep {
             self.next_sweep = now.at + Duration::from_secs(1);
             for name in self.registrar.sweep(now.at) {
-                tracing::debug!("registration of {name} expired");
-                fx.write(Write::DeleteBinding(name));
+                tracing::debug!("a registration of {name} expired");
+                let left = self.registrar.of(&name);
+                if left.is_empty() {
+                    fx.write(Write::DeleteBinding(name));
+                } else {
+                    let rows = left.iter().map(|b| b.to_row()).collect();
+                    fx.write(Write::PutBindings(name, rows));
+                }
             }
             self.auth.purge(now.system());
             self.guard.sweep(now.at);
@@ -438,6 +451,7 @@ impl Core {
                 self.end_overdue_call(&call_id, now, fx);
             }
         }
+        self.send_keepalives(now, fx);
         self.prune_cdrs_when_due(now, fx);
     }
 

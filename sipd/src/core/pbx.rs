@@ -10,7 +10,6 @@ use super::proxy::Hop;
 use super::{Core, Effects};
 use crate::calls::State;
 use crate::routing::features::{self, Announce, Feature, Outcome};
-use crate::routing::reach::Location;
 use crate::sip::{HeaderName, Message};
 use crate::time::Now;
 use crate::transaction::TxId;
@@ -98,12 +97,7 @@ impl Core {
         fx: &mut Effects,
     ) {
         let registrar = &self.registrar;
-        let locate = |name: &str| {
-            registrar.get(name).map(|b| Location {
-                dest: b.source,
-                uri: b.contact.clone(),
-            })
-        };
+        let locate = |name: &str| registrar.locate(name);
         match features::announce(&self.config, &locate, &outcome) {
             Announce::Reply { code, reason } => {
                 // Answered by sipd itself: not a call.
@@ -167,7 +161,10 @@ impl Core {
                 "{};to-tag={};from-tag={};early-only",
                 call.call_id,
                 call.caller_tag,
-                call.callee_tag.clone().unwrap_or_default()
+                call.callee_tag
+                    .clone()
+                    .or_else(|| call.ctx.and_then(|c| self.ringing_tag(c)))
+                    .unwrap_or_default()
             );
             let mut hop = Hop::to(call.caller.clone(), call.caller_peer, contact);
             hop.req_add.push((HeaderName::Replaces, replaces));
@@ -178,14 +175,9 @@ impl Core {
             self.proxy_hops(id, msg, peer, vec![hop], true, now, fx);
         } else {
             // The caller cannot replace: move its ringing call to the picker
-            // ourselves, with auto-answer hints.
+            // ourselves, with auto-answer hints, to the device that dialed.
             let registrar = &self.registrar;
-            let locate = |name: &str| {
-                registrar.get(name).map(|b| Location {
-                    dest: b.source,
-                    uri: b.contact.clone(),
-                })
-            };
+            let locate = |name: &str| registrar.locate_from(name, peer.addr);
             let reach = config
                 .client(picker)
                 .and_then(|c| crate::routing::reach::reach(c, picker, &locate));

@@ -37,23 +37,70 @@ fn register(extra: &str) -> Message {
     Message::parse(text.as_bytes(), &Limits::default()).unwrap()
 }
 
-fn run(extra: &str, current: Option<&Binding>) -> Outcome {
+fn peer_at(port: u16) -> Peer {
+    Peer {
+        addr: format!("127.0.0.1:{port}").parse().unwrap(),
+        ..peer()
+    }
+}
+
+fn run_from(extra: &str, from: Peer, current: &[Binding]) -> Outcome {
     process(
         &general(),
+        3,
         &register(extra),
         "alice",
-        peer(),
+        from,
         current,
         Instant::now(),
         1_000,
     )
 }
 
-fn bound(extra: &str) -> Binding {
-    match run(extra, None) {
-        Outcome::Bind(b) => b,
+fn run(extra: &str, current: Option<&Binding>) -> Outcome {
+    let current: Vec<Binding> = current.into_iter().cloned().collect();
+    run_from(extra, peer(), &current)
+}
+
+/// A REGISTER of a device of its own (a Call-ID of its own).
+fn run_new(extra: &str, from: Peer, current: &[Binding]) -> Outcome {
+    static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let msg = register(extra);
+    let text =
+        String::from_utf8_lossy(msg.raw()).replace("Call-ID: reg-1", &format!("Call-ID: dev-{n}"));
+    let msg = Message::parse(text.as_bytes(), &Limits::default()).unwrap();
+    process(
+        &general(),
+        3,
+        &msg,
+        "alice",
+        from,
+        current,
+        Instant::now(),
+        1_000,
+    )
+}
+
+/// The client's bindings after a REGISTER from `from`.
+fn set_from(extra: &str, from: Peer, current: &[Binding]) -> Vec<Binding> {
+    match run_new(extra, from, current) {
+        Outcome::Update(u) => u.bindings,
         other => panic!("{other:?}"),
     }
+}
+
+fn bound(extra: &str) -> Binding {
+    let mut set = match run_from(extra, peer(), &[]) {
+        Outcome::Update(u) => u.bindings,
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(set.len(), 1, "{set:?}");
+    set.remove(0)
+}
+
+fn unbinds(o: Outcome) -> bool {
+    matches!(o, Outcome::Update(u) if u.bindings.is_empty())
 }
 
 #[test]
@@ -89,15 +136,17 @@ fn too_brief_and_removal() {
         run("Contact: <sip:a@h>\r\nExpires: 59\r\n", None),
         Outcome::TooBrief(60)
     );
-    assert_eq!(
-        run("Contact: <sip:a@h>;expires=0\r\nExpires: 60\r\n", None),
-        Outcome::Unbind
-    );
-    assert_eq!(
-        run("Contact: <sip:a@h>\r\nExpires: 0\r\n", None),
-        Outcome::Unbind
-    );
-    assert_eq!(run("Contact: *\r\nExpires: 0\r\n", None), Outcome::Unbind);
+    let mut b = bound("Contact: <sip:a@h>\r\n");
+    b.call_id = "an earlier one".into();
+    assert!(unbinds(run(
+        "Contact: <sip:a@h>;expires=0\r\nExpires: 60\r\n",
+        Some(&b)
+    )));
+    assert!(unbinds(run(
+        "Contact: <sip:a@h>\r\nExpires: 0\r\n",
+        Some(&b)
+    )));
+    assert!(unbinds(run("Contact: *\r\nExpires: 0\r\n", Some(&b))));
     assert_eq!(
         run("Contact: *\r\nExpires: 60\r\n", None),
         Outcome::Bad("Contact * Needs Expires 0")
@@ -117,10 +166,15 @@ fn too_brief_and_removal() {
 }
 
 #[test]
-fn query_without_contact_and_first_contact_wins() {
+fn query_without_contact_and_every_contact_of_one_register_binds() {
     assert_eq!(run("", None), Outcome::Query);
-    let b = bound("Contact: <sip:first@h1>, <sip:second@h2>\r\nExpires: 60\r\n");
-    assert_eq!(b.contact, "sip:first@h1");
+    let set = set_from(
+        "Contact: <sip:first@h1>, <sip:second@h2>\r\nExpires: 60\r\n",
+        peer(),
+        &[],
+    );
+    let contacts: Vec<&str> = set.iter().map(|b| b.contact.as_str()).collect();
+    assert_eq!(contacts, ["sip:first@h1", "sip:second@h2"]);
 }
 
 #[test]
@@ -145,7 +199,7 @@ fn older_cseq_on_same_call_id_is_refused() {
     newer.call_id = "other".into();
     assert!(matches!(
         run("Contact: <sip:a@h>\r\n", Some(&newer)),
-        Outcome::Bind(_)
+        Outcome::Update(_)
     ));
 }
 
@@ -168,11 +222,11 @@ fn sweep_retain_restore() {
     let mut r = Registrar::new();
     let mut b = bound("Contact: <sip:a@h>\r\n");
     b.expires_at = now + Duration::from_secs(5);
-    r.insert(b.clone());
+    r.set("alice", vec![b.clone()], 0, now);
     let mut gone = b.clone();
     gone.name = "bob".into();
     gone.expires_at = now;
-    r.insert(gone);
+    r.set("bob", vec![gone], 0, now);
     assert_eq!(r.sweep(now), vec!["bob".to_string()]);
     assert_eq!(r.len(), 1);
     // alice without a secret any more (host only) cannot stay registered.
@@ -227,4 +281,242 @@ fn refreshes_are_stored_only_when_the_stored_expiry_lags() {
     let mut other = first.clone();
     other.contact = "sip:a@elsewhere".into();
     assert!(other.worth_storing(Some(&first), 600), "new contact");
+}
+
+#[test]
+fn a_second_device_adds_a_binding_and_each_refresh_replaces_its_own() {
+    let desk = set_from("Contact: <sip:alice@10.0.0.5:5060>\r\n", peer_at(1), &[]);
+    let both = set_from("Contact: <sip:alice@10.0.0.6:5062>\r\n", peer_at(2), &desk);
+    assert_eq!(both.len(), 2);
+    // The same Contact from a new port (NAT rebinding): replaced.
+    let moved = set_from("Contact: <sip:alice@10.0.0.5:5060>\r\n", peer_at(3), &both);
+    assert_eq!(moved.len(), 2);
+    assert_eq!(moved[0].source, peer_at(3));
+    // A new Contact from the same transport address: the same device.
+    let renamed = set_from(
+        "Contact: <sip:alice-2@10.0.0.6:5062>\r\n",
+        peer_at(2),
+        &moved,
+    );
+    assert_eq!(renamed.len(), 2);
+    assert_eq!(renamed[1].contact, "sip:alice-2@10.0.0.6:5062");
+    // Over TCP from the same address and port is another place.
+    let tcp = Peer {
+        transport: Transport::Tcp,
+        ..peer_at(2)
+    };
+    assert_eq!(
+        set_from("Contact: <sip:alice-3@h>\r\n", tcp, &renamed).len(),
+        3
+    );
+}
+
+#[test]
+fn the_same_instance_from_a_new_port_and_contact_replaces() {
+    let inst = ";+sip.instance=\"<urn:uuid:00000000-0000-0000-0000-000000000001>\"";
+    let one = set_from(
+        &format!("Contact: <sip:a@10.0.0.5:1111>{inst}\r\n"),
+        peer_at(1),
+        &[],
+    );
+    assert_eq!(
+        one[0].instance,
+        "<urn:uuid:00000000-0000-0000-0000-000000000001>"
+    );
+    let again = set_from(
+        &format!("Contact: <sip:a@10.0.0.5:2222>{inst}\r\n"),
+        peer_at(9),
+        &one,
+    );
+    assert_eq!(again.len(), 1);
+    assert_eq!(again[0].contact, "sip:a@10.0.0.5:2222");
+    // Another instance from the same address is another device.
+    let other = ";+sip.instance=\"<urn:uuid:00000000-0000-0000-0000-000000000002>\"";
+    let two = set_from(
+        &format!("Contact: <sip:a@10.0.0.5:3333>{other}\r\n"),
+        peer_at(9),
+        &again,
+    );
+    assert_eq!(two.len(), 2);
+}
+
+#[test]
+fn over_max_contacts_the_oldest_is_dropped_and_said_so() {
+    let mut set = Vec::new();
+    for port in 1..=3u16 {
+        set = set_from(
+            &format!("Contact: <sip:a@h{port}>\r\n"),
+            peer_at(port),
+            &set,
+        );
+    }
+    match run_new("Contact: <sip:a@h4>\r\n", peer_at(4), &set) {
+        Outcome::Update(u) => {
+            let left: Vec<&str> = u.bindings.iter().map(|b| b.contact.as_str()).collect();
+            assert_eq!(left, ["sip:a@h2", "sip:a@h3", "sip:a@h4"]);
+            assert_eq!(u.dropped.len(), 1);
+            assert_eq!(u.dropped[0].contact, "sip:a@h1");
+            assert_eq!(u.dropped[0].contact_value(0), "<sip:a@h1>;expires=0");
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn an_unregister_removes_only_the_binding_it_names() {
+    let inst = ";+sip.instance=\"<urn:uuid:1>\"";
+    let a = set_from(&format!("Contact: <sip:a@h1>{inst}\r\n"), peer_at(1), &[]);
+    let both = set_from("Contact: <sip:a@h2>\r\n", peer_at(2), &a);
+    // From the second device's address, naming neither: nothing removed.
+    match run_new("Contact: <sip:a@h9>;expires=0\r\n", peer_at(2), &both) {
+        Outcome::Update(u) => assert_eq!((u.bindings.len(), u.removed.len()), (2, 0)),
+        other => panic!("{other:?}"),
+    }
+    // By Contact.
+    let left = set_from("Contact: <sip:a@h2>;expires=0\r\n", peer_at(2), &both);
+    assert_eq!(left.len(), 1);
+    assert_eq!(left[0].contact, "sip:a@h1");
+    // By instance, with another Contact URI.
+    let left = set_from(
+        &format!("Contact: <sip:a@h7>{inst};expires=0\r\n"),
+        peer_at(5),
+        &both,
+    );
+    assert_eq!(left.len(), 1);
+    assert_eq!(left[0].contact, "sip:a@h2");
+    // `*` removes all.
+    match run_new("Contact: *\r\nExpires: 0\r\n", peer_at(7), &both) {
+        Outcome::Update(u) => assert_eq!((u.bindings.len(), u.removed.len()), (0, 2)),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn outbound_needs_supported_instance_and_reg_id() {
+    let contact = "Contact: <sip:a@h;transport=tcp>;reg-id=1;+sip.instance=\"<urn:uuid:1>\"\r\n";
+    match run_new(
+        &format!("{contact}Supported: path, outbound\r\n"),
+        peer(),
+        &[],
+    ) {
+        Outcome::Update(u) => {
+            assert!(u.outbound);
+            assert!(u.bindings[0].outbound);
+            assert_eq!(u.bindings[0].reg_id, Some(1));
+            assert_eq!(
+                u.bindings[0].contact_value(60),
+                "<sip:a@h;transport=tcp>;expires=60;+sip.instance=\"<urn:uuid:1>\";reg-id=1"
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+    // Without Supported: outbound, an ordinary binding.
+    match run_new(contact, peer(), &[]) {
+        Outcome::Update(u) => {
+            assert!(!u.outbound);
+            assert!(!u.bindings[0].outbound);
+            assert_eq!(u.bindings[0].reg_id, None);
+        }
+        other => panic!("{other:?}"),
+    }
+    // Without an instance: no outbound either.
+    match run_new(
+        "Contact: <sip:a@h>;reg-id=1\r\nSupported: outbound\r\n",
+        peer(),
+        &[],
+    ) {
+        Outcome::Update(u) => assert!(!u.outbound),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(
+        run_new("Contact: <sip:a@h>;reg-id=x\r\n", peer(), &[]),
+        Outcome::Bad("Bad reg-id")
+    );
+}
+
+#[test]
+fn keepalive_misses_make_a_binding_unreachable_and_an_answer_brings_it_back() {
+    let now = Instant::now();
+    let mut r = Registrar::new();
+    let b = bound("Contact: <sip:a@h>\r\n");
+    r.set("alice", vec![b], 10, now);
+    let q = |_: &str| 10u32;
+    let mut n = 0u32;
+    let mut tok = || {
+        n += 1;
+        n
+    };
+    let mut t = now;
+    let mut sent = Vec::new();
+    for _ in 0..40 {
+        sent.extend(r.due_pings(t, 100, &q, &mut tok));
+        t += Duration::from_secs(1);
+    }
+    // First within the interval, then every 10 s: 4 in 40 s.
+    assert_eq!(sent.len(), 4, "{sent:?}");
+    let b = &r.of("alice")[0];
+    assert_eq!(b.keepalive.reach, Reach::Unreachable);
+    assert!(
+        r.locate("alice").is_none(),
+        "an unreachable device is not rung"
+    );
+    let last = sent.last().unwrap();
+    // An answer from elsewhere, or with another token, does not count.
+    let from = peer().addr;
+    assert!(!r.on_pong(last.id, last.token + 1, from, t));
+    assert!(!r.on_pong(last.id, last.token, "127.0.0.9:1".parse().unwrap(), t));
+    assert!(r.on_pong(last.id, last.token, from, t));
+    let b = &r.of("alice")[0];
+    assert_eq!(b.keepalive.reach, Reach::Reachable);
+    assert_eq!(b.keepalive.misses, 0);
+    assert!(b.keepalive.rtt_ms.is_some());
+    assert!(r.locate("alice").is_some());
+}
+
+#[test]
+fn keepalive_work_per_call_is_bounded_and_spread() {
+    let now = Instant::now();
+    let mut r = Registrar::new();
+    for i in 0..1000u16 {
+        let mut b = bound("Contact: <sip:a@h>\r\n");
+        b.name = format!("u{i}");
+        b.source = peer_at(10_000 + i);
+        r.set(&b.name.clone(), vec![b], 25, now);
+    }
+    let q = |_: &str| 25u32;
+    let mut tok = || 7u32;
+    // All are due within 25 s, but no call sends more than its budget.
+    let burst = r.due_pings(now + Duration::from_secs(25), 50, &q, &mut tok);
+    assert_eq!(burst.len(), 50);
+    // Spread: in the first second about 1/25 of them are due.
+    let mut r2 = Registrar::new();
+    for i in 0..1000u16 {
+        let mut b = bound("Contact: <sip:a@h>\r\n");
+        b.name = format!("u{i}");
+        r2.set(&b.name.clone(), vec![b], 25, now);
+    }
+    let first = r2.due_pings(now + Duration::from_secs(1), 10_000, &q, &mut tok);
+    assert!((20..=80).contains(&first.len()), "{}", first.len());
+    // TCP bindings are not pinged (their flows keep themselves alive).
+    let mut r3 = Registrar::new();
+    let mut b = bound("Contact: <sip:a@h>\r\n");
+    b.source.transport = Transport::Tcp;
+    r3.set("alice", vec![b], 1, now);
+    assert!(r3
+        .due_pings(now + Duration::from_secs(5), 10, &q, &mut tok)
+        .is_empty());
+}
+
+#[test]
+fn restore_keeps_every_device_of_a_client() {
+    let now = Instant::now();
+    let one = set_from("Contact: <sip:a@h1>\r\n", peer_at(1), &[]);
+    let both = set_from("Contact: <sip:a@h2>\r\n", peer_at(2), &one);
+    let rows: Vec<_> = both.iter().map(Binding::to_row).collect();
+    let mut r = Registrar::new();
+    let conf = config("[alice]\nsecret=a\n");
+    assert_eq!(r.restore(&rows, &conf, now, 1_000), 2);
+    assert_eq!(r.of("alice").len(), 2);
+    assert_eq!(r.len(), 2);
+    assert_eq!(r.clients(), 1);
 }

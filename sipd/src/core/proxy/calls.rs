@@ -56,6 +56,7 @@ impl Core {
             started: now.at,
             start_ms: now.unix_ms,
             answer_ms: None,
+            device: String::new(),
         });
     }
 
@@ -110,6 +111,7 @@ impl Core {
             .unwrap_or(0);
         call.callee_routes = rr[..ours].iter().rev().map(|r| r.uri.clone()).collect();
         call.from_presented = hop.presented_from.clone();
+        call.device = hop.device.clone().unwrap_or_default();
         call.ctx = None;
     }
 }

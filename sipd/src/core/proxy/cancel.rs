@@ -1,5 +1,5 @@
 //! CANCEL (RFC 3261 §16.10): the caller's CANCEL is answered 200 at once
-//! and sent down the live branch; the caller gets that branch's 487 (or
+//! and sent down every live branch; the caller gets the first 487 (or
 //! ours when none comes). Abandoning a branch (noanswer, pickup, timer C)
 //! cancels it the same way, once it has answered provisionally.
 
@@ -85,19 +85,21 @@ impl Core {
         if let Some(call) = ctx.call_id.as_ref().and_then(|c| self.calls.get_mut(c)) {
             call.ctx = None;
         }
-        match ctx.current {
-            Some(bno) => {
-                if let Some(b) = ctx.branches.get_mut(bno) {
-                    if b.provisional {
-                        let tx = b.tx;
-                        self.send_cancel(cid, tx, now, fx);
-                    } else {
-                        b.cancel_pending = true;
-                    }
+        if ctx.live.is_empty() {
+            self.finish_with(&mut ctx, cid, 487, "Request Terminated", now, fx);
+        }
+        for bno in ctx.live.clone() {
+            if let Some(b) = ctx.branches.get_mut(bno) {
+                if b.provisional {
+                    let tx = b.tx;
+                    self.send_cancel(cid, tx, now, fx);
+                } else {
+                    b.cancel_pending = true;
                 }
-                self.arm_cancel_guard(cid, bno, now);
             }
-            None => self.finish_with(&mut ctx, cid, 487, "Request Terminated", now, fx),
+        }
+        if let Some(&first) = ctx.live.first() {
+            self.arm_cancel_guard(cid, first, now);
         }
         self.ctxs.insert(cid, ctx);
     }
@@ -125,9 +127,7 @@ impl Core {
         } else {
             b.cancel_pending = true;
         }
-        if ctx.current == Some(bno) {
-            ctx.current = None;
-        }
+        ctx.live.retain(|&b| b != bno);
     }
 
     /// A CANCEL for the INVITE of client transaction `tx` (its own client

@@ -102,7 +102,8 @@ impl Core {
             let target = hop.ruri.as_deref().or(msg.request_uri());
             let target = target.and_then(|u| Uri::parse(u).ok());
             let rest = routes.get(pops..).unwrap_or_default();
-            let dest = self.tracked_hop(call, from_caller, peer, target.as_ref(), rest)?;
+            let tag = (!to_tag.is_empty()).then_some(to_tag);
+            let dest = self.tracked_hop(call, from_caller, peer, target.as_ref(), rest, tag)?;
             if from_caller {
                 if let Some(p) = &call.from_presented {
                     hop.req_set.push((HeaderName::From, Some(p.clone())));
@@ -171,12 +172,19 @@ impl Core {
         peer: &Peer,
         target: Option<&Uri>,
         rest: &[NameAddr],
+        to_tag: Option<&str>,
     ) -> Result<Peer, Refusal> {
         let (end, end_name, other, contact, routes) = if from_caller {
-            // Before the answer, the other end is the branch ringing now.
+            // Before the answer, the other end is the branch ringing now:
+            // the one of this early dialog (To tag) when several ring.
             let ringing = || {
                 let ctx = self.ctxs.get(&call.ctx?)?;
-                ctx.branches.get(ctx.current?).map(|b| b.hop.dest)
+                let tag = to_tag;
+                let live = || ctx.live.iter().filter_map(|&b| ctx.branches.get(b));
+                live()
+                    .find(|b| tag.is_some() && b.to_tag.as_deref() == tag)
+                    .or_else(|| live().next())
+                    .map(|b| b.hop.dest)
             };
             let other = call.callee_peer.or_else(ringing);
             let contact = call.callee_contact.as_ref();

@@ -11,7 +11,10 @@
 //! - `calls`: call bookkeeping for `sipctl calls` and the CDR
 //!
 //! A proxy context ties one server transaction (the caller's request) to
-//! the client transactions of its branches, tried one after another.
+//! the client transactions of its branches. Its hops come in steps tried
+//! one after another (hunting, forwarding, gateway failover: serial
+//! forking); the hops of one step, the devices of one client, ring at once
+//! (parallel forking, RFC 3261 §16.7).
 
 mod calls;
 mod cancel;
@@ -46,6 +49,10 @@ const BRANCH_PREFIX: &str = "z9hG4bKsd";
 /// One hop to try: where, with which Request-URI and header rewrites.
 #[derive(Clone, Debug)]
 pub(super) struct Hop {
+    /// Hops next to each other with the same step are started together.
+    pub step: usize,
+    /// The registered device this hop rings (its Contact), if it is one.
+    pub device: Option<String>,
     pub target: String,
     pub dest: Peer,
     pub ruri: Option<String>,
@@ -66,6 +73,8 @@ impl Hop {
     /// A plain hop: any final response is passed on, no rewrites.
     pub(super) fn to(target: String, dest: Peer, ruri: String) -> Hop {
         Hop {
+            step: 0,
+            device: None,
             target,
             dest,
             ruri: Some(ruri),
@@ -86,6 +95,8 @@ struct Branch {
     cancel_pending: bool,
     /// Given up (noanswer, timer C, caller's CANCEL): its finals are ignored.
     detached: bool,
+    /// The To tag of its provisional responses (which early dialog it is).
+    to_tag: Option<String>,
 }
 
 pub(super) struct Ctx {
@@ -95,7 +106,13 @@ pub(super) struct Ctx {
     invite: bool,
     hops: VecDeque<Hop>,
     branches: Vec<Branch>,
-    current: Option<usize>,
+    /// The branches of the current step still waiting for a final response.
+    live: Vec<usize>,
+    /// The best final response of the current step's failed branches.
+    step_final: Option<(Message, usize)>,
+    /// The current step's answer when its branches only failed without a
+    /// response (timeout, transport error) and it cannot move on.
+    step_error: Option<(u16, &'static str)>,
     /// The last final response of a branch that moved on, and that branch.
     last_final: Option<(Message, usize)>,
     no_attempt: (u16, String),
@@ -124,7 +141,9 @@ impl Ctx {
             invite,
             hops: hops.into(),
             branches: Vec::new(),
-            current: None,
+            live: Vec::new(),
+            step_final: None,
+            step_error: None,
             last_final: None,
             no_attempt: (480, "Temporarily Unavailable".into()),
             cancelled: false,
@@ -210,7 +229,7 @@ fn hostport(a: SocketAddr) -> String {
     s
 }
 
-fn push_hostport(s: &mut String, a: SocketAddr) {
+pub(super) fn push_hostport(s: &mut String, a: SocketAddr) {
     match a.ip() {
         IpAddr::V6(_) => s.push('['),
         IpAddr::V4(_) => {}
@@ -238,6 +257,20 @@ pub(super) fn uri_dest(uri: &Uri) -> Option<Peer> {
         transport,
         SocketAddr::new(ip, uri.port.unwrap_or(5060)),
     ))
+}
+
+/// Is final response `new` a better answer of a step than `old` (RFC 3261
+/// §16.7 step 6): a 6xx first, else the lowest class, within a class
+/// `486 Busy Here` (it tells the caller most), else the first.
+fn better_final(new: u16, old: Option<u16>) -> bool {
+    let Some(old) = old else {
+        return true;
+    };
+    let (cn, co) = (new / 100, old / 100);
+    if co == 6 {
+        return false;
+    }
+    cn == 6 || cn < co || (cn == co && new == 486 && old != 486)
 }
 
 /// Does a final response send the call on to the next hop?

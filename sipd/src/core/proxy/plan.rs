@@ -8,8 +8,8 @@ use super::{hostport, loop_tag, Ctx, Hop};
 use crate::calls::Disposition;
 use crate::core::identify::Challenge;
 use crate::core::{Core, Effects};
-use crate::routing::reach::Location;
-use crate::routing::router::{self, Decision, Plan};
+use crate::registrar::Binding;
+use crate::routing::router::{self, Attempt, Decision, Plan};
 use crate::sip::{HeaderName, Message, Method, Uri};
 use crate::time::Now;
 use crate::transaction::TxId;
@@ -85,12 +85,7 @@ impl Core {
             }
         }
         let registrar = &self.registrar;
-        let locate = |name: &str| {
-            registrar.get(name).map(|b| Location {
-                dest: b.source,
-                uri: b.contact.clone(),
-            })
-        };
+        let locate = |name: &str| registrar.locate(name);
         let decision = router::route(&router::Call {
             config: &config,
             caller: client,
@@ -141,39 +136,64 @@ impl Core {
     /// The router's attempts as hops: Request-URI, Diversion, and for calls
     /// out through a gateway the caller presented as its callerid (From and
     /// P-Asserted-Identity), while the caller keeps seeing its own From.
+    /// An attempt that reaches a registered client rings all its reachable
+    /// devices at once: one hop each, in one step.
     fn hops_of(&self, plan: &Plan, msg: &Message) -> Vec<Hop> {
         let from_original = msg.header(&HeaderName::From).unwrap_or("").to_string();
-        plan.attempts
-            .iter()
-            .map(|a| {
-                let mut hop = Hop::to(a.target.clone(), a.dest, a.ruri.clone());
-                hop.next_on = Some(a.next_on);
-                hop.noanswer = a.noanswer;
-                hop.req_add = a
-                    .diversion
-                    .iter()
-                    .map(|d| (HeaderName::Diversion, d.clone()))
-                    .collect();
-                if let Some(p) = &a.present {
-                    let host = hostport(self.local.addr_for(&a.dest));
-                    let uri = format!("sip:{}@{host}", p.number);
-                    let addr = match &p.display {
-                        Some(d) => format!("\"{}\" <{uri}>", d.replace(['"', '\\'], "")),
-                        None => format!("<{uri}>"),
-                    };
-                    let from = match msg.from().tag() {
-                        Some(t) => format!("{addr};tag={t}"),
-                        None => addr.clone(),
-                    };
-                    hop.req_set.push((HeaderName::From, Some(from.clone())));
-                    hop.req_set
-                        .push((HeaderName::PAssertedIdentity, Some(addr)));
-                    hop.resp_set.push((HeaderName::From, from_original.clone()));
-                    hop.presented_from = Some(from);
+        let mut hops = Vec::with_capacity(plan.attempts.len());
+        for (step, a) in plan.attempts.iter().enumerate() {
+            let mut hop = self.hop_of(a, msg, &from_original);
+            hop.step = step;
+            let devices: Vec<&Binding> = self.registrar.reachable(&a.target).collect();
+            let first = devices.first().copied();
+            match first.filter(|b| b.source == a.dest && b.contact == a.ruri) {
+                Some(first) => {
+                    hop.device = Some(first.contact.clone());
+                    let rest = &devices[1..];
+                    hops.push(hop.clone());
+                    for d in rest {
+                        let mut h = hop.clone();
+                        h.dest = d.source;
+                        h.ruri = Some(d.contact.clone());
+                        h.device = Some(d.contact.clone());
+                        hops.push(h);
+                    }
                 }
-                hop
-            })
-            .collect()
+                None => hops.push(hop),
+            }
+        }
+        hops
+    }
+
+    /// One attempt as a hop (its rewrites).
+    fn hop_of(&self, a: &Attempt, msg: &Message, from_original: &str) -> Hop {
+        let mut hop = Hop::to(a.target.clone(), a.dest, a.ruri.clone());
+        hop.next_on = Some(a.next_on);
+        hop.noanswer = a.noanswer;
+        hop.req_add = a
+            .diversion
+            .iter()
+            .map(|d| (HeaderName::Diversion, d.clone()))
+            .collect();
+        if let Some(p) = &a.present {
+            let host = hostport(self.local.addr_for(&a.dest));
+            let uri = format!("sip:{}@{host}", p.number);
+            let addr = match &p.display {
+                Some(d) => format!("\"{}\" <{uri}>", d.replace(['"', '\\'], "")),
+                None => format!("<{uri}>"),
+            };
+            let from = match msg.from().tag() {
+                Some(t) => format!("{addr};tag={t}"),
+                None => addr.clone(),
+            };
+            hop.req_set.push((HeaderName::From, Some(from.clone())));
+            hop.req_set
+                .push((HeaderName::PAssertedIdentity, Some(addr)));
+            hop.resp_set
+                .push((HeaderName::From, from_original.to_string()));
+            hop.presented_from = Some(from);
+        }
+        hop
     }
 
     /// Proxy a request (ours to answer: server transaction `id`) along

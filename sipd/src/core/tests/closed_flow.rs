@@ -84,6 +84,10 @@ fn request_to_a_binding_restored_from_the_store_connects_again() {
         user_agent: String::new(),
         call_id: "r".into(),
         cseq: 1,
+        local: None,
+        instance: String::new(),
+        reg_id: None,
+        outbound: false,
     };
     let loaded = Loaded {
         bindings: vec![row("bob", 6002), row("carol", 6003)],

@@ -460,7 +460,7 @@ enum Commit {
 /// What a restart would load.
 #[derive(Default)]
 struct Stored {
-    bindings: BTreeMap<String, BindingRow>,
+    bindings: BTreeMap<String, Vec<BindingRow>>,
     forwards: BTreeMap<String, ForwardRow>,
 }
 
@@ -492,8 +492,8 @@ impl Store {
                 continue;
             }
             match w.clone() {
-                Write::PutBinding(r) => {
-                    s.bindings.insert(r.name.clone(), r);
+                Write::PutBindings(n, rows) => {
+                    s.bindings.insert(n, rows);
                 }
                 Write::DeleteBinding(n) => {
                     s.bindings.remove(&n);
@@ -1242,6 +1242,7 @@ impl World {
         let mut stored: Vec<(&str, &str, std::net::SocketAddr)> = store
             .bindings
             .values()
+            .flatten()
             .map(|r| (r.name.as_str(), r.contact.as_str(), r.source))
             .collect();
         let mut held: Vec<(&str, &str, std::net::SocketAddr)> = c

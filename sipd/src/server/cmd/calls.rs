@@ -20,7 +20,7 @@ impl Daemon {
                     target: c.target.clone(),
                     state: c.state.as_str().to_string(),
                     duration_secs: now.duration_since(c.started).as_secs(),
-                    device: String::new(),
+                    device: c.device.clone(),
                 })
                 .collect(),
         }

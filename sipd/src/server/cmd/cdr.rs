@@ -31,7 +31,7 @@ fn cdr_of_row(r: crate::store::CdrRow) -> proto::Cdr {
         target: r.target,
         disposition: r.disposition,
         code: r.code,
-        device: String::new(),
+        device: r.device,
         start: r.start,
         answer: r.answer,
         end: r.end,

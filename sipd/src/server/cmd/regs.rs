@@ -18,12 +18,13 @@ impl Daemon {
                 source: b.source.to_string(),
                 expires: b.remaining(now),
                 user_agent: b.user_agent.clone(),
-                status: "unknown".into(),
-                rtt_ms: None,
-                instance: String::new(),
-                outbound: false,
+                status: b.keepalive.reach.as_str().into(),
+                rtt_ms: b.keepalive.rtt_ms,
+                instance: b.instance.clone(),
+                outbound: b.outbound,
             })
             .collect();
+        // By client, each client's devices oldest first (a stable sort).
         bindings.sort_by(|a, b| a.name.cmp(&b.name));
         proto::Regs { bindings }
     }

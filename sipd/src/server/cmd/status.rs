@@ -46,6 +46,12 @@ impl Daemon {
                 counter("overload rejections", c.overload),
                 counter("calls over call_limit", c.call_limit),
                 counter("in-dialog requests refused", c.dialog_refused),
+                counter("keep-alive OPTIONS sent", c.keepalives_sent),
+                counter("keep-alive OPTIONS answered", c.keepalives_answered),
+                counter(
+                    "bindings unreachable",
+                    core.registrar().iter().filter(|b| !b.reachable()).count() as u64,
+                ),
                 counter("store writes pending", self.store.pending() as u64),
                 counter("tcp connections", self.transports.tcp.connections() as u64),
                 counter(
