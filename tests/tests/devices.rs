@@ -907,6 +907,8 @@ fn unreachable_device_answering_again_is_rung_again() {
     );
     alice.invite(&format!("sip:bob@{}", sipd.addr), "alice-pw");
     let got = invites(&mut [&mut a, &mut b]);
+    // A CANCEL waits for a provisional response (RFC 3261 §9.1): ring first.
+    a.answer(&got[0], 180, "Ringing", "ta");
     b.answer(&got[1], 200, "OK", "tb");
     let ok = alice.expect_status(200, S);
     assert_eq!(ok.to().tag(), Some("tb"));
@@ -1056,6 +1058,8 @@ fn restart_restores_both_bindings() {
     assert_eq!(sources, set(&[&a.source(), &b.source()]));
     alice.invite(&format!("sip:bob@{}", sipd.addr), "alice-pw");
     let got = invites(&mut [&mut a, &mut b]);
+    // A CANCEL waits for a provisional response (RFC 3261 §9.1): ring first.
+    b.answer(&got[1], 180, "Ringing", "tb");
     a.answer(&got[0], 200, "OK", "ta");
     let ok = alice.expect_status(200, S);
     assert_eq!(ok.to().tag(), Some("ta"));
