@@ -708,6 +708,11 @@ impl Registrar {
         true
     }
 
+    /// When the next keep-alive is due, if any.
+    pub fn next_ping(&self) -> Option<Instant> {
+        self.pings.peek().map(|Reverse((at, _))| *at)
+    }
+
     /// Keep-alive schedule entries (bounded by bindings plus the entries
     /// replaced since their binding changed).
     pub fn scheduled(&self) -> usize {

@@ -252,10 +252,8 @@ impl Core {
     pub fn next_timer(&self) -> Option<Instant> {
         let ctx = self.ctx_timers.peek().map(|Reverse((at, ..))| *at);
         let tx = self.txns.next_timer();
-        match (ctx, tx) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        let ping = self.registrar.next_ping();
+        [ctx, tx, ping].into_iter().flatten().min()
     }
 
     /// Install a new configuration (after a successful reload): bindings and

@@ -117,8 +117,11 @@ impl Core {
             Decision::Proxy(plan) => {
                 let mut hops = self.hops_of(&plan, &msg);
                 if !invite {
-                    // Only INVITEs hunt and fork; other requests go to the first target.
-                    hops.truncate(1);
+                    // Only INVITEs hunt: other requests go to the first
+                    // target, to every device of it (RFC 3261 §16.7
+                    // forks any request; the best answer is passed back).
+                    let first = hops.first().map(|h| h.step);
+                    hops.retain(|h| Some(h.step) == first);
                 }
                 let mut ctx = Ctx::new(id, msg.clone(), peer, hops);
                 ctx.no_attempt = plan.no_attempt.clone();

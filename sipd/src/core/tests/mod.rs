@@ -11,6 +11,7 @@ mod credentials;
 mod dialog_guard;
 mod digest;
 mod feature_commit;
+mod forking;
 mod guard;
 mod local_address;
 mod options;
