@@ -46,7 +46,7 @@ pub use reply::{response_dest, via_with_received};
 pub const ALLOW: &str =
     "INVITE, ACK, CANCEL, BYE, OPTIONS, REGISTER, INFO, UPDATE, PRACK, REFER, NOTIFY, SUBSCRIBE, MESSAGE";
 /// Extensions sipd supports (sent in `Supported`).
-pub const SUPPORTED: &str = "replaces";
+pub const SUPPORTED: &str = "replaces, outbound";
 /// Server header value.
 pub const SERVER: &str = concat!("sipd/", env!("CARGO_PKG_VERSION"));
 

@@ -1,9 +1,9 @@
 //! Random sequences of events through the core alone, with invariants
 //! checked after every step.
 //!
-//! Six endpoints (three phones that register with digest, alice over UDP,
-//! bob over TCP, carol over UDP; two gateways and a mediagate with static
-//! hosts) register, call each other, the outside world and feature codes,
+//! Seven endpoints (four phones that register with digest, alice over UDP,
+//! bob over TCP, carol over UDP with a second device over UDP, so calls to
+//! carol fork; two gateways and a mediagate with static hosts) register, call each other, the outside world and feature codes,
 //! cancel, answer in any order (or never, or twice), hang up, re-INVITE,
 //! retransmit; flows close, connects are refused, the clock jumps, sip.conf
 //! is reloaded and store commits succeed or fail. The core is built with
@@ -91,11 +91,11 @@ const RETRANSMIT_WINDOW: Duration = Duration::from_secs(32);
 #[derive(Clone, Copy, PartialEq, Eq)]
 struct Ep(u8);
 
-const NAMES: [&str; 6] = ["alice", "bob", "carol", "gw", "gw2", "media"];
-const PHONES: [Ep; 3] = [Ep(0), Ep(1), Ep(2)];
+const NAMES: [&str; 7] = ["alice", "bob", "carol", "gw", "gw2", "media", "carol-2"];
+const PHONES: [Ep; 4] = [Ep(0), Ep(1), Ep(2), Ep(6)];
 /// Who sends new calls: the phones and the first gateway.
-const CALLERS: [Ep; 4] = [Ep(0), Ep(1), Ep(2), Ep(3)];
-const ALL: [Ep; 6] = [Ep(0), Ep(1), Ep(2), Ep(3), Ep(4), Ep(5)];
+const CALLERS: [Ep; 5] = [Ep(0), Ep(1), Ep(2), Ep(3), Ep(6)];
+const ALL: [Ep; 7] = [Ep(0), Ep(1), Ep(2), Ep(3), Ep(4), Ep(5), Ep(6)];
 
 impl fmt::Debug for Ep {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -579,6 +579,7 @@ impl World {
                 host(Phone::udp("74951112233", "", 7000)),
                 host(Phone::udp("gw2", "", 7001)),
                 host(Phone::udp("media", "", 7100)),
+                user(Phone::udp("carol", "c3", 6013)),
             ],
             sent: Vec::new(),
             incoming: Vec::new(),
@@ -1221,11 +1222,20 @@ impl World {
             .iter()
             .filter(|x| x.secret.is_some())
             .count();
-        if c.registrar().len() > can_register {
+        if c.registrar().clients() > can_register {
             return Err(format!(
-                "bound: {} bindings for {can_register} clients that register",
-                c.registrar().len()
+                "bound: {} clients with bindings, {can_register} can register",
+                c.registrar().clients()
             ));
+        }
+        for name in c.config().clients.iter().map(|x| x.name.as_str()) {
+            let max = c
+                .config()
+                .client(name)
+                .map_or(0, |x| x.max_contacts(&c.config().general) as usize);
+            if c.registrar().of(name).len() > max {
+                return Err(format!("bound: {name} holds more than {max} bindings"));
+            }
         }
         if c.deferred_count() > self.b.confirms.len() {
             return Err(format!(
