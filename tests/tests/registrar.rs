@@ -44,38 +44,46 @@ fn regs(sipd: &Sipd) -> Vec<proto::Binding> {
 
 #[test]
 fn challenge_then_success_with_md5_and_sha256() {
-    let sipd = Sipd::start(CONF);
-    let mut ua = Ua::udp(sipd.addr, "alice");
-    let req = ua
-        .request("REGISTER", &format!("sip:{}", sipd.addr))
-        .set("Expires", "60");
-    let ch = ua.transact(&req).unwrap();
-    assert_eq!(ch.status(), Some(401));
-    let www: Vec<&str> = ch.headers(&HeaderName::WwwAuthenticate).collect();
-    assert_eq!(www.len(), 2, "{www:?}");
-    assert!(
-        www[0].contains("algorithm=SHA-256") && www[1].contains("algorithm=MD5"),
-        "{www:?}"
-    );
-    assert!(www.iter().all(|w| w.contains("qop=\"auth\"")));
-    let mut cur = req.clone();
-    for (nc, alg) in [(1, "MD5"), (2, "SHA-256")] {
-        let again = ua.authorized(&cur, &ch, "wonderland", alg, nc);
-        cur = again.clone();
-        let ok = ua.transact(&again).unwrap();
-        assert_eq!(ok.status(), Some(200), "{alg}: {}", text(ok.raw()));
-        let contact = ok.header(&HeaderName::Contact).unwrap();
-        assert!(
-            contact.contains(&format!("sip:alice@{}", ua.local)),
-            "{contact}"
-        );
-        let exp: u64 = contact.rsplit("expires=").next().unwrap().parse().unwrap();
-        assert!((58..=60).contains(&exp), "{contact}");
+    // The default offer is MD5 alone; SHA-256 first when sip.conf asks.
+    for (conf, offer) in [
+        (CONF.to_string(), &["MD5"][..]),
+        (
+            CONF.replace("[general]\n", "[general]\ndigest=sha-256,md5\n"),
+            &["SHA-256", "MD5"][..],
+        ),
+    ] {
+        let sipd = Sipd::start(&conf);
+        let mut ua = Ua::udp(sipd.addr, "alice");
+        let req = ua
+            .request("REGISTER", &format!("sip:{}", sipd.addr))
+            .set("Expires", "60");
+        let ch = ua.transact(&req).unwrap();
+        assert_eq!(ch.status(), Some(401));
+        let www: Vec<&str> = ch.headers(&HeaderName::WwwAuthenticate).collect();
+        assert_eq!(www.len(), offer.len(), "{www:?}");
+        for (w, alg) in www.iter().zip(offer) {
+            assert!(w.contains(&format!("algorithm={alg}")), "{www:?}");
+        }
+        assert!(www.iter().all(|w| w.contains("qop=\"auth\"")));
+        let mut cur = req.clone();
+        for (nc, alg) in offer.iter().enumerate() {
+            let again = ua.authorized(&cur, &ch, "wonderland", alg, nc as u32 + 1);
+            cur = again.clone();
+            let ok = ua.transact(&again).unwrap();
+            assert_eq!(ok.status(), Some(200), "{alg}: {}", text(ok.raw()));
+            let contact = ok.header(&HeaderName::Contact).unwrap();
+            assert!(
+                contact.contains(&format!("sip:alice@{}", ua.local)),
+                "{contact}"
+            );
+            let exp: u64 = contact.rsplit("expires=").next().unwrap().parse().unwrap();
+            assert!((58..=60).contains(&exp), "{contact}");
+        }
+        let b = regs(&sipd);
+        assert_eq!(b.len(), 1);
+        assert_eq!(b[0].name, "alice");
+        assert_eq!(b[0].source, format!("udp:{}", ua.local));
     }
-    let b = regs(&sipd);
-    assert_eq!(b.len(), 1);
-    assert_eq!(b[0].name, "alice");
-    assert_eq!(b[0].source, format!("udp:{}", ua.local));
 }
 
 #[test]

@@ -508,15 +508,76 @@ fn only_the_offered_algorithms_and_qop_are_accepted() {
 
 #[test]
 fn by_default_md5_with_and_without_the_algorithm_parameter_works() {
-    // The default offer (SHA-256, MD5) with qop=auth: what phones answer.
+    // The default offer is MD5 alone with qop=auth: what every phone
+    // answers; SHA-256 was not offered, so an answer with it is challenged.
     let sipd = Sipd::start(CONF);
     let mut alice = Ua::udp(sipd.addr, "alice");
     let uri = format!("sip:{}", sipd.addr);
-    for alg in [Some("MD5"), None, Some("SHA-256")] {
+    for (alg, want) in [(Some("MD5"), 200), (None, 200), (Some("SHA-256"), 401)] {
         let req = register_req(&alice);
         let ch = alice.transact(&req).unwrap();
+        let offered: Vec<&str> = ch.headers(&HeaderName::WwwAuthenticate).collect();
+        assert_eq!(offered.len(), 1, "{offered:?}");
+        assert!(offered[0].contains("algorithm=MD5"), "{offered:?}");
         let (h, v) = digest(&ch, "REGISTER", &uri, "alice", "wonderland", alg, true, 1);
         let r = alice.transact(&alice.renew(&req).set(&h, &v)).unwrap();
-        assert_eq!(r.status(), Some(200), "{alg:?}: {}", text(r.raw()));
+        assert_eq!(r.status(), Some(want), "{alg:?}: {}", text(r.raw()));
     }
+}
+
+#[test]
+fn a_client_with_digest_sha256_is_offered_only_sha256_and_registers_with_it() {
+    // The general offer stays MD5; alice's own `digest=sha-256` is hers.
+    let sipd = Sipd::start(&CONF.replace("exten=1001\n", "exten=1001\ndigest=sha-256\n"));
+    let uri = format!("sip:{}", sipd.addr);
+    let mut alice = Ua::udp(sipd.addr, "alice");
+    let req = register_req(&alice);
+    let ch = alice.transact(&req).unwrap();
+    let offered: Vec<&str> = ch.headers(&HeaderName::WwwAuthenticate).collect();
+    assert_eq!(offered.len(), 1, "{offered:?}");
+    assert!(offered[0].contains("algorithm=SHA-256"), "{offered:?}");
+    let (h, v) = digest(
+        &ch,
+        "REGISTER",
+        &uri,
+        "alice",
+        "wonderland",
+        Some("MD5"),
+        true,
+        1,
+    );
+    let r = alice.transact(&alice.renew(&req).set(&h, &v)).unwrap();
+    assert_eq!(r.status(), Some(401), "MD5 was not offered to alice");
+    let ch = alice.transact(&req).unwrap();
+    let (h, v) = digest(
+        &ch,
+        "REGISTER",
+        &uri,
+        "alice",
+        "wonderland",
+        Some("SHA-256"),
+        true,
+        1,
+    );
+    let r = alice.transact(&alice.renew(&req).set(&h, &v)).unwrap();
+    assert_eq!(r.status(), Some(200), "{}", text(r.raw()));
+    // bob, without the key, gets MD5 alone and registers with it.
+    let mut bob = Ua::udp(sipd.addr, "bob");
+    let req = register_req(&bob);
+    let ch = bob.transact(&req).unwrap();
+    let offered: Vec<&str> = ch.headers(&HeaderName::WwwAuthenticate).collect();
+    assert_eq!(offered.len(), 1, "{offered:?}");
+    assert!(offered[0].contains("algorithm=MD5"), "{offered:?}");
+    let (h, v) = digest(
+        &ch,
+        "REGISTER",
+        &uri,
+        "bob",
+        "builder",
+        Some("MD5"),
+        true,
+        1,
+    );
+    let r = bob.transact(&bob.renew(&req).set(&h, &v)).unwrap();
+    assert_eq!(r.status(), Some(200), "{}", text(r.raw()));
 }

@@ -18,9 +18,7 @@ fn sipp_1000_calls_through_the_proxy() {
     }
     // One account makes ~100 concurrent calls here: a load generator, not
     // a phone, so it gets call_limit=0 (a phone's default is 20).
-    let sipd = Sipd::start(
-        "[general]\ndigest=md5\n\n[caller]\nsecret=caller-pw\ncall_limit=0\n\n[uas]\nsecret=uas-pw\n",
-    );
+    let sipd = Sipd::start("[caller]\nsecret=caller-pw\ncall_limit=0\n\n[uas]\nsecret=uas-pw\n");
     let work = tempfile::tempdir().unwrap();
     let dir = work.path();
     std::fs::write(

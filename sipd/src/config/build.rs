@@ -63,8 +63,9 @@ use super::{
 };
 
 const GENERAL: &str = "general";
-const CLIENT_KEYS: [&str; 11] = [
+const CLIENT_KEYS: [&str; 12] = [
     "accountcode",
+    "digest",
     "call_limit",
     "max_contacts",
     "qualify",
@@ -465,6 +466,7 @@ fn parse_client(
         call_limit: None,
         max_contacts: None,
         qualify: None,
+        digest: None,
     };
     let mut exten_line = section.line;
     let mut host_line = section.line;
@@ -493,6 +495,12 @@ fn parse_client(
     }
     if let Some(&(line, value)) = keys.get("qualify") {
         client.qualify = parse_qualify(line, value, errors);
+    }
+    if let Some(&(line, value)) = keys.get("digest") {
+        match parse_digest(value) {
+            Ok(algs) => client.digest = Some(algs),
+            Err(e) => errors.add(line, e),
+        }
     }
     if let Some(&(_, secret)) = keys.get("secret") {
         client.secret = Some(secret.to_string());

@@ -49,8 +49,9 @@ pub struct General {
     pub min_expires: u32,
     pub max_expires: u32,
     /// Digest algorithms offered in challenges, in order of preference
-    /// (`digest=sha-256,md5` by default; `digest=md5` for old clients that
-    /// stop at the first challenge they cannot answer).
+    /// (`digest=md5` by default, as Kamailio and Asterisk: many phones take
+    /// the first challenge and fail when they lack its algorithm, RFC 7616
+    /// §3.7 notwithstanding; `digest=sha-256,md5` opts in to SHA-256).
     pub digest: Vec<crate::auth::Algorithm>,
     /// Concurrent calls a phone may make (`call_limit=`, default 20);
     /// gateways and mediagates get ten times as many unless their section
@@ -144,6 +145,9 @@ pub struct Client {
     pub max_contacts: Option<u32>,
     /// `qualify=` of this section, if set.
     pub qualify: Option<u32>,
+    /// `digest=` of this section, if set: the algorithms this client's
+    /// challenges offer, in order (and so the only ones it may answer with).
+    pub digest: Option<Vec<crate::auth::Algorithm>>,
 }
 
 impl Client {
@@ -161,6 +165,10 @@ impl Client {
     /// Keep-alive interval of this client's UDP bindings, seconds (0: off).
     pub fn qualify(&self, general: &General) -> u32 {
         self.qualify.unwrap_or(general.qualify)
+    }
+    /// Digest algorithms this client is challenged with, in order.
+    pub fn digest<'a>(&'a self, general: &'a General) -> &'a [crate::auth::Algorithm] {
+        self.digest.as_deref().unwrap_or(&general.digest)
     }
     /// True when `ip` is allowed by `permit` (empty = any). An IPv4-mapped
     /// IPv6 address (`::ffff:1.2.3.4`) is also checked as the IPv4 address.
@@ -454,7 +462,7 @@ impl General {
             noanswer: 20,
             min_expires: 60,
             max_expires: 3600,
-            digest: vec![crate::auth::Algorithm::Sha256, crate::auth::Algorithm::Md5],
+            digest: vec![crate::auth::Algorithm::Md5],
             call_limit: 20,
             max_contacts: 5,
             qualify: 25,

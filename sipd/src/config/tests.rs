@@ -554,7 +554,7 @@ fn general_values() {
             noanswer: 30,
             min_expires: 120,
             max_expires: 7200,
-            digest: vec![crate::auth::Algorithm::Sha256, crate::auth::Algorithm::Md5],
+            digest: vec![crate::auth::Algorithm::Md5],
             call_limit: 20,
             max_contacts: 5,
             qualify: 25,
@@ -1928,8 +1928,11 @@ mod properties {
 #[test]
 fn general_digest_algorithms() {
     use crate::auth::Algorithm;
+    // MD5 alone by default: phones that stop at the first challenge they
+    // cannot answer (baresip 1.0, SIPp, many desk phones) lack SHA-256.
+    assert_eq!(ok("").general.digest, vec![Algorithm::Md5]);
     assert_eq!(
-        ok("").general.digest,
+        ok("[general]\ndigest=sha-256,md5\n").general.digest,
         vec![Algorithm::Sha256, Algorithm::Md5]
     );
     assert_eq!(
@@ -1943,6 +1946,23 @@ fn general_digest_algorithms() {
     assert!(error("[general]\ndigest=sha-1\n").starts_with("sip.conf:2: bad digest 'sha-1'"));
     assert!(error("[general]\ndigest=md5,md5\n").contains("listed twice"));
     assert!(error("[general]\ndigest=md5,\n").starts_with("sip.conf:2: bad digest"));
+}
+
+#[test]
+fn client_digest_overrides_general() {
+    use crate::auth::Algorithm;
+    let c = ok("[general]\ndigest=sha-256,md5\n[a]\nsecret=x\n[b]\nsecret=x\ndigest=md5\n[c]\nsecret=x\ndigest = SHA-256\n");
+    let digest = |n: &str| c.client(n).unwrap().digest(&c.general).to_vec();
+    assert_eq!(digest("a"), vec![Algorithm::Sha256, Algorithm::Md5]);
+    assert_eq!(digest("b"), vec![Algorithm::Md5]);
+    assert_eq!(digest("c"), vec![Algorithm::Sha256]);
+    let d = ok("[a]\nsecret=x\n");
+    assert_eq!(d.client("a").unwrap().digest(&d.general), &[Algorithm::Md5]);
+    assert!(error("[a]\nsecret=x\ndigest=\n").contains("empty value for key 'digest'"));
+    for bad in ["sha-1", "md5,md5", "md5,"] {
+        let e = error(&format!("[a]\nsecret=x\ndigest={bad}\n"));
+        assert!(e.starts_with("sip.conf:3: bad digest"), "{bad}: {e}");
+    }
 }
 
 #[test]

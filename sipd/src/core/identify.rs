@@ -159,8 +159,8 @@ impl Core {
         self.reply_stateless(msg, peer, 403, "Forbidden", &[], fx);
     }
 
-    /// A challenge with a fresh nonce for `user`, offering the configured
-    /// algorithms with `qop="auth"`.
+    /// A challenge with a fresh nonce for `user`, offering that client's
+    /// algorithms (its `digest=`, else `[general] digest=`) with `qop="auth"`.
     #[allow(clippy::too_many_arguments)]
     fn challenge(
         &mut self,
@@ -173,11 +173,16 @@ impl Core {
         fx: &mut Effects,
     ) {
         let config = self.config.clone();
+        // The client's own `digest=` if it has one; an unknown user gets the
+        // general offer (the same as any client without the key).
+        let algorithms = config
+            .client(user)
+            .map_or(&config.general.digest[..], |c| c.digest(&config.general));
         let values = self.auth.challenge(
             &Offered {
                 realm: &config.general.realm,
                 user,
-                algorithms: &config.general.digest,
+                algorithms,
                 qop: true,
                 stale,
             },

@@ -236,3 +236,93 @@ fn the_offer_a_client_got_holds_across_a_reload() {
     );
     assert_eq!(r.status(), Some(401));
 }
+
+/// The algorithms a challenge lists, in order.
+fn offered(ch: &Message, name: &HeaderName) -> Vec<String> {
+    ch.headers(name)
+        .filter_map(crate::sip::auth::AuthParams::parse)
+        .map(|p| p.get("algorithm").unwrap_or("MD5").to_string())
+        .collect()
+}
+
+#[test]
+fn by_default_md5_alone_is_offered_and_answered() {
+    // With no digest key anywhere: clients that take the first challenge
+    // and lack SHA-256 (baresip 1.0, SIPp, many desk phones) must find MD5.
+    let mut b = Bench::new(CONF);
+    let mut alice = Phone::udp("alice", "a1", 6001);
+    let ch = challenge(&mut b, &mut alice);
+    assert_eq!(offered(&ch, &HeaderName::WwwAuthenticate), vec!["MD5"]);
+    // SHA-256 was not offered, so an answer with it gets a new challenge.
+    let auth = Creds {
+        alg: Some(Algorithm::Sha256),
+        ..md5("alice", "a1")
+    }
+    .line(&ch);
+    assert_eq!(answer(&mut b, &mut alice, &auth).status(), Some(401));
+    let ch = challenge(&mut b, &mut alice);
+    let r = answer(&mut b, &mut alice, &md5("alice", "a1").line(&ch));
+    assert_eq!(r.status(), Some(200));
+    // MD5 without the algorithm parameter (RFC 2617's default) works too.
+    let ch = challenge(&mut b, &mut alice);
+    let auth = Creds {
+        alg: None,
+        ..md5("alice", "a1")
+    }
+    .line(&ch);
+    assert_eq!(answer(&mut b, &mut alice, &auth).status(), Some(200));
+}
+
+#[test]
+fn a_clients_digest_key_is_its_offer_in_its_order() {
+    let conf = CONF
+        .replace("[general]\n", "[general]\ndigest=sha-256,md5\n")
+        .replace("exten=1001\n", "exten=1001\ndigest=sha-256\n")
+        .replace("exten=1003\n", "exten=1003\ndigest=md5,sha-256\n");
+    let mut b = Bench::new(&conf);
+    let www = HeaderName::WwwAuthenticate;
+    // alice: SHA-256 alone; MD5 is refused, SHA-256 accepted.
+    let mut alice = Phone::udp("alice", "a1", 6001);
+    let ch = challenge(&mut b, &mut alice);
+    assert_eq!(offered(&ch, &www), vec!["SHA-256"]);
+    assert_eq!(
+        answer(&mut b, &mut alice, &md5("alice", "a1").line(&ch)).status(),
+        Some(401)
+    );
+    let ch = challenge(&mut b, &mut alice);
+    let auth = Creds {
+        alg: Some(Algorithm::Sha256),
+        ..md5("alice", "a1")
+    }
+    .line(&ch);
+    assert_eq!(answer(&mut b, &mut alice, &auth).status(), Some(200));
+    // bob has no key: the general offer, and either algorithm of it works.
+    let mut bob = Phone::udp("bob", "b2", 6002);
+    let ch = challenge(&mut b, &mut bob);
+    assert_eq!(offered(&ch, &www), vec!["SHA-256", "MD5"]);
+    assert_eq!(
+        answer(&mut b, &mut bob, &md5("bob", "b2").line(&ch)).status(),
+        Some(200)
+    );
+    // carol: her own order.
+    let mut carol = Phone::udp("carol", "c3", 6003);
+    let ch = challenge(&mut b, &mut carol);
+    assert_eq!(offered(&ch, &www), vec!["MD5", "SHA-256"]);
+    // An INVITE's 407 is for the From user: alice's offer again.
+    let to = format!("<sip:1002@{REALM}>");
+    let r = alice.request(
+        "INVITE",
+        &format!("sip:1002@{REALM}"),
+        &to,
+        "c-d",
+        "d1",
+        "",
+        "",
+    );
+    b.deliver(alice.peer, &r);
+    let ch = b.expect_status(alice.addr(), 407);
+    assert_eq!(
+        offered(&ch, &HeaderName::ProxyAuthenticate),
+        vec!["SHA-256"]
+    );
+}
