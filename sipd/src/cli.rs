@@ -18,14 +18,16 @@ pub struct Flags {
     /// Print about (name, description, copyright) and exit
     #[arg(short = 'a', long = "about")]
     pub about: bool,
-    /// Listen address for SIP over UDP and TCP, IP:port (IPv6 as [::1]:5060); repeatable
+    /// Listen address, repeatable: IP:port for SIP over UDP and TCP (IPv6 as
+    /// [::1]:5060), tls:IP:port for SIP over TLS
     #[arg(
         short = 'b',
         long = "listen",
-        value_name = "ADDR",
-        default_value = "127.0.0.1:5060"
+        value_name = "[tls:]ADDR",
+        default_value = "127.0.0.1:5060",
+        value_parser = listen
     )]
-    pub listen: Vec<SocketAddr>,
+    pub listen: Vec<Listen>,
     /// Current country code
     #[arg(short = 'c', long = "country", value_name = "CODE", default_value = "7", value_parser = digits)]
     pub country: String,
@@ -115,6 +117,37 @@ pub struct Flags {
 /// The transaction limits the flags start from.
 const DEFAULT_TX: crate::transaction::TxLimits = crate::transaction::TxLimits::DEFAULT;
 
+/// Which transports a `-b` address serves.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ListenKind {
+    /// A bare address: UDP and TCP (seed-compatible).
+    UdpTcp,
+    Tls,
+}
+
+/// One `-b` value.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Listen {
+    pub kind: ListenKind,
+    pub addr: SocketAddr,
+}
+
+fn listen(s: &str) -> Result<Listen, String> {
+    let (kind, rest) = match s.split_once(':') {
+        Some((p, rest)) if p.eq_ignore_ascii_case("tls") => (ListenKind::Tls, rest),
+        Some((p, _)) if p.eq_ignore_ascii_case("udp") || p.eq_ignore_ascii_case("tcp") => {
+            return Err(format!(
+                "'{s}': a bare IP:port listens on UDP and TCP; the prefixes are tls:"
+            ))
+        }
+        _ => (ListenKind::UdpTcp, s),
+    };
+    let addr = rest
+        .parse::<SocketAddr>()
+        .map_err(|_| format!("'{s}' is not [tls:]IP:port (IPv6 as [::1]:5060)"))?;
+    Ok(Listen { kind, addr })
+}
+
 fn digits(s: &str) -> Result<String, String> {
     if !s.is_empty() && s.len() <= 6 && s.bytes().all(|b| b.is_ascii_digit()) {
         Ok(s.to_string())
@@ -124,6 +157,24 @@ fn digits(s: &str) -> Result<String, String> {
 }
 
 impl Flags {
+    /// The addresses for SIP over UDP and TCP.
+    pub fn sip_addrs(&self) -> Vec<SocketAddr> {
+        self.addrs(ListenKind::UdpTcp)
+    }
+
+    /// The addresses for SIP over TLS.
+    pub fn tls_addrs(&self) -> Vec<SocketAddr> {
+        self.addrs(ListenKind::Tls)
+    }
+
+    fn addrs(&self, kind: ListenKind) -> Vec<SocketAddr> {
+        self.listen
+            .iter()
+            .filter(|l| l.kind == kind)
+            .map(|l| l.addr)
+            .collect()
+    }
+
     /// Parse process arguments, accepting the seed's `-cc CODE` / `-cc=CODE`.
     pub fn parse_seed<I: IntoIterator<Item = String>>(args: I) -> Result<Flags, clap::Error> {
         Flags::try_parse_from(rewrite_seed_args(args))
@@ -257,9 +308,10 @@ mod tests {
     fn defaults() {
         let f = parse(&[]).unwrap();
         assert_eq!(
-            f.listen,
+            f.sip_addrs(),
             vec!["127.0.0.1:5060".parse::<SocketAddr>().unwrap()]
         );
+        assert!(f.tls_addrs().is_empty());
         assert_eq!((f.country.as_str(), f.city.as_str()), ("7", "495"));
         assert_eq!(f.dir, PathBuf::from("."));
         assert!(!f.debug && !f.reload && !f.version && !f.about);
@@ -284,7 +336,7 @@ mod tests {
         assert_eq!(f.city, "812");
         assert_eq!(f.country, "7");
         assert_eq!(
-            f.listen,
+            f.sip_addrs(),
             vec!["127.0.0.1:5099".parse::<SocketAddr>().unwrap()]
         );
         assert_eq!(f.dir, PathBuf::from("/tmp/x"));
@@ -308,7 +360,24 @@ mod tests {
         .unwrap();
         assert_eq!(f.city, "812");
         assert_eq!(f.listen.len(), 2);
-        assert!(f.listen[0].is_ipv6());
+        assert!(f.listen[0].addr.is_ipv6());
+        let f = parse(&[
+            "-b",
+            "127.0.0.1:5060",
+            "-b",
+            "tls:127.0.0.1:5061",
+            "-b",
+            "TLS:[::1]:5061",
+        ])
+        .unwrap();
+        assert_eq!(f.sip_addrs().len(), 1);
+        assert_eq!(
+            f.tls_addrs(),
+            vec![
+                "127.0.0.1:5061".parse::<SocketAddr>().unwrap(),
+                "[::1]:5061".parse().unwrap()
+            ]
+        );
         let f = parse(&["--conf", "/etc/sip.conf", "--ctl", "/run/s.sock"]).unwrap();
         assert_eq!(f.conf_path(), PathBuf::from("/etc/sip.conf"));
         assert_eq!(f.ctl_path(), PathBuf::from("/run/s.sock"));
@@ -320,6 +389,9 @@ mod tests {
         assert!(parse(&["-c", ""]).is_err());
         assert!(parse(&["-b", "localhost"]).is_err());
         assert!(parse(&["-b", "1.2.3.4"]).is_err());
+        assert!(parse(&["-b", "tls:1.2.3.4"]).is_err());
+        assert!(parse(&["-b", "udp:1.2.3.4:5060"]).is_err());
+        assert!(parse(&["-b", "foo:1.2.3.4:5060"]).is_err());
         assert!(parse(&["-x"]).is_err());
     }
 

@@ -5,6 +5,7 @@
 //! Every helper has a timeout: a test never hangs on a silent daemon.
 
 pub mod sipp;
+pub mod tls;
 pub mod ua;
 
 use std::io::Read;
@@ -95,6 +96,9 @@ pub struct Start {
     pub listen: Option<SocketAddr>,
     /// Reuse this working directory instead of a fresh one.
     pub dir: Option<PathBuf>,
+    /// Files written into the working directory before sipd starts (name,
+    /// contents): certificates, say.
+    pub files: Vec<(String, String)>,
 }
 
 impl Sipd {
@@ -114,6 +118,9 @@ impl Sipd {
             .expect("temp dir");
         if let Some(conf) = &opts.conf {
             std::fs::write(dir.path().join("sip.conf"), conf).unwrap();
+        }
+        for (name, data) in &opts.files {
+            std::fs::write(dir.path().join(name), data).unwrap();
         }
         let addr = opts
             .listen

@@ -1,6 +1,6 @@
 //! A small SIP user agent for tests: sends requests it builds as text (or
 //! raw bytes), receives and parses messages with sipd's own parser, over UDP
-//! or TCP on loopback. Every receive has a timeout.
+//! TCP or TLS on loopback. Every receive has a timeout.
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream, UdpSocket};
@@ -20,9 +20,19 @@ pub fn unique(prefix: &str) -> String {
     )
 }
 
+/// A byte stream: a TCP socket, or a TLS session over one.
+pub trait Io: Read + Write + Send {}
+impl<T: Read + Write + Send> Io for T {}
+
 enum Conn {
     Udp(UdpSocket),
-    Tcp { stream: TcpStream, buf: Vec<u8> },
+    /// `sock` is the TCP socket under `io` (for timeouts and addresses).
+    Tcp {
+        stream: Box<dyn Io>,
+        sock: TcpStream,
+        buf: Vec<u8>,
+        tls: bool,
+    },
 }
 
 pub struct Ua {
@@ -123,11 +133,31 @@ impl Ua {
     /// registered from.
     pub fn from_accepted(stream: TcpStream, server: SocketAddr, user: &str) -> Ua {
         stream.set_nodelay(true).unwrap();
-        let local = stream.local_addr().unwrap();
+        let sock = stream.try_clone().unwrap();
+        Ua::on_stream(Box::new(stream), sock, false, server, user)
+    }
+
+    /// A TLS user agent connected to the server, trusting `ca` (PEM) and
+    /// expecting the server's certificate to name `name` (an IP or a host).
+    pub fn tls(server: SocketAddr, user: &str, ca: &str, name: &str) -> Ua {
+        let (stream, sock) = crate::tls::connect(server, ca, name).expect("tls connect");
+        Ua::on_stream(stream, sock, true, server, user)
+    }
+
+    fn on_stream(
+        stream: Box<dyn Io>,
+        sock: TcpStream,
+        tls: bool,
+        server: SocketAddr,
+        user: &str,
+    ) -> Ua {
+        let local = sock.local_addr().unwrap();
         Ua {
             conn: Conn::Tcp {
                 stream,
+                sock,
                 buf: Vec::new(),
+                tls,
             },
             local,
             server,
@@ -152,7 +182,8 @@ impl Ua {
     pub fn transport(&self) -> &'static str {
         match self.conn {
             Conn::Udp(_) => "UDP",
-            Conn::Tcp { .. } => "TCP",
+            Conn::Tcp { tls: false, .. } => "TCP",
+            Conn::Tcp { tls: true, .. } => "TLS",
         }
     }
 
@@ -212,7 +243,10 @@ impl Ua {
             Conn::Udp(s) => {
                 s.send_to(data, self.server).expect("udp send");
             }
-            Conn::Tcp { stream, .. } => stream.write_all(data).expect("tcp send"),
+            Conn::Tcp { stream, .. } => {
+                stream.write_all(data).expect("tcp send");
+                stream.flush().expect("tcp flush");
+            }
         }
     }
 
@@ -245,12 +279,14 @@ impl Ua {
                     ),
                 }
             }
-            Conn::Tcp { stream, buf } => loop {
+            Conn::Tcp {
+                stream, sock, buf, ..
+            } => loop {
                 match frame_stream(buf, &limits).expect("tcp framing") {
                     StreamFrame::Message(len) => {
                         let m = Message::parse_stream(&buf[..len], &limits).expect("tcp parse");
                         buf.drain(..len);
-                        let from = stream.peer_addr().unwrap();
+                        let from = sock.peer_addr().unwrap();
                         return Some((m, from));
                     }
                     StreamFrame::KeepAlive(k) => {
@@ -258,8 +294,7 @@ impl Ua {
                     }
                     StreamFrame::Incomplete => {
                         let left = deadline.checked_duration_since(Instant::now())?;
-                        stream
-                            .set_read_timeout(Some(left.max(Duration::from_millis(1))))
+                        sock.set_read_timeout(Some(left.max(Duration::from_millis(1))))
                             .unwrap();
                         let mut chunk = [0u8; 16384];
                         match stream.read(&mut chunk) {
@@ -285,13 +320,14 @@ impl Ua {
             }
             Conn::Tcp {
                 stream,
+                sock,
                 buf: pending,
+                ..
             } => {
                 if !pending.is_empty() {
                     return Some(std::mem::take(pending));
                 }
-                stream
-                    .set_read_timeout(Some(timeout.max(Duration::from_millis(1))))
+                sock.set_read_timeout(Some(timeout.max(Duration::from_millis(1))))
                     .unwrap();
                 match stream.read(&mut buf) {
                     Ok(n) if n > 0 => Some(buf[..n].to_vec()),

@@ -60,11 +60,13 @@ use super::numbers::{self, all_digits, is_number};
 use super::parse::{self, Item};
 use super::{
     CallerId, Client, Config, ConfigError, ConfigErrors, General, HostAddr, Options, Role,
+    Transport,
 };
 
 const GENERAL: &str = "general";
-const CLIENT_KEYS: [&str; 12] = [
+const CLIENT_KEYS: [&str; 13] = [
     "accountcode",
+    "transport",
     "digest",
     "call_limit",
     "max_contacts",
@@ -77,7 +79,10 @@ const CLIENT_KEYS: [&str; 12] = [
     "dialplan",
     "context",
 ];
-const GENERAL_KEYS: [&str; 10] = [
+const GENERAL_KEYS: [&str; 13] = [
+    "tls_cert",
+    "tls_key",
+    "tls_ca",
     "max_contacts",
     "qualify",
     "realm",
@@ -347,6 +352,15 @@ fn parse_general(section: &Section, opts: &Options, errors: &mut Errors) -> Gene
             ),
         }
     }
+    for (key, slot) in [
+        ("tls_cert", &mut general.tls_cert),
+        ("tls_key", &mut general.tls_key),
+        ("tls_ca", &mut general.tls_ca),
+    ] {
+        if let Some(&(_, value)) = keys.get(key) {
+            *slot = Some(value.to_string());
+        }
+    }
     if let Some(&(line, value)) = keys.get("cdr_keep_days") {
         if !all_digits(value) {
             errors.add(
@@ -467,6 +481,7 @@ fn parse_client(
         max_contacts: None,
         qualify: None,
         digest: None,
+        transport: Transport::Udp,
     };
     let mut exten_line = section.line;
     let mut host_line = section.line;
@@ -495,6 +510,17 @@ fn parse_client(
     }
     if let Some(&(line, value)) = keys.get("qualify") {
         client.qualify = parse_qualify(line, value, errors);
+    }
+    if let Some(&(line, value)) = keys.get("transport") {
+        match value.to_ascii_lowercase().as_str() {
+            "udp" => client.transport = Transport::Udp,
+            "tcp" => client.transport = Transport::Tcp,
+            "tls" => client.transport = Transport::Tls,
+            _ => errors.add(
+                line,
+                format!("bad transport '{value}': expected udp, tcp or tls"),
+            ),
+        }
     }
     if let Some(&(line, value)) = keys.get("digest") {
         match parse_digest(value) {

@@ -70,6 +70,19 @@ pub struct General {
     /// Days a CDR is kept in the store before it is pruned (at start and
     /// daily); 0 keeps them for ever.
     pub cdr_keep_days: u32,
+    /// `tls_cert=`, `tls_key=`, `tls_ca=`: PEM files relative to DIR (read
+    /// by the server, which refuses a reload whose files do not load).
+    pub tls_cert: Option<String>,
+    pub tls_key: Option<String>,
+    pub tls_ca: Option<String>,
+}
+
+/// How sipd reaches a static client (`transport=`; default udp).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Transport {
+    Udp,
+    Tcp,
+    Tls,
 }
 
 /// What a client is, from its accountcode.
@@ -148,6 +161,8 @@ pub struct Client {
     /// `digest=` of this section, if set: the algorithms this client's
     /// challenges offer, in order (and so the only ones it may answer with).
     pub digest: Option<Vec<crate::auth::Algorithm>>,
+    /// `transport=`: how requests to its static `host` go (udp by default).
+    pub transport: Transport,
 }
 
 impl Client {
@@ -199,6 +214,7 @@ impl Client {
             && self.callerid == other.callerid
             && self.dialplan_src == other.dialplan_src
             && self.long_norm == other.long_norm
+            && self.transport == other.transport
     }
 }
 
@@ -468,6 +484,9 @@ impl General {
             qualify: 25,
             check_digest_uri: true,
             cdr_keep_days: 90,
+            tls_cert: None,
+            tls_key: None,
+            tls_ca: None,
         }
     }
 }

@@ -560,6 +560,9 @@ fn general_values() {
             qualify: 25,
             check_digest_uri: true,
             cdr_keep_days: 90,
+            tls_cert: None,
+            tls_key: None,
+            tls_ca: None,
         }
     );
     assert!(c.clients.is_empty());

@@ -17,6 +17,8 @@ use crate::transport::Peer;
 pub struct Local {
     /// Addresses we listen on (UDP and TCP share them).
     pub addrs: Vec<SocketAddr>,
+    /// TLS listen addresses.
+    pub tls: Vec<SocketAddr>,
     /// Names that mean us besides the realm (the hostname), lower-case.
     pub names: Vec<String>,
     /// The realm (sip.conf's, set by the core), lower-case.
@@ -59,10 +61,22 @@ impl Local {
         }
         Local {
             addrs,
+            tls: Vec::new(),
             names,
             realm: String::new(),
             primary: p,
         }
+    }
+
+    /// Our TLS listen addresses (Via and Record-Route toward TLS peers).
+    pub fn with_tls(mut self, tls: Vec<SocketAddr>) -> Local {
+        self.tls = tls;
+        self
+    }
+
+    /// Every address we listen on, whatever the transport.
+    fn all(&self) -> impl Iterator<Item = &SocketAddr> {
+        self.addrs.iter().chain(self.tls.iter())
     }
 
     /// The realm names us too (set from the configuration in force).
@@ -75,13 +89,16 @@ impl Local {
     /// address of its family (made concrete when it is a wildcard).
     pub fn addr_for(&self, peer: &Peer) -> SocketAddr {
         let to = &peer.addr;
+        let list = match peer.transport {
+            crate::transport::Transport::Tls if !self.tls.is_empty() => &self.tls,
+            _ => &self.addrs,
+        };
         let a = peer
             .local
             .or_else(|| {
-                self.addrs
-                    .iter()
+                list.iter()
                     .find(|a| a.is_ipv4() == to.is_ipv4())
-                    .or_else(|| self.addrs.first())
+                    .or_else(|| list.first())
                     .copied()
             })
             .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 5060)));
@@ -111,13 +128,12 @@ impl Local {
         match host.ip() {
             Some(ip) => {
                 let port = port.unwrap_or(5060);
-                self.addrs
-                    .iter()
+                self.all()
                     .any(|a| a.port() == port && self.ip_matches(a.ip(), ip))
             }
             None => {
                 let Host::Name(name) = host else { return false };
-                port.is_none_or(|p| self.addrs.iter().any(|a| a.port() == p))
+                port.is_none_or(|p| self.all().any(|a| a.port() == p))
                     && (self.realm.eq_ignore_ascii_case(name)
                         || self.names.iter().any(|n| n.eq_ignore_ascii_case(name)))
             }

@@ -8,6 +8,8 @@
 //! a user client (its registration, else its `host`), [`reach_as`] a
 //! gateway or mediagate with the user part of the Request-URI set.
 
+use std::net::SocketAddr;
+
 use crate::config::{Client, Config, Role};
 use crate::transport::{Peer, Transport};
 
@@ -81,15 +83,23 @@ pub fn reach_as(
 }
 
 fn host_location(client: &Client, user: &str) -> Option<Location> {
-    let addr = client.host?.socket_addr();
+    use crate::config::Transport as T;
+    let host = client.host?;
+    let (transport, param) = match client.transport {
+        T::Udp => (Transport::Udp, ""),
+        T::Tcp => (Transport::Tcp, ";transport=tcp"),
+        T::Tls => (Transport::Tls, ";transport=tls"),
+    };
+    // No port written: the transport's own (5061 for TLS).
+    let addr = SocketAddr::new(host.ip, host.port.unwrap_or(transport.default_port()));
     Some(Location {
         dest: Peer {
-            transport: Transport::Udp,
+            transport,
             addr,
             flow: None,
             local: None,
         },
-        uri: format!("sip:{user}@{addr}"),
+        uri: format!("sip:{user}@{addr}{param}"),
     })
 }
 

@@ -58,7 +58,7 @@ impl Daemon {
             } else {
                 match peer.transport {
                     Transport::Udp => Message::parse(data, &self.limits),
-                    Transport::Tcp => Message::parse_stream(data, &self.limits),
+                    Transport::Tcp | Transport::Tls => Message::parse_stream(data, &self.limits),
                 }
             };
             match result {

@@ -18,6 +18,7 @@ use crate::core::{Core, CoreOptions, Effects, Local};
 use crate::sip::Limits;
 use crate::store::Store;
 use crate::time::Now;
+use crate::transport::tls::{Tls, TlsFiles, TlsPaths};
 use crate::transport::{DebugLog, Sink, Tcp, Transports, Udp};
 
 /// Interval of the core's timer tick.
@@ -87,6 +88,26 @@ pub struct Daemon {
     pub(super) store: Arc<Store>,
     pub(super) weak: std::sync::OnceLock<std::sync::Weak<Daemon>>,
     pub(super) runtime: tokio::runtime::Handle,
+    /// The TLS certificates in force (replaced on reload).
+    pub(super) tls: Arc<Tls>,
+    /// A `tls:` listener is open: a reload must keep a certificate.
+    pub(super) tls_listening: bool,
+}
+
+/// Read and check the TLS files `config` names (relative to `dir`). With a
+/// TLS listener a certificate and key are required.
+fn load_tls(dir: &std::path::Path, config: &Config, listening: bool) -> Result<TlsFiles, String> {
+    let g = &config.general;
+    let paths = TlsPaths::new(
+        dir,
+        g.tls_cert.as_deref(),
+        g.tls_key.as_deref(),
+        g.tls_ca.as_deref(),
+    );
+    if listening && (paths.cert.is_none() || paths.key.is_none()) {
+        return Err("a tls: listener needs tls_cert= and tls_key= (PEM files) in [general]".into());
+    }
+    TlsFiles::load(&paths).map_err(|e| format!("tls: {e}"))
 }
 
 /// Run sipd until SIGTERM/SIGINT. Errors are start-up errors, to be printed.
@@ -138,22 +159,32 @@ async fn serve(flags: Flags) -> Result<(), String> {
         Store::open(&flags.store_path(), Now::read().unix()).map_err(|e| e.to_string())?;
     let store = Arc::new(store);
 
-    let udp = Udp::bind(&flags.listen)
+    let sip_addrs = flags.sip_addrs();
+    let tls_addrs = flags.tls_addrs();
+    let tls_files = load_tls(&flags.dir, &config, !tls_addrs.is_empty())?;
+    let tls = Arc::new(Tls::new(tls_files));
+    let udp = Udp::bind(&sip_addrs)
         .await
-        .map_err(|e| format!("cannot listen on udp {:?}: {e}", flags.listen))?;
-    let tcp = Tcp::bind(&flags.listen, flags.tcp_limits())
+        .map_err(|e| format!("cannot listen on udp {sip_addrs:?}: {e}"))?;
+    let tcp = Tcp::bind(&sip_addrs, flags.tcp_limits())
         .await
-        .map_err(|e| format!("cannot listen on tcp {:?}: {e}", flags.listen))?;
+        .map_err(|e| format!("cannot listen on tcp {sip_addrs:?}: {e}"))?;
+    let tls_tcp = Tcp::bind_tls(&tls_addrs, flags.tcp_limits(), tls.clone())
+        .await
+        .map_err(|e| format!("cannot listen on tls {tls_addrs:?}: {e}"))?;
     let ctl_path = flags.ctl_path();
     let ctl = crate::control::bind(&ctl_path)
         .map_err(|e| format!("control socket {}: {e}", ctl_path.display()))?;
     let _socket_file = crate::control::SocketFile(ctl_path.clone());
 
     let addrs = udp.local_addrs();
-    let local = Local::new(addrs.clone(), vec![crate::cli::hostname()]);
+    let local =
+        Local::new(addrs.clone(), vec![crate::cli::hostname()]).with_tls(tls_tcp.local_addrs());
+    let tls_addrs = tls_tcp.local_addrs();
     let transports = Transports {
         udp: Arc::new(udp),
         tcp: Arc::new(tcp),
+        tls: Some(Arc::new(tls_tcp)),
         debug: flags.debug.then(|| Arc::new(DebugLog::new())),
     };
     let daemon = Arc::new(Daemon {
@@ -178,6 +209,8 @@ async fn serve(flags: Flags) -> Result<(), String> {
         store: store.clone(),
         weak: std::sync::OnceLock::new(),
         runtime: tokio::runtime::Handle::current(),
+        tls,
+        tls_listening: !tls_addrs.is_empty(),
     });
     let _ = daemon.weak.set(Arc::downgrade(&daemon));
 
@@ -186,7 +219,10 @@ async fn serve(flags: Flags) -> Result<(), String> {
         .udp
         .spawn_receivers(sink.clone(), flags.udp_threads as usize)
         .map_err(|e| format!("cannot start UDP threads: {e}"))?;
-    transports.tcp.start(sink);
+    transports.tcp.start(sink.clone());
+    if let Some(t) = &transports.tls {
+        t.start(sink);
+    }
     tokio::spawn(crate::control::serve(ctl, daemon.clone()));
     {
         let d = daemon.clone();
@@ -207,6 +243,9 @@ async fn serve(flags: Flags) -> Result<(), String> {
     }
     for a in &addrs {
         tracing::info!("listening on udp:{a} tcp:{a}");
+    }
+    for a in &tls_addrs {
+        tracing::info!("listening on tls:{a}");
     }
     tracing::info!("control socket {}", ctl_path.display());
 
@@ -249,12 +288,21 @@ impl Daemon {
             }
             Err(e) => return Err(e.to_string()),
         };
+        // The certificates too, all or nothing with sip.conf: a file that
+        // does not load keeps the old ones (and the old sip.conf) in force.
+        let tls = load_tls(&self.dir, &new, self.tls_listening)
+            .map_err(|e| format!("{e}; keeping the current configuration"))?;
         let clients = new.clients.len();
         let diff = self.with_core(Effects::new(), |core, fx| {
             let diff = core.config().diff(&new);
             core.set_config(Arc::new(new), fx);
             diff
         });
+        let serial = tls.serial.clone();
+        self.tls.replace(tls);
+        if let Some(serial) = serial {
+            tracing::info!("tls: certificate serial {serial} in force for new handshakes");
+        }
         Ok(proto::ReloadReport {
             added: diff.added,
             removed: diff.removed,

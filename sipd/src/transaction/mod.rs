@@ -222,7 +222,7 @@ struct TimerEntry {
 /// Where a response to a request from `peer` goes is decided by the caller;
 /// this is only how long a transport needs timers.
 pub(crate) fn reliable(t: Transport) -> bool {
-    matches!(t, Transport::Tcp)
+    t.is_stream()
 }
 
 /// All transactions.

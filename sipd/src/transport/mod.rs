@@ -4,6 +4,7 @@
 //! client registered over TCP reuse its connection (NAT).
 
 pub mod tcp;
+pub mod tls;
 pub mod udp;
 
 use std::fmt;
@@ -20,30 +21,46 @@ pub use udp::Udp;
 pub enum Transport {
     Udp,
     Tcp,
+    Tls,
 }
 
 impl Transport {
-    /// Upper-case name as written in Via (`UDP`, `TCP`).
+    /// Upper-case name as written in Via (`UDP`, `TCP`, `TLS`).
     pub fn via_name(self) -> &'static str {
         match self {
             Transport::Udp => "UDP",
             Transport::Tcp => "TCP",
+            Transport::Tls => "TLS",
         }
     }
-    /// Lower-case name as written in URIs and `sipctl regs` (`udp`, `tcp`).
+    /// Lower-case name as written in URIs and `sipctl regs` (`udp`, `tcp`, `tls`).
     pub fn name(self) -> &'static str {
         match self {
             Transport::Udp => "udp",
             Transport::Tcp => "tcp",
+            Transport::Tls => "tls",
         }
     }
     pub fn parse(s: &str) -> Option<Transport> {
-        if s.eq_ignore_ascii_case("udp") {
-            Some(Transport::Udp)
-        } else if s.eq_ignore_ascii_case("tcp") {
-            Some(Transport::Tcp)
+        [Transport::Udp, Transport::Tcp, Transport::Tls]
+            .into_iter()
+            .find(|t| s.eq_ignore_ascii_case(t.name()))
+    }
+    /// A connection-oriented transport: messages framed in a byte stream,
+    /// sent over the peer's connection (flow), no retransmissions.
+    pub fn is_stream(self) -> bool {
+        !matches!(self, Transport::Udp)
+    }
+    /// Confidential on the wire (a `sips:` target needs it).
+    pub fn is_secure(self) -> bool {
+        matches!(self, Transport::Tls)
+    }
+    /// The port a URI of this transport means when it names none.
+    pub fn default_port(self) -> u16 {
+        if self.is_secure() {
+            5061
         } else {
-            None
+            5060
         }
     }
 }
@@ -167,6 +184,9 @@ impl Out {
 pub struct Transports {
     pub udp: Arc<Udp>,
     pub tcp: Arc<Tcp>,
+    /// TLS listeners and outgoing TLS (present even without a `tls:`
+    /// listener, for static clients with `transport=tls`).
+    pub tls: Option<Arc<Tcp>>,
     pub debug: Option<Arc<DebugLog>>,
 }
 
@@ -187,8 +207,13 @@ impl Transports {
             self.udp.send_many(&udp);
         }
         for out in outs {
-            if out.dest.transport == Transport::Tcp {
-                self.tcp.send(out);
+            match out.dest.transport {
+                Transport::Udp => {}
+                Transport::Tcp => self.tcp.send(out),
+                Transport::Tls => match &self.tls {
+                    Some(tls) => tls.send(out),
+                    None => self.tcp.fail_out(&out),
+                },
             }
         }
     }

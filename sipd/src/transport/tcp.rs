@@ -1,6 +1,9 @@
-//! TCP: a listener per address; per connection a reader task (framing by
-//! Content-Length) and a writer task (queue bounded in bytes, writes with a
-//! timeout). Connections ("flows") are kept in a table by id and by remote
+//! TCP and TLS: a listener per address; per connection a reader task
+//! (framing by Content-Length) and a writer task (queue bounded in bytes,
+//! writes with a timeout). One `Tcp` serves one transport: plain TCP, or
+//! TLS over TCP (then every accepted connection first completes a
+//! handshake within `handshake_timeout`, and handshakes in progress are
+//! bounded overall and per IP like untrusted connections). Connections ("flows") are kept in a table by id and by remote
 //! address so that requests to a client registered over TCP go back over its
 //! own connection.
 //!
@@ -39,12 +42,12 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, Notify};
 use tokio::time::Instant;
 
+use super::tls::Tls;
 use super::{canonical, FlowId, IfClosed, Out, Peer, Sink, Transport};
 use crate::sip::{frame_stream, Limits, StreamFrame};
 
@@ -76,7 +79,21 @@ pub struct TcpLimits {
     /// One write may take this long; then the connection is closed.
     pub write_timeout: Duration,
     pub connect_timeout: Duration,
+    /// A TLS handshake (accepted or ours) must complete within this time.
+    pub handshake_timeout: Duration,
 }
+
+/// Flow ids are unique across every stream transport (TCP, TLS, WebSocket).
+static NEXT_FLOW: AtomicU64 = AtomicU64::new(1);
+
+/// A new flow id.
+pub fn next_flow_id() -> FlowId {
+    NEXT_FLOW.fetch_add(1, Ordering::Relaxed)
+}
+
+/// A byte stream a flow runs on: a TCP socket or a TLS session over one.
+pub trait Stream: AsyncRead + AsyncWrite + Send + Unpin + 'static {}
+impl<S: AsyncRead + AsyncWrite + Send + Unpin + 'static> Stream for S {}
 
 impl Default for TcpLimits {
     fn default() -> Self {
@@ -92,6 +109,7 @@ impl Default for TcpLimits {
             max_queued_bytes: 256 * 1024,
             write_timeout: Duration::from_secs(10),
             connect_timeout: Duration::from_secs(5),
+            handshake_timeout: Duration::from_secs(10),
         }
     }
 }
@@ -259,12 +277,17 @@ impl Table {
 }
 
 pub struct Tcp {
+    /// `Tcp` or `Tls`.
+    kind: Transport,
+    /// For `Tls`: the certificates in force (swapped on reload).
+    tls: Option<Arc<Tls>>,
+    /// TLS handshakes in progress on accepted connections, by IP and in all.
+    handshaking: Mutex<(usize, HashMap<IpAddr, usize>)>,
     listeners: Mutex<Vec<TcpListener>>,
     local: Vec<SocketAddr>,
     /// Where every task of this transport runs, whichever thread sends.
     runtime: tokio::runtime::Handle,
     table: Mutex<Table>,
-    next_id: AtomicU64,
     sink: OnceLock<Arc<dyn Sink>>,
     limits: TcpLimits,
     /// Connections refused because a table limit was reached.
@@ -274,7 +297,26 @@ pub struct Tcp {
 }
 
 impl Tcp {
+    /// Plain TCP listeners on `addrs`.
     pub async fn bind(addrs: &[SocketAddr], limits: TcpLimits) -> io::Result<Tcp> {
+        Self::bind_kind(addrs, limits, Transport::Tcp, None).await
+    }
+
+    /// TLS listeners on `addrs` (and TLS for the connections we open).
+    pub async fn bind_tls(
+        addrs: &[SocketAddr],
+        limits: TcpLimits,
+        tls: Arc<Tls>,
+    ) -> io::Result<Tcp> {
+        Self::bind_kind(addrs, limits, Transport::Tls, Some(tls)).await
+    }
+
+    async fn bind_kind(
+        addrs: &[SocketAddr],
+        limits: TcpLimits,
+        kind: Transport,
+        tls: Option<Arc<Tls>>,
+    ) -> io::Result<Tcp> {
         use socket2::{Domain, Protocol, Socket, Type};
         let mut listeners = Vec::new();
         let mut local = Vec::new();
@@ -292,11 +334,13 @@ impl Tcp {
             listeners.push(l);
         }
         Ok(Tcp {
+            kind,
+            tls,
+            handshaking: Mutex::new((0, HashMap::new())),
             listeners: Mutex::new(listeners),
             local,
             runtime: tokio::runtime::Handle::current(),
             table: Mutex::new(Table::default()),
-            next_id: AtomicU64::new(1),
             sink: OnceLock::new(),
             limits,
             refused: AtomicU64::new(0),
@@ -352,7 +396,14 @@ impl Tcp {
                                 .map(canonical)
                                 .or(listen)
                                 .unwrap_or(from);
-                            me.clone().adopt(stream, canonical(from), local, true);
+                            let from = canonical(from);
+                            let _ = stream.set_nodelay(true);
+                            match me.tls.clone() {
+                                None => {
+                                    me.clone().adopt(stream, from, local, true);
+                                }
+                                Some(tls) => me.clone().handshake(tls, stream, from, local),
+                            }
                         }
                         Err(e) => {
                             // EMFILE and friends: back off instead of spinning.
@@ -365,15 +416,68 @@ impl Tcp {
         }
     }
 
-    /// Register a connected stream and start its reader and writer.
-    fn adopt(
+    /// TLS server handshake on an accepted connection, bounded in time and
+    /// in number (overall like the untrusted share, per IP like an IP's
+    /// untrusted share), then the flow as any other.
+    fn handshake(
         self: Arc<Self>,
+        tls: Arc<Tls>,
         stream: TcpStream,
+        from: SocketAddr,
+        local: SocketAddr,
+    ) {
+        let Some(acceptor) = tls.acceptor() else {
+            tracing::warn!("tls {from}: no certificate configured, closing");
+            return;
+        };
+        let ip = from.ip();
+        {
+            let mut h = crate::lock(&self.handshaking);
+            let per_ip = h.1.get(&ip).copied().unwrap_or(0);
+            if h.0 >= self.limits.max_untrusted || per_ip >= self.limits.max_untrusted_per_ip {
+                self.refused.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(
+                    "tls: refusing {from}: {} handshakes in progress, {per_ip} from its address",
+                    h.0
+                );
+                return;
+            }
+            h.0 += 1;
+            *h.1.entry(ip).or_insert(0) += 1;
+        }
+        let me = self.clone();
+        self.runtime.spawn(async move {
+            let r =
+                tokio::time::timeout(me.limits.handshake_timeout, acceptor.accept(stream)).await;
+            {
+                let mut h = crate::lock(&me.handshaking);
+                h.0 = h.0.saturating_sub(1);
+                if let Some(n) = h.1.get_mut(&ip) {
+                    *n -= 1;
+                    if *n == 0 {
+                        h.1.remove(&ip);
+                    }
+                }
+            }
+            match r {
+                Ok(Ok(s)) => {
+                    me.adopt(s, from, local, true);
+                }
+                Ok(Err(e)) => tracing::debug!("tls {from}: handshake failed: {e}"),
+                Err(_) => tracing::debug!("tls {from}: handshake timed out"),
+            }
+        });
+    }
+
+    /// Register a connected stream and start its reader and writer.
+    fn adopt<S: Stream>(
+        self: Arc<Self>,
+        stream: S,
         addr: SocketAddr,
         local: SocketAddr,
         inbound: bool,
     ) -> Option<FlowId> {
-        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let id = next_flow_id();
         let (tx, rx) = mpsc::unbounded_channel::<Vec<u8>>();
         let queued = Arc::new(AtomicUsize::new(0));
         let close = Arc::new(Notify::new());
@@ -388,7 +492,8 @@ impl Tcp {
                 Admit::No => {
                     self.refused.fetch_add(1, Ordering::Relaxed);
                     tracing::warn!(
-                        "tcp: refusing {addr}: {} connections open ({} untrusted), {} from its address ({} untrusted)",
+                        "{}: refusing {addr}: {} connections open ({} untrusted), {} from its address ({} untrusted)",
+                        self.kind.name(),
                         t.by_id.len(),
                         t.untrusted,
                         Table::count(&t.per_ip, &ip),
@@ -424,8 +529,7 @@ impl Tcp {
                 t.untrusted += 1;
             }
         }
-        let _ = stream.set_nodelay(true);
-        let (reader, writer) = stream.into_split();
+        let (reader, writer) = tokio::io::split(stream);
         let me = self.clone();
         let writer_close = close.clone();
         // The reader tells the writer to stop (and drop its half, which
@@ -456,17 +560,17 @@ impl Tcp {
         crate::lock(&self.table).remove(id);
     }
 
-    async fn read_loop(
+    async fn read_loop<R: AsyncRead + Unpin>(
         &self,
         id: FlowId,
         addr: SocketAddr,
         local: SocketAddr,
-        mut reader: OwnedReadHalf,
+        mut reader: R,
         trusted: Arc<AtomicBool>,
     ) {
         let limits = Limits::default();
         let peer = Peer {
-            transport: Transport::Tcp,
+            transport: self.kind,
             addr,
             flow: Some(id),
             local: Some(local),
@@ -648,7 +752,10 @@ impl Tcp {
         let result =
             tokio::time::timeout(self.limits.connect_timeout, connect_from(dest.addr, local)).await;
         let stream = match result {
-            Ok(Ok(s)) => Some(s),
+            Ok(Ok(s)) => {
+                let _ = s.set_nodelay(true);
+                Some(s)
+            }
             Ok(Err(e)) => {
                 tracing::debug!("tcp connect {}: {e}", dest.addr);
                 None
@@ -658,10 +765,32 @@ impl Tcp {
                 None
             }
         };
-        let id = stream.and_then(|s| {
-            let local = local.unwrap_or(dest.addr);
-            self.clone().adopt(s, dest.addr, local, false)
-        });
+        let local = local.unwrap_or(dest.addr);
+        let id = match (stream, self.tls.clone()) {
+            (None, _) => None,
+            (Some(s), None) => self.clone().adopt(s, dest.addr, local, false),
+            (Some(s), Some(tls)) => {
+                // The server's certificate must name its address (sipd's
+                // static hosts are addresses, not names).
+                let name = rustls_pki_types::ServerName::IpAddress(dest.addr.ip().into());
+                let r = tokio::time::timeout(
+                    self.limits.handshake_timeout,
+                    tls.connector().connect(name, s),
+                )
+                .await;
+                match r {
+                    Ok(Ok(s)) => self.clone().adopt(s, dest.addr, local, false),
+                    Ok(Err(e)) => {
+                        tracing::warn!("tls connect {}: handshake failed: {e}", dest.addr);
+                        None
+                    }
+                    Err(_) => {
+                        tracing::warn!("tls connect {}: handshake timed out", dest.addr);
+                        None
+                    }
+                }
+            }
+        };
         let waiting = crate::lock(&self.table).connecting.remove(&dest.addr);
         let Some(waiting) = waiting else { return };
         for (data, if_closed) in waiting.queue {
@@ -671,6 +800,19 @@ impl Tcp {
                     self.fail(r);
                 }
             }
+        }
+    }
+
+    /// A message this transport cannot carry (no TLS configured): a
+    /// request of a transaction fails at once, the rest is dropped.
+    pub fn fail_out(&self, out: &Out) {
+        tracing::debug!(
+            "{}: no transport for {}, dropped",
+            out.dest.addr,
+            out.dest.transport.name()
+        );
+        if let IfClosed::ConnectOrFail(r) = out.if_closed {
+            self.fail(r);
         }
     }
 
@@ -719,8 +861,8 @@ async fn connect_from(to: SocketAddr, local: Option<SocketAddr>) -> io::Result<T
     sock.connect(to).await
 }
 
-async fn write_loop(
-    mut writer: OwnedWriteHalf,
+async fn write_loop<W: AsyncWrite + Unpin>(
+    mut writer: W,
     mut rx: mpsc::UnboundedReceiver<Vec<u8>>,
     queued: Arc<AtomicUsize>,
     timeout: Duration,
@@ -730,7 +872,12 @@ async fn write_loop(
         let r = tokio::time::timeout(timeout, writer.write_all(&data)).await;
         queued.fetch_sub(len, Ordering::Relaxed);
         match r {
-            Ok(Ok(())) => {}
+            Ok(Ok(())) => {
+                // TLS buffers inside the session: push the record out.
+                if writer.flush().await.is_err() {
+                    return;
+                }
+            }
             Ok(Err(e)) => {
                 tracing::debug!("tcp write: {e}");
                 return;

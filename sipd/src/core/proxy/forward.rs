@@ -88,6 +88,7 @@ impl Core {
             push_hostport(s, self.local.addr_for(p));
             s.push_str(match p.transport {
                 Transport::Tcp => ";transport=tcp;lr>",
+                Transport::Tls => ";transport=tls;lr>",
                 Transport::Udp => ";lr>",
             });
         };

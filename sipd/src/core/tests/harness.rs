@@ -105,7 +105,7 @@ impl Bench {
         let limits = Limits::default();
         let msg = match from.transport {
             Transport::Udp => Message::parse(text.as_bytes(), &limits),
-            Transport::Tcp => Message::parse_stream(text.as_bytes(), &limits),
+            Transport::Tcp | Transport::Tls => Message::parse_stream(text.as_bytes(), &limits),
         }
         .unwrap_or_else(|e| panic!("test message does not parse ({e}):\n{text}"));
         let mut fx = Effects::new();

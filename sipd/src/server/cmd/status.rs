@@ -14,6 +14,11 @@ impl Daemon {
         for a in self.transports.tcp.local_addrs() {
             listen.push(format!("tcp:{a}"));
         }
+        if let Some(t) = &self.transports.tls {
+            for a in t.local_addrs() {
+                listen.push(format!("tls:{a}"));
+            }
+        }
         let c = &core.counters;
         let counter = |name: &str, value: u64| proto::Counter {
             name: name.into(),

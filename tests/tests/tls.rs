@@ -1,0 +1,301 @@
+//! SIP over TLS end to end (issue 12): `-b tls:ADDR` with a certificate
+//! generated here (rcgen), a phone registering and calling over TLS, a UDP
+//! phone calling it back over its TLS connection, Record-Route across the
+//! transport change (RFC 5658), certificate reload that keeps the
+//! connections in place and refuses broken files, and garbage on the TLS
+//! port.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use sipd::sip::HeaderName;
+use sipd_tests::tls::{self, Cert, GENERAL_TLS};
+use sipd_tests::ua::{unique, Dialog};
+use sipd_tests::{free_port, text, wait_for, Sipd, Start, Ua};
+
+const S: Duration = Duration::from_secs(5);
+
+const USERS: &str = "\
+[alice]
+secret=alice-pw
+accountcode=office
+exten=1001
+
+[bob]
+secret=bob-pw
+accountcode=office
+exten=1002
+";
+
+struct Tls {
+    sipd: Sipd,
+    tls: SocketAddr,
+    cert: Cert,
+}
+
+fn start(extra_general: &str) -> Tls {
+    let cert = tls::self_signed(0x5101);
+    let port = free_port();
+    let tls_addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let sipd = Sipd::start_with(Start {
+        conf: Some(format!(
+            "[general]\n{GENERAL_TLS}{extra_general}min_expires=2\n\n{USERS}"
+        )),
+        args: vec!["-b".into(), format!("tls:{tls_addr}")],
+        files: vec![
+            ("cert.pem".into(), cert.cert.clone()),
+            ("key.pem".into(), cert.key.clone()),
+        ],
+        ..Start::default()
+    });
+    Tls {
+        sipd,
+        tls: tls_addr,
+        cert,
+    }
+}
+
+fn tls_phone(t: &Tls, user: &str) -> Ua {
+    let mut ua = Ua::tls(t.tls, user, &t.cert.cert, "127.0.0.1");
+    let r = ua.register(&format!("{user}-pw"), 300);
+    assert_eq!(r.status(), Some(200), "{}", text(r.raw()));
+    ua
+}
+
+fn udp_phone(t: &Tls, user: &str) -> Ua {
+    let mut ua = Ua::udp(t.sipd.addr, user);
+    let r = ua.register(&format!("{user}-pw"), 300);
+    assert_eq!(r.status(), Some(200), "{}", text(r.raw()));
+    ua
+}
+
+fn regs(sipd: &Sipd) -> Vec<proto::Binding> {
+    match sipd
+        .ctl(proto::Command::Regs { name: None })
+        .into_result()
+        .unwrap()
+    {
+        proto::Reply::Regs(r) => r.bindings,
+        other => panic!("{other:?}"),
+    }
+}
+
+fn status(sipd: &Sipd) -> proto::Status {
+    match sipd.ctl(proto::Command::Status).into_result().unwrap() {
+        proto::Reply::Status(s) => s,
+        other => panic!("{other:?}"),
+    }
+}
+
+/// `caller` calls `uri`, `callee` answers; both dialogs and what the callee got.
+fn establish(
+    caller: &mut Ua,
+    callee: &mut Ua,
+    uri: &str,
+    secret: &str,
+) -> (Dialog, Dialog, sipd::sip::Message) {
+    let inv = caller.invite(uri, secret);
+    let got = callee.expect_request("INVITE", S);
+    let tag = unique("callee");
+    callee.respond(&got, 180, "Ringing", &tag);
+    caller.expect_status(180, S);
+    callee.respond(&got, 200, "OK", &tag);
+    let ok = caller.expect_status(200, S);
+    let mut uac = Dialog::uac(&inv, &ok);
+    let ack = caller.in_dialog(&mut uac, "ACK");
+    caller.send(&ack);
+    callee.expect_request("ACK", S);
+    (uac, Dialog::uas(&got, &tag), got)
+}
+
+#[test]
+fn a_phone_registers_over_tls_and_status_lists_the_listener() {
+    let t = start("");
+    let _alice = tls_phone(&t, "alice");
+    let b = regs(&t.sipd);
+    assert_eq!(b.len(), 1);
+    assert!(b[0].source.starts_with("tls:127.0.0.1:"), "{:?}", b[0]);
+    let s = status(&t.sipd);
+    assert!(
+        s.listen.contains(&format!("tls:{}", t.tls)),
+        "{:?}",
+        s.listen
+    );
+    assert!(s.listen.contains(&format!("udp:{}", t.sipd.addr)));
+    let out = t.sipd.sipctl(&["status"]);
+    assert!(text(&out.stdout).contains(&format!("tls:{}", t.tls)));
+}
+
+#[test]
+fn tls_phone_calls_udp_phone_and_back() {
+    let t = start("");
+    let mut alice = tls_phone(&t, "alice");
+    let mut bob = udp_phone(&t, "bob");
+    // TLS -> UDP: two Record-Route entries, the top one facing bob (UDP),
+    // the bottom one facing alice (TLS).
+    let (_a, mut b, got) = establish(
+        &mut alice,
+        &mut bob,
+        &format!("sip:1002@{}", t.tls),
+        "alice-pw",
+    );
+    let rr: Vec<&str> = got.headers(&HeaderName::RecordRoute).collect();
+    let rr = rr.join(", ");
+    let udp_entry = format!("<sip:{};lr>", t.sipd.addr);
+    let tls_entry = format!("<sip:{};transport=tls;lr>", t.tls);
+    assert!(
+        rr.starts_with(&udp_entry) && rr.ends_with(&tls_entry),
+        "Record-Route: {rr}"
+    );
+    let via = got.header(&HeaderName::Via).unwrap();
+    assert!(via.starts_with("SIP/2.0/UDP"), "{via}");
+    // bob hangs up: the BYE reaches alice over her TLS connection.
+    let bye = bob.in_dialog(&mut b, "BYE");
+    bob.send(&bye);
+    let got = alice.expect_request("BYE", S);
+    let top = got.header(&HeaderName::Via).unwrap();
+    assert!(top.starts_with("SIP/2.0/TLS"), "{top}");
+    let tag = alice.tag.clone();
+    alice.respond(&got, 200, "OK", &tag);
+    bob.expect_status(200, S);
+    // UDP -> TLS: bob calls alice, who answers over TLS; alice hangs up.
+    let (_b2, mut a2, got) = establish(
+        &mut bob,
+        &mut alice,
+        &format!("sip:1001@{}", t.sipd.addr),
+        "bob-pw",
+    );
+    assert!(
+        got.request_uri().unwrap().contains("transport=tls"),
+        "{:?}",
+        got.request_uri()
+    );
+    let bye = alice.in_dialog(&mut a2, "BYE");
+    alice.send(&bye);
+    let got = bob.expect_request("BYE", S);
+    let tag = bob.tag.clone();
+    bob.respond(&got, 200, "OK", &tag);
+    alice.expect_status(200, S);
+}
+
+#[test]
+fn reload_takes_a_new_certificate_refuses_a_broken_one_and_keeps_connections() {
+    let t = start("");
+    let mut alice = tls_phone(&t, "alice");
+    assert_eq!(tls::peer_serial(t.tls, &t.cert.cert).unwrap(), "5101");
+    // A broken key: refused, the old certificate still served.
+    std::fs::write(
+        t.sipd.path().join("key.pem"),
+        "-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n",
+    )
+    .unwrap();
+    let out = t.sipd.sipctl(&["reload"]);
+    assert!(!out.status.success());
+    let err = text(&out.stderr);
+    assert!(err.contains("key.pem"), "{err}");
+    assert_eq!(tls::peer_serial(t.tls, &t.cert.cert).unwrap(), "5101");
+    // A key of another certificate: refused as well.
+    let other = tls::self_signed(0x5102);
+    std::fs::write(t.sipd.path().join("key.pem"), &other.key).unwrap();
+    let out = t.sipd.sipctl(&["reload"]);
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("does not go with"),
+        "{}",
+        text(&out.stderr)
+    );
+    // The established connection still works.
+    let r = alice.register("alice-pw", 300);
+    assert_eq!(r.status(), Some(200));
+    // The new pair: in force for new handshakes; the old connection stays.
+    other.write(t.sipd.path());
+    let out = t.sipd.sipctl(&["reload"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(tls::peer_serial(t.tls, &other.cert).unwrap(), "5102");
+    let r = alice.register("alice-pw", 300);
+    assert_eq!(r.status(), Some(200), "old connection after reload");
+    let mut bob = Ua::tls(t.tls, "bob", &other.cert, "127.0.0.1");
+    assert_eq!(bob.register("bob-pw", 300).status(), Some(200));
+}
+
+#[test]
+fn plain_sip_or_garbage_on_the_tls_port_is_closed_without_harm() {
+    use std::io::{Read, Write};
+    let t = start("");
+    let mut alice = tls_phone(&t, "alice");
+    for junk in [
+        &b"OPTIONS sip:x SIP/2.0\r\nVia: SIP/2.0/TCP 127.0.0.1:1;branch=z9hG4bKx\r\n\r\n"[..],
+        &[0x16, 0x03, 0x01, 0xff, 0xff, 0, 0, 0][..],
+        &[0u8; 4096][..],
+    ] {
+        let mut s = std::net::TcpStream::connect(t.tls).unwrap();
+        s.set_read_timeout(Some(S)).unwrap();
+        let _ = s.write_all(junk);
+        let mut buf = [0u8; 1024];
+        // Closed (maybe after a TLS alert), never a SIP answer in clear.
+        let mut got = Vec::new();
+        while let Ok(n) = s.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            got.extend_from_slice(&buf[..n]);
+        }
+        assert!(!got.starts_with(b"SIP/2.0"), "{}", text(&got));
+    }
+    // sipd and the phone in place are fine.
+    assert_eq!(alice.register("alice-pw", 300).status(), Some(200));
+    assert_eq!(status(&t.sipd).registrations, 1);
+}
+
+#[test]
+fn a_tls_listener_without_a_certificate_is_a_start_up_error() {
+    let port = free_port();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("sip.conf"), USERS).unwrap();
+    let out = std::process::Command::new(sipd_tests::sipd_bin())
+        .args(["-b", &format!("127.0.0.1:{}", free_port())])
+        .args(["-b", &format!("tls:127.0.0.1:{port}")])
+        .arg("-s")
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("tls_cert"),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
+#[test]
+fn repeated_reloads_do_not_grow_memory() {
+    let t = start("");
+    let _alice = tls_phone(&t, "alice");
+    let rss = || -> u64 {
+        let s = std::fs::read_to_string(format!("/proc/{}/status", t.sipd.pid())).unwrap();
+        s.lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches(" kB").trim().parse().ok())
+            .unwrap()
+    };
+    let reload = || {
+        let r = t.sipd.ctl(proto::Command::Reload).into_result();
+        assert!(r.is_ok(), "{r:?}");
+    };
+    for _ in 0..20 {
+        reload();
+    }
+    let before = rss();
+    for _ in 0..200 {
+        reload();
+    }
+    let after = wait_for(Duration::from_secs(15), || {
+        let now = rss();
+        (now < before + 4096).then_some(now)
+    });
+    assert!(
+        after.is_some(),
+        "RSS grew from {before} kB to {} kB over 200 reloads",
+        rss()
+    );
+}
