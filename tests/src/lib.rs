@@ -4,6 +4,7 @@
 //!
 //! Every helper has a timeout: a test never hangs on a silent daemon.
 
+pub mod baresip;
 pub mod sipp;
 pub mod tls;
 pub mod ua;
