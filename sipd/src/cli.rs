@@ -19,11 +19,12 @@ pub struct Flags {
     #[arg(short = 'a', long = "about")]
     pub about: bool,
     /// Listen address, repeatable: IP:port for SIP over UDP and TCP (IPv6 as
-    /// [::1]:5060), tls:IP:port for SIP over TLS
+    /// [::1]:5060), tls:IP:port for SIP over TLS, ws:IP:port and wss:IP:port for
+    /// SIP over WebSocket and secure WebSocket (RFC 7118)
     #[arg(
         short = 'b',
         long = "listen",
-        value_name = "[tls:]ADDR",
+        value_name = "[tls:|ws:|wss:]ADDR",
         default_value = "127.0.0.1:5060",
         value_parser = listen
     )]
@@ -123,6 +124,8 @@ pub enum ListenKind {
     /// A bare address: UDP and TCP (seed-compatible).
     UdpTcp,
     Tls,
+    Ws,
+    Wss,
 }
 
 /// One `-b` value.
@@ -135,16 +138,18 @@ pub struct Listen {
 fn listen(s: &str) -> Result<Listen, String> {
     let (kind, rest) = match s.split_once(':') {
         Some((p, rest)) if p.eq_ignore_ascii_case("tls") => (ListenKind::Tls, rest),
+        Some((p, rest)) if p.eq_ignore_ascii_case("ws") => (ListenKind::Ws, rest),
+        Some((p, rest)) if p.eq_ignore_ascii_case("wss") => (ListenKind::Wss, rest),
         Some((p, _)) if p.eq_ignore_ascii_case("udp") || p.eq_ignore_ascii_case("tcp") => {
             return Err(format!(
-                "'{s}': a bare IP:port listens on UDP and TCP; the prefixes are tls:"
+                "'{s}': a bare IP:port listens on UDP and TCP; the prefixes are tls:, ws: and wss:"
             ))
         }
         _ => (ListenKind::UdpTcp, s),
     };
     let addr = rest
         .parse::<SocketAddr>()
-        .map_err(|_| format!("'{s}' is not [tls:]IP:port (IPv6 as [::1]:5060)"))?;
+        .map_err(|_| format!("'{s}' is not [tls:|ws:|wss:]IP:port (IPv6 as [::1]:5060)"))?;
     Ok(Listen { kind, addr })
 }
 
@@ -165,6 +170,16 @@ impl Flags {
     /// The addresses for SIP over TLS.
     pub fn tls_addrs(&self) -> Vec<SocketAddr> {
         self.addrs(ListenKind::Tls)
+    }
+
+    /// The addresses for SIP over WebSocket.
+    pub fn ws_addrs(&self) -> Vec<SocketAddr> {
+        self.addrs(ListenKind::Ws)
+    }
+
+    /// The addresses for SIP over secure WebSocket.
+    pub fn wss_addrs(&self) -> Vec<SocketAddr> {
+        self.addrs(ListenKind::Wss)
     }
 
     fn addrs(&self, kind: ListenKind) -> Vec<SocketAddr> {
@@ -368,8 +383,20 @@ mod tests {
             "tls:127.0.0.1:5061",
             "-b",
             "TLS:[::1]:5061",
+            "-b",
+            "ws:127.0.0.1:8080",
+            "-b",
+            "wss:[::1]:8443",
         ])
         .unwrap();
+        assert_eq!(
+            f.ws_addrs(),
+            vec!["127.0.0.1:8080".parse::<SocketAddr>().unwrap()]
+        );
+        assert_eq!(
+            f.wss_addrs(),
+            vec!["[::1]:8443".parse::<SocketAddr>().unwrap()]
+        );
         assert_eq!(f.sip_addrs().len(), 1);
         assert_eq!(
             f.tls_addrs(),

@@ -33,7 +33,16 @@ enum Conn {
         buf: Vec<u8>,
         tls: bool,
     },
+    /// SIP over WebSocket: one message per frame.
+    Ws {
+        ws: Box<tungstenite::WebSocket<Box<dyn Io>>>,
+        sock: TcpStream,
+        secure: bool,
+    },
 }
+
+/// The `.invalid` host a WebSocket client puts in Via and Contact (RFC 7118 §5.2).
+pub const WS_HOST: &str = "df7jal23ls0d.invalid";
 
 pub struct Ua {
     conn: Conn,
@@ -144,6 +153,69 @@ impl Ua {
         Ua::on_stream(stream, sock, true, server, user)
     }
 
+    /// A WebSocket user agent (`ws://`, or `wss://` trusting `ca`), offering
+    /// the `sip` subprotocol.
+    pub fn ws(server: SocketAddr, user: &str, tls: Option<&str>) -> Ua {
+        Ua::ws_with(server, user, tls, &[("Sec-WebSocket-Protocol", "sip")])
+            .expect("websocket handshake")
+    }
+
+    /// A WebSocket handshake with these headers: the UA, or the HTTP
+    /// status the server answered.
+    pub fn ws_with(
+        server: SocketAddr,
+        user: &str,
+        tls: Option<&str>,
+        headers: &[(&str, &str)],
+    ) -> Result<Ua, u16> {
+        use tungstenite::client::IntoClientRequest;
+        let (stream, sock): (Box<dyn Io>, TcpStream) = match tls {
+            Some(ca) => crate::tls::connect(server, ca, "127.0.0.1").expect("tls connect"),
+            None => {
+                let s =
+                    TcpStream::connect_timeout(&server, Duration::from_secs(5)).expect("connect");
+                s.set_nodelay(true).unwrap();
+                s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+                (Box::new(s.try_clone().unwrap()), s)
+            }
+        };
+        let scheme = if tls.is_some() { "wss" } else { "ws" };
+        let mut req = format!("{scheme}://{server}/")
+            .into_client_request()
+            .unwrap();
+        for (n, v) in headers {
+            req.headers_mut().insert(
+                tungstenite::http::HeaderName::from_bytes(n.as_bytes()).unwrap(),
+                v.parse().unwrap(),
+            );
+        }
+        match tungstenite::client::client(req, stream) {
+            Ok((ws, resp)) => {
+                let proto = resp
+                    .headers()
+                    .get("sec-websocket-protocol")
+                    .and_then(|v| v.to_str().ok());
+                assert_eq!(proto, Some("sip"), "subprotocol in the 101");
+                let local = sock.local_addr().unwrap();
+                Ok(Ua {
+                    conn: Conn::Ws {
+                        ws: Box::new(ws),
+                        sock,
+                        secure: tls.is_some(),
+                    },
+                    local,
+                    server,
+                    user: user.into(),
+                    tag: unique("t"),
+                })
+            }
+            Err(tungstenite::handshake::HandshakeError::Failure(tungstenite::Error::Http(r))) => {
+                Err(r.status().as_u16())
+            }
+            Err(e) => panic!("websocket handshake: {e}"),
+        }
+    }
+
     fn on_stream(
         stream: Box<dyn Io>,
         sock: TcpStream,
@@ -184,6 +256,17 @@ impl Ua {
             Conn::Udp(_) => "UDP",
             Conn::Tcp { tls: false, .. } => "TCP",
             Conn::Tcp { tls: true, .. } => "TLS",
+            Conn::Ws { secure: false, .. } => "WS",
+            Conn::Ws { secure: true, .. } => "WSS",
+        }
+    }
+
+    /// Our host in Via and Contact: the local address, or for a WebSocket
+    /// client an `.invalid` name (RFC 7118 §5.2).
+    pub fn host(&self) -> String {
+        match self.conn {
+            Conn::Ws { .. } => WS_HOST.to_string(),
+            _ => self.local.to_string(),
         }
     }
 
@@ -195,7 +278,7 @@ impl Ua {
     /// From (with our tag), To, Call-ID, CSeq and Contact filled in.
     pub fn request(&self, method: &str, uri: &str) -> Req {
         let server = Self::host_port(self.server);
-        let me = Self::host_port(self.local);
+        let me = self.host();
         let to = if method == "REGISTER" {
             format!("<sip:{}@{server}>", self.user)
         } else {
@@ -247,6 +330,13 @@ impl Ua {
                 stream.write_all(data).expect("tcp send");
                 stream.flush().expect("tcp flush");
             }
+            Conn::Ws { ws, .. } => {
+                let msg = match std::str::from_utf8(data) {
+                    Ok(t) => tungstenite::Message::text(t),
+                    Err(_) => tungstenite::Message::binary(data.to_vec()),
+                };
+                ws.send(msg).expect("ws send");
+            }
         }
     }
 
@@ -256,7 +346,7 @@ impl Ua {
             Conn::Udp(s) => {
                 s.send_to(data, to).expect("udp send");
             }
-            Conn::Tcp { .. } => panic!("send_to on a TCP ua"),
+            Conn::Tcp { .. } | Conn::Ws { .. } => panic!("send_to on a TCP ua"),
         }
     }
 
@@ -265,6 +355,19 @@ impl Ua {
         let deadline = Instant::now() + timeout;
         let limits = Limits::default();
         match &mut self.conn {
+            Conn::Ws { ws, sock, .. } => loop {
+                let left = deadline.checked_duration_since(Instant::now())?;
+                sock.set_read_timeout(Some(left.max(Duration::from_millis(1))))
+                    .unwrap();
+                let data = match ws.read() {
+                    Ok(tungstenite::Message::Text(t)) => t.as_bytes().to_vec(),
+                    Ok(tungstenite::Message::Binary(b)) => b.to_vec(),
+                    Ok(_) => continue,
+                    Err(_) => return None,
+                };
+                let m = Message::parse(&data, &limits).expect("ws parse");
+                return Some((m, sock.peer_addr().unwrap()));
+            },
             Conn::Udp(s) => {
                 let mut buf = vec![0u8; 65_536];
                 let left = deadline.checked_duration_since(Instant::now())?;
@@ -313,6 +416,15 @@ impl Ua {
     pub fn recv_bytes(&mut self, timeout: Duration) -> Option<Vec<u8>> {
         let mut buf = vec![0u8; 65_536];
         match &mut self.conn {
+            Conn::Ws { ws, sock, .. } => {
+                sock.set_read_timeout(Some(timeout.max(Duration::from_millis(1))))
+                    .unwrap();
+                match ws.read() {
+                    Ok(tungstenite::Message::Text(t)) => Some(t.as_bytes().to_vec()),
+                    Ok(tungstenite::Message::Binary(b)) => Some(b.to_vec()),
+                    _ => None,
+                }
+            }
             Conn::Udp(s) => {
                 s.set_read_timeout(Some(timeout.max(Duration::from_millis(1))))
                     .unwrap();
@@ -451,7 +563,7 @@ impl Ua {
                 &format!(
                     "SIP/2.0/{} {};branch={};rport",
                     self.transport(),
-                    self.local,
+                    self.host(),
                     unique("z9hG4bK")
                 ),
             )
@@ -573,7 +685,7 @@ impl Ua {
             d.cseq += 1;
             d.cseq
         };
-        let me = self.local.to_string();
+        let me = self.host();
         let mut headers = vec![
             (
                 "Via".to_string(),
@@ -623,7 +735,7 @@ impl Ua {
         let contact = format!(
             "<sip:{}@{};transport={}>",
             self.user,
-            self.local,
+            self.host(),
             self.transport().to_lowercase()
         );
         b.header(HeaderName::Contact, &contact).build()

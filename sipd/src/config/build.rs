@@ -79,7 +79,8 @@ const CLIENT_KEYS: [&str; 13] = [
     "dialplan",
     "context",
 ];
-const GENERAL_KEYS: [&str; 13] = [
+const GENERAL_KEYS: [&str; 14] = [
+    "ws_origins",
     "tls_cert",
     "tls_key",
     "tls_ca",
@@ -359,6 +360,21 @@ fn parse_general(section: &Section, opts: &Options, errors: &mut Errors) -> Gene
     ] {
         if let Some(&(_, value)) = keys.get(key) {
             *slot = Some(value.to_string());
+        }
+    }
+    if let Some(&(line, value)) = keys.get("ws_origins") {
+        let list: Vec<String> = value
+            .split(',')
+            .map(str::trim)
+            .filter(|o| !o.is_empty())
+            .map(str::to_string)
+            .collect();
+        match list.iter().find(|o| !o.contains("://") || o.ends_with('/')) {
+            Some(bad) => errors.add(
+                line,
+                format!("bad ws_origins '{bad}': expected origins like https://phone.example.com (scheme://host[:port], no path)"),
+            ),
+            None => general.ws_origins = list,
         }
     }
     if let Some(&(line, value)) = keys.get("cdr_keep_days") {

@@ -75,6 +75,9 @@ pub struct General {
     pub tls_cert: Option<String>,
     pub tls_key: Option<String>,
     pub tls_ca: Option<String>,
+    /// `ws_origins=`: the Origin values a WebSocket handshake may carry
+    /// (empty: any).
+    pub ws_origins: Vec<String>,
 }
 
 /// How sipd reaches a static client (`transport=`; default udp).
@@ -487,6 +490,7 @@ impl General {
             tls_cert: None,
             tls_key: None,
             tls_ca: None,
+            ws_origins: Vec::new(),
         }
     }
 }

@@ -563,6 +563,7 @@ fn general_values() {
             tls_cert: None,
             tls_key: None,
             tls_ca: None,
+            ws_origins: Vec::new(),
         }
     );
     assert!(c.clients.is_empty());

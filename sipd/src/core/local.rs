@@ -11,14 +11,14 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket};
 
 use crate::sip::Host;
-use crate::transport::Peer;
+use crate::transport::{Peer, Transport};
 
 #[derive(Clone, Debug)]
 pub struct Local {
     /// Addresses we listen on (UDP and TCP share them).
     pub addrs: Vec<SocketAddr>,
-    /// TLS listen addresses.
-    pub tls: Vec<SocketAddr>,
+    /// TLS, WS and WSS listen addresses.
+    pub streams: Vec<(Transport, SocketAddr)>,
     /// Names that mean us besides the realm (the hostname), lower-case.
     pub names: Vec<String>,
     /// The realm (sip.conf's, set by the core), lower-case.
@@ -61,22 +61,23 @@ impl Local {
         }
         Local {
             addrs,
-            tls: Vec::new(),
+            streams: Vec::new(),
             names,
             realm: String::new(),
             primary: p,
         }
     }
 
-    /// Our TLS listen addresses (Via and Record-Route toward TLS peers).
-    pub fn with_tls(mut self, tls: Vec<SocketAddr>) -> Local {
-        self.tls = tls;
+    /// Our TLS, WS and WSS listen addresses (Via and Record-Route toward
+    /// peers of those transports).
+    pub fn with_listeners(mut self, streams: Vec<(Transport, SocketAddr)>) -> Local {
+        self.streams = streams;
         self
     }
 
     /// Every address we listen on, whatever the transport.
     fn all(&self) -> impl Iterator<Item = &SocketAddr> {
-        self.addrs.iter().chain(self.tls.iter())
+        self.addrs.iter().chain(self.streams.iter().map(|(_, a)| a))
     }
 
     /// The realm names us too (set from the configuration in force).
@@ -89,17 +90,25 @@ impl Local {
     /// address of its family (made concrete when it is a wildcard).
     pub fn addr_for(&self, peer: &Peer) -> SocketAddr {
         let to = &peer.addr;
-        let list = match peer.transport {
-            crate::transport::Transport::Tls if !self.tls.is_empty() => &self.tls,
-            _ => &self.addrs,
+        let family = |a: &&SocketAddr| a.is_ipv4() == to.is_ipv4();
+        let own = || {
+            self.streams
+                .iter()
+                .filter(|(t, _)| *t == peer.transport)
+                .map(|(_, a)| a)
         };
         let a = peer
             .local
             .or_else(|| {
-                list.iter()
-                    .find(|a| a.is_ipv4() == to.is_ipv4())
-                    .or_else(|| list.first())
-                    .copied()
+                if own().next().is_some() {
+                    own().find(family).or_else(|| own().next()).copied()
+                } else {
+                    self.addrs
+                        .iter()
+                        .find(family)
+                        .or_else(|| self.addrs.first())
+                        .copied()
+                }
             })
             .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 5060)));
         if !a.ip().is_unspecified() {

@@ -62,7 +62,7 @@ pub fn via_with_received(via: &Via, peer: &Peer) -> String {
 /// when `rport` was asked for, else at the Via port (default 5060).
 pub fn response_dest(via: &Via, peer: &Peer) -> Peer {
     match peer.transport {
-        Transport::Tcp | Transport::Tls => *peer,
+        Transport::Tcp | Transport::Tls | Transport::Ws | Transport::Wss => *peer,
         Transport::Udp => {
             let port = if via.params.has("rport") {
                 peer.addr.port()

@@ -10,7 +10,7 @@ use crate::core::{Core, Effects};
 use crate::malformed;
 use crate::sip::Message;
 use crate::time::Now;
-use crate::transport::{udp::Datagram, Out, Peer, Sink, Transport};
+use crate::transport::{udp::Datagram, Out, Peer, Sink};
 
 impl Sink for Daemon {
     fn on_message(&self, data: &[u8], peer: Peer, oversized: bool) {
@@ -56,9 +56,10 @@ impl Daemon {
             let result = if oversized {
                 Err(crate::sip::ParseError::TooLarge)
             } else {
-                match peer.transport {
-                    Transport::Udp => Message::parse(data, &self.limits),
-                    Transport::Tcp | Transport::Tls => Message::parse_stream(data, &self.limits),
+                if peer.transport.is_framed() {
+                    Message::parse(data, &self.limits)
+                } else {
+                    Message::parse_stream(data, &self.limits)
                 }
             };
             match result {

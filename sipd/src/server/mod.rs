@@ -19,7 +19,7 @@ use crate::sip::Limits;
 use crate::store::Store;
 use crate::time::Now;
 use crate::transport::tls::{Tls, TlsFiles, TlsPaths};
-use crate::transport::{DebugLog, Sink, Tcp, Transports, Udp};
+use crate::transport::{DebugLog, Sink, Tcp, Transport, Transports, Udp};
 
 /// Interval of the core's timer tick.
 const TICK: Duration = Duration::from_millis(20);
@@ -161,7 +161,8 @@ async fn serve(flags: Flags) -> Result<(), String> {
 
     let sip_addrs = flags.sip_addrs();
     let tls_addrs = flags.tls_addrs();
-    let tls_files = load_tls(&flags.dir, &config, !tls_addrs.is_empty())?;
+    let needs_cert = !tls_addrs.is_empty() || !flags.wss_addrs().is_empty();
+    let tls_files = load_tls(&flags.dir, &config, needs_cert)?;
     let tls = Arc::new(Tls::new(tls_files));
     let udp = Udp::bind(&sip_addrs)
         .await
@@ -172,19 +173,46 @@ async fn serve(flags: Flags) -> Result<(), String> {
     let tls_tcp = Tcp::bind_tls(&tls_addrs, flags.tcp_limits(), tls.clone())
         .await
         .map_err(|e| format!("cannot listen on tls {tls_addrs:?}: {e}"))?;
+    let ws_addrs = flags.ws_addrs();
+    let wss_addrs = flags.wss_addrs();
+    let ws = if ws_addrs.is_empty() {
+        None
+    } else {
+        let ws = Tcp::bind_ws(&ws_addrs, flags.tcp_limits(), None)
+            .await
+            .map_err(|e| format!("cannot listen on ws {ws_addrs:?}: {e}"))?;
+        ws.set_origins(config.general.ws_origins.clone());
+        Some(Arc::new(ws))
+    };
+    let wss = if wss_addrs.is_empty() {
+        None
+    } else {
+        let wss = Tcp::bind_ws(&wss_addrs, flags.tcp_limits(), Some(tls.clone()))
+            .await
+            .map_err(|e| format!("cannot listen on wss {wss_addrs:?}: {e}"))?;
+        wss.set_origins(config.general.ws_origins.clone());
+        Some(Arc::new(wss))
+    };
     let ctl_path = flags.ctl_path();
     let ctl = crate::control::bind(&ctl_path)
         .map_err(|e| format!("control socket {}: {e}", ctl_path.display()))?;
     let _socket_file = crate::control::SocketFile(ctl_path.clone());
 
     let addrs = udp.local_addrs();
-    let local =
-        Local::new(addrs.clone(), vec![crate::cli::hostname()]).with_tls(tls_tcp.local_addrs());
     let tls_addrs = tls_tcp.local_addrs();
+    let mut streams: Vec<(Transport, std::net::SocketAddr)> =
+        tls_addrs.iter().map(|a| (Transport::Tls, *a)).collect();
+    for t in ws.iter().chain(wss.iter()) {
+        streams.extend(t.local_addrs().into_iter().map(|a| (t.kind(), a)));
+    }
+    let local =
+        Local::new(addrs.clone(), vec![crate::cli::hostname()]).with_listeners(streams.clone());
     let transports = Transports {
         udp: Arc::new(udp),
         tcp: Arc::new(tcp),
         tls: Some(Arc::new(tls_tcp)),
+        ws,
+        wss,
         debug: flags.debug.then(|| Arc::new(DebugLog::new())),
     };
     let daemon = Arc::new(Daemon {
@@ -210,7 +238,7 @@ async fn serve(flags: Flags) -> Result<(), String> {
         weak: std::sync::OnceLock::new(),
         runtime: tokio::runtime::Handle::current(),
         tls,
-        tls_listening: !tls_addrs.is_empty(),
+        tls_listening: needs_cert,
     });
     let _ = daemon.weak.set(Arc::downgrade(&daemon));
 
@@ -220,8 +248,11 @@ async fn serve(flags: Flags) -> Result<(), String> {
         .spawn_receivers(sink.clone(), flags.udp_threads as usize)
         .map_err(|e| format!("cannot start UDP threads: {e}"))?;
     transports.tcp.start(sink.clone());
-    if let Some(t) = &transports.tls {
-        t.start(sink);
+    for t in [&transports.tls, &transports.ws, &transports.wss]
+        .into_iter()
+        .flatten()
+    {
+        t.start(sink.clone());
     }
     tokio::spawn(crate::control::serve(ctl, daemon.clone()));
     {
@@ -244,8 +275,8 @@ async fn serve(flags: Flags) -> Result<(), String> {
     for a in &addrs {
         tracing::info!("listening on udp:{a} tcp:{a}");
     }
-    for a in &tls_addrs {
-        tracing::info!("listening on tls:{a}");
+    for (t, a) in &streams {
+        tracing::info!("listening on {}:{a}", t.name());
     }
     tracing::info!("control socket {}", ctl_path.display());
 
@@ -293,6 +324,7 @@ impl Daemon {
         let tls = load_tls(&self.dir, &new, self.tls_listening)
             .map_err(|e| format!("{e}; keeping the current configuration"))?;
         let clients = new.clients.len();
+        let origins = new.general.ws_origins.clone();
         let diff = self.with_core(Effects::new(), |core, fx| {
             let diff = core.config().diff(&new);
             core.set_config(Arc::new(new), fx);
@@ -300,6 +332,12 @@ impl Daemon {
         });
         let serial = tls.serial.clone();
         self.tls.replace(tls);
+        for ws in [&self.transports.ws, &self.transports.wss]
+            .into_iter()
+            .flatten()
+        {
+            ws.set_origins(origins.clone());
+        }
         if let Some(serial) = serial {
             tracing::info!("tls: certificate serial {serial} in force for new handshakes");
         }

@@ -6,6 +6,7 @@
 pub mod tcp;
 pub mod tls;
 pub mod udp;
+mod ws;
 
 use std::fmt;
 use std::io::Write;
@@ -22,6 +23,9 @@ pub enum Transport {
     Udp,
     Tcp,
     Tls,
+    /// SIP over WebSocket (RFC 7118), and over secure WebSocket.
+    Ws,
+    Wss,
 }
 
 impl Transport {
@@ -31,6 +35,8 @@ impl Transport {
             Transport::Udp => "UDP",
             Transport::Tcp => "TCP",
             Transport::Tls => "TLS",
+            Transport::Ws => "WS",
+            Transport::Wss => "WSS",
         }
     }
     /// Lower-case name as written in URIs and `sipctl regs` (`udp`, `tcp`, `tls`).
@@ -39,12 +45,20 @@ impl Transport {
             Transport::Udp => "udp",
             Transport::Tcp => "tcp",
             Transport::Tls => "tls",
+            Transport::Ws => "ws",
+            Transport::Wss => "wss",
         }
     }
     pub fn parse(s: &str) -> Option<Transport> {
-        [Transport::Udp, Transport::Tcp, Transport::Tls]
-            .into_iter()
-            .find(|t| s.eq_ignore_ascii_case(t.name()))
+        [
+            Transport::Udp,
+            Transport::Tcp,
+            Transport::Tls,
+            Transport::Ws,
+            Transport::Wss,
+        ]
+        .into_iter()
+        .find(|t| s.eq_ignore_ascii_case(t.name()))
     }
     /// A connection-oriented transport: messages framed in a byte stream,
     /// sent over the peer's connection (flow), no retransmissions.
@@ -53,7 +67,17 @@ impl Transport {
     }
     /// Confidential on the wire (a `sips:` target needs it).
     pub fn is_secure(self) -> bool {
-        matches!(self, Transport::Tls)
+        matches!(self, Transport::Tls | Transport::Wss)
+    }
+    /// Messages come framed by the transport (UDP datagrams, WebSocket
+    /// frames), not by Content-Length in a byte stream.
+    pub fn is_framed(self) -> bool {
+        matches!(self, Transport::Udp | Transport::Ws | Transport::Wss)
+    }
+    /// sipd can open a connection of this transport to a peer (WebSocket
+    /// clients connect to us; a closed one cannot be reached again).
+    pub fn can_connect(self) -> bool {
+        matches!(self, Transport::Tcp | Transport::Tls)
     }
     /// The port a URI of this transport means when it names none.
     pub fn default_port(self) -> u16 {
@@ -187,6 +211,9 @@ pub struct Transports {
     /// TLS listeners and outgoing TLS (present even without a `tls:`
     /// listener, for static clients with `transport=tls`).
     pub tls: Option<Arc<Tcp>>,
+    /// WebSocket and secure WebSocket listeners (`-b ws:`, `-b wss:`).
+    pub ws: Option<Arc<Tcp>>,
+    pub wss: Option<Arc<Tcp>>,
     pub debug: Option<Arc<DebugLog>>,
 }
 
@@ -212,6 +239,14 @@ impl Transports {
                 Transport::Tcp => self.tcp.send(out),
                 Transport::Tls => match &self.tls {
                     Some(tls) => tls.send(out),
+                    None => self.tcp.fail_out(&out),
+                },
+                Transport::Ws => match &self.ws {
+                    Some(ws) => ws.send(out),
+                    None => self.tcp.fail_out(&out),
+                },
+                Transport::Wss => match &self.wss {
+                    Some(ws) => ws.send(out),
                     None => self.tcp.fail_out(&out),
                 },
             }

@@ -159,6 +159,17 @@ pub fn deadline(limits: &TcpLimits, st: &ReadState) -> (Instant, Expiry) {
     }
 }
 
+/// A flow just entered into the table: what its reader and writer need.
+pub(super) struct Registered {
+    pub id: FlowId,
+    /// Bytes queued for the peer.
+    pub rx: mpsc::UnboundedReceiver<Vec<u8>>,
+    pub queued: Arc<AtomicUsize>,
+    /// Notified when the flow must close.
+    pub close: Arc<Notify>,
+    pub trusted: Arc<AtomicBool>,
+}
+
 struct Flow {
     addr: SocketAddr,
     tx: mpsc::UnboundedSender<Vec<u8>>,
@@ -277,19 +288,21 @@ impl Table {
 }
 
 pub struct Tcp {
-    /// `Tcp` or `Tls`.
-    kind: Transport,
-    /// For `Tls`: the certificates in force (swapped on reload).
+    /// `Tcp`, `Tls`, `Ws` or `Wss`.
+    pub(super) kind: Transport,
+    /// For `Tls` and `Wss`: the certificates in force (swapped on reload).
     tls: Option<Arc<Tls>>,
+    /// For `Ws` and `Wss`: the Origin values a handshake may carry (empty: any).
+    pub(super) origins: arc_swap::ArcSwap<Vec<String>>,
     /// TLS handshakes in progress on accepted connections, by IP and in all.
     handshaking: Mutex<(usize, HashMap<IpAddr, usize>)>,
     listeners: Mutex<Vec<TcpListener>>,
     local: Vec<SocketAddr>,
     /// Where every task of this transport runs, whichever thread sends.
-    runtime: tokio::runtime::Handle,
+    pub(super) runtime: tokio::runtime::Handle,
     table: Mutex<Table>,
-    sink: OnceLock<Arc<dyn Sink>>,
-    limits: TcpLimits,
+    pub(super) sink: OnceLock<Arc<dyn Sink>>,
+    pub(super) limits: TcpLimits,
     /// Connections refused because a table limit was reached.
     pub refused: AtomicU64,
     /// Untrusted connections closed to make room for a new one.
@@ -309,6 +322,28 @@ impl Tcp {
         tls: Arc<Tls>,
     ) -> io::Result<Tcp> {
         Self::bind_kind(addrs, limits, Transport::Tls, Some(tls)).await
+    }
+
+    /// WebSocket listeners on `addrs`; secure WebSocket with `tls`.
+    pub async fn bind_ws(
+        addrs: &[SocketAddr],
+        mut limits: TcpLimits,
+        tls: Option<Arc<Tls>>,
+    ) -> io::Result<Tcp> {
+        // sipd pings every WS_PING; a browser that answers nothing for
+        // three of them is gone.
+        limits.idle_timeout = limits.idle_timeout.min(super::ws::WS_PING * 3);
+        let kind = if tls.is_some() {
+            Transport::Wss
+        } else {
+            Transport::Ws
+        };
+        Self::bind_kind(addrs, limits, kind, tls).await
+    }
+
+    /// The Origin values WebSocket handshakes may carry (empty: any).
+    pub fn set_origins(&self, origins: Vec<String>) {
+        self.origins.store(Arc::new(origins));
     }
 
     async fn bind_kind(
@@ -336,6 +371,7 @@ impl Tcp {
         Ok(Tcp {
             kind,
             tls,
+            origins: arc_swap::ArcSwap::from_pointee(Vec::new()),
             handshaking: Mutex::new((0, HashMap::new())),
             listeners: Mutex::new(listeners),
             local,
@@ -346,6 +382,11 @@ impl Tcp {
             refused: AtomicU64::new(0),
             evicted: AtomicU64::new(0),
         })
+    }
+
+    /// The transport this serves.
+    pub fn kind(&self) -> Transport {
+        self.kind
     }
 
     pub fn local_addrs(&self) -> Vec<SocketAddr> {
@@ -398,11 +439,10 @@ impl Tcp {
                                 .unwrap_or(from);
                             let from = canonical(from);
                             let _ = stream.set_nodelay(true);
-                            match me.tls.clone() {
-                                None => {
-                                    me.clone().adopt(stream, from, local, true);
-                                }
-                                Some(tls) => me.clone().handshake(tls, stream, from, local),
+                            if me.kind == Transport::Tcp {
+                                me.clone().adopt(stream, from, local, true);
+                            } else {
+                                me.clone().handshake(stream, from, local);
                             }
                         }
                         Err(e) => {
@@ -416,19 +456,23 @@ impl Tcp {
         }
     }
 
-    /// TLS server handshake on an accepted connection, bounded in time and
-    /// in number (overall like the untrusted share, per IP like an IP's
-    /// untrusted share), then the flow as any other.
-    fn handshake(
-        self: Arc<Self>,
-        tls: Arc<Tls>,
-        stream: TcpStream,
-        from: SocketAddr,
-        local: SocketAddr,
-    ) {
-        let Some(acceptor) = tls.acceptor() else {
-            tracing::warn!("tls {from}: no certificate configured, closing");
-            return;
+    /// Handshakes on an accepted connection (TLS, WebSocket upgrade, or
+    /// both for WSS), bounded in time and in number (overall like the
+    /// untrusted share, per IP like an IP's untrusted share), then the
+    /// flow as any other.
+    fn handshake(self: Arc<Self>, stream: TcpStream, from: SocketAddr, local: SocketAddr) {
+        let acceptor = match &self.tls {
+            None => None,
+            Some(tls) => match tls.acceptor() {
+                Some(a) => Some(a),
+                None => {
+                    tracing::warn!(
+                        "{} {from}: no certificate configured, closing",
+                        self.kind.name()
+                    );
+                    return;
+                }
+            },
         };
         let ip = from.ip();
         {
@@ -437,7 +481,8 @@ impl Tcp {
             if h.0 >= self.limits.max_untrusted || per_ip >= self.limits.max_untrusted_per_ip {
                 self.refused.fetch_add(1, Ordering::Relaxed);
                 tracing::warn!(
-                    "tls: refusing {from}: {} handshakes in progress, {per_ip} from its address",
+                    "{}: refusing {from}: {} handshakes in progress, {per_ip} from its address",
+                    self.kind.name(),
                     h.0
                 );
                 return;
@@ -447,8 +492,25 @@ impl Tcp {
         }
         let me = self.clone();
         self.runtime.spawn(async move {
-            let r =
-                tokio::time::timeout(me.limits.handshake_timeout, acceptor.accept(stream)).await;
+            let kind = me.kind;
+            let deadline = tokio::time::Instant::now() + me.limits.handshake_timeout;
+            let done = tokio::time::timeout_at(deadline, async {
+                match (kind, acceptor) {
+                    (Transport::Tls, Some(a)) => match a.accept(stream).await {
+                        Ok(s) => {
+                            me.clone().adopt(s, from, local, true);
+                        }
+                        Err(e) => tracing::debug!("tls {from}: handshake failed: {e}"),
+                    },
+                    (Transport::Wss, Some(a)) => match a.accept(stream).await {
+                        Ok(s) => me.clone().upgrade(s, from, local).await,
+                        Err(e) => tracing::debug!("wss {from}: TLS handshake failed: {e}"),
+                    },
+                    (Transport::Ws, _) => me.clone().upgrade(stream, from, local).await,
+                    _ => tracing::debug!("{} {from}: no handshake for this transport", kind.name()),
+                }
+            })
+            .await;
             {
                 let mut h = crate::lock(&me.handshaking);
                 h.0 = h.0.saturating_sub(1);
@@ -459,12 +521,8 @@ impl Tcp {
                     }
                 }
             }
-            match r {
-                Ok(Ok(s)) => {
-                    me.adopt(s, from, local, true);
-                }
-                Ok(Err(e)) => tracing::debug!("tls {from}: handshake failed: {e}"),
-                Err(_) => tracing::debug!("tls {from}: handshake timed out"),
+            if done.is_err() {
+                tracing::debug!("{} {from}: handshake timed out", kind.name());
             }
         });
     }
@@ -477,6 +535,68 @@ impl Tcp {
         local: SocketAddr,
         inbound: bool,
     ) -> Option<FlowId> {
+        let r = self.register(addr, inbound)?;
+        let id = r.id;
+        let (reader, writer) = tokio::io::split(stream);
+        let me = self.clone();
+        let write_timeout = self.limits.write_timeout;
+        let Registered {
+            rx,
+            queued,
+            close,
+            trusted,
+            ..
+        } = r;
+        self.run_flow(
+            id,
+            addr,
+            close,
+            write_loop(writer, rx, queued, write_timeout),
+            async move { me.read_loop(id, addr, local, reader, trusted).await },
+        );
+        Some(id)
+    }
+
+    /// Run a flow's writer and reader: the reader's end (or a close:
+    /// write failed, queue full, evicted) ends the writer too, which drops
+    /// its half and so closes the socket; the flow leaves the table.
+    pub(super) fn run_flow<W, R>(
+        self: &Arc<Self>,
+        id: FlowId,
+        addr: SocketAddr,
+        close: Arc<Notify>,
+        writer: W,
+        reader: R,
+    ) where
+        W: std::future::Future<Output = ()> + Send + 'static,
+        R: std::future::Future<Output = ()> + Send + 'static,
+    {
+        let me = self.clone();
+        let writer_close = close.clone();
+        let stop = Arc::new(Notify::new());
+        let writer_stop = stop.clone();
+        self.runtime.spawn(async move {
+            tokio::select! {
+                _ = writer => {}
+                _ = writer_stop.notified() => {}
+            }
+            // A failed or stuck write ends the connection.
+            writer_close.notify_one();
+        });
+        let kind = self.kind.name();
+        self.runtime.spawn(async move {
+            tokio::select! {
+                _ = reader => {}
+                _ = close.notified() => tracing::debug!("{kind} {addr}: closed (write failed, queue full or evicted)"),
+            }
+            me.forget(id);
+            stop.notify_one();
+        });
+    }
+
+    /// Admit a new connection into the table (evicting an untrusted one
+    /// if that is what makes room); `None` when refused.
+    pub(super) fn register(&self, addr: SocketAddr, inbound: bool) -> Option<Registered> {
         let id = next_flow_id();
         let (tx, rx) = mpsc::unbounded_channel::<Vec<u8>>();
         let queued = Arc::new(AtomicUsize::new(0));
@@ -505,7 +625,8 @@ impl Tcp {
             if let Some(v) = victim.and_then(|v| t.remove(v)) {
                 self.evicted.fetch_add(1, Ordering::Relaxed);
                 tracing::info!(
-                    "tcp: closing untrusted {} to make room for {addr} ({} untrusted open)",
+                    "{}: closing untrusted {} to make room for {addr} ({} untrusted open)",
+                    self.kind.name(),
                     v.addr,
                     t.untrusted
                 );
@@ -529,34 +650,16 @@ impl Tcp {
                 t.untrusted += 1;
             }
         }
-        let (reader, writer) = tokio::io::split(stream);
-        let me = self.clone();
-        let writer_close = close.clone();
-        // The reader tells the writer to stop (and drop its half, which
-        // closes the socket) when the connection ends for any reason.
-        let stop = Arc::new(Notify::new());
-        let writer_stop = stop.clone();
-        let write_timeout = self.limits.write_timeout;
-        self.runtime.spawn(async move {
-            tokio::select! {
-                _ = write_loop(writer, rx, queued, write_timeout) => {}
-                _ = writer_stop.notified() => {}
-            }
-            // A failed or stuck write ends the connection.
-            writer_close.notify_one();
-        });
-        self.runtime.spawn(async move {
-            tokio::select! {
-                _ = me.read_loop(id, addr, local, reader, trusted) => {}
-                _ = close.notified() => tracing::debug!("tcp {addr}: closed (write failed, queue full or evicted)"),
-            }
-            me.forget(id);
-            stop.notify_one();
-        });
-        Some(id)
+        Some(Registered {
+            id,
+            rx,
+            queued,
+            close,
+            trusted,
+        })
     }
 
-    fn forget(&self, id: FlowId) {
+    pub(super) fn forget(&self, id: FlowId) {
         crate::lock(&self.table).remove(id);
     }
 
@@ -658,7 +761,7 @@ impl Tcp {
     }
 
     /// Queue bytes on a flow; a peer that does not read loses its connection.
-    fn queue(&self, id: FlowId, data: Vec<u8>) -> bool {
+    pub(super) fn queue(&self, id: FlowId, data: Vec<u8>) -> bool {
         let t = crate::lock(&self.table);
         let Some(flow) = t.by_id.get(&id) else {
             return false;
@@ -699,6 +802,19 @@ impl Tcp {
                 None if request => t.by_addr.get(&dest.addr).copied(),
                 None => None,
             };
+            if id.is_none() && request && !self.kind.can_connect() {
+                // A WebSocket client that went away cannot be called back.
+                drop(t);
+                tracing::debug!(
+                    "{} {}: connection closed, request not sent",
+                    self.kind.name(),
+                    dest.addr
+                );
+                if let IfClosed::ConnectOrFail(r) = if_closed {
+                    self.fail(r);
+                }
+                return;
+            }
             if id.is_none() && request {
                 // Wait for the connection being opened, or open one.
                 if let Some(c) = t.connecting.get_mut(&dest.addr) {

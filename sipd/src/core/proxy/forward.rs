@@ -89,6 +89,8 @@ impl Core {
             s.push_str(match p.transport {
                 Transport::Tcp => ";transport=tcp;lr>",
                 Transport::Tls => ";transport=tls;lr>",
+                Transport::Ws => ";transport=ws;lr>",
+                Transport::Wss => ";transport=wss;lr>",
                 Transport::Udp => ";lr>",
             });
         };

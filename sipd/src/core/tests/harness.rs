@@ -103,9 +103,10 @@ impl Bench {
     /// Deliver `text` from `from`.
     pub fn deliver(&mut self, from: Peer, text: &str) {
         let limits = Limits::default();
-        let msg = match from.transport {
-            Transport::Udp => Message::parse(text.as_bytes(), &limits),
-            Transport::Tcp | Transport::Tls => Message::parse_stream(text.as_bytes(), &limits),
+        let msg = if from.transport.is_framed() {
+            Message::parse(text.as_bytes(), &limits)
+        } else {
+            Message::parse_stream(text.as_bytes(), &limits)
         }
         .unwrap_or_else(|e| panic!("test message does not parse ({e}):\n{text}"));
         let mut fx = Effects::new();

@@ -14,9 +14,10 @@ impl Daemon {
         for a in self.transports.tcp.local_addrs() {
             listen.push(format!("tcp:{a}"));
         }
-        if let Some(t) = &self.transports.tls {
-            for a in t.local_addrs() {
-                listen.push(format!("tls:{a}"));
+        let t = &self.transports;
+        for s in [&t.tls, &t.ws, &t.wss].into_iter().flatten() {
+            for a in s.local_addrs() {
+                listen.push(format!("{}:{a}", s.kind().name()));
             }
         }
         let c = &core.counters;
