@@ -94,6 +94,10 @@ pub struct Flags {
     #[arg(long = "tcp-max-untrusted-per-ip", value_name = "N",
           value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
     pub tcp_max_untrusted_per_ip: Option<u64>,
+    /// Seconds a TLS handshake (and a WebSocket upgrade) may take, else the connection is closed
+    #[arg(long = "handshake-timeout", value_name = "SECS", default_value_t = 10,
+          value_parser = clap::value_parser!(u64).range(1..=300))]
+    pub handshake_timeout: u64,
     /// Bytes queued for a TCP peer that does not read before its connection is closed
     #[arg(long = "tcp-max-queued", value_name = "BYTES", default_value_t = 262_144,
           value_parser = clap::value_parser!(u64).range(1024..=1 << 30))]
@@ -236,6 +240,7 @@ impl Flags {
             idle_timeout: Duration::from_secs(self.tcp_idle),
             message_timeout: Duration::from_secs(self.tcp_message_timeout),
             max_queued_bytes: self.tcp_max_queued as usize,
+            handshake_timeout: Duration::from_secs(self.handshake_timeout),
             ..crate::transport::tcp::TcpLimits::default()
         }
     }

@@ -110,3 +110,47 @@ pub fn peer_serial(server: SocketAddr, ca: &str) -> std::io::Result<String> {
         .ok_or_else(|| std::io::Error::other("no certificate"))?;
     sipd::transport::tls::serial_of(der).ok_or_else(|| std::io::Error::other("no serial"))
 }
+
+/// Accept one TLS connection on `listener` with this certificate (a TLS
+/// gateway, say); the handshake is completed before returning.
+pub fn accept(
+    listener: &std::net::TcpListener,
+    cert: &Cert,
+    timeout: Duration,
+) -> std::io::Result<(Box<dyn Io>, TcpStream)> {
+    use rustls::pki_types::PrivateKeyDer;
+    listener.set_nonblocking(true)?;
+    let deadline = std::time::Instant::now() + timeout;
+    let sock = loop {
+        match listener.accept() {
+            Ok((s, _)) => break s,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                if std::time::Instant::now() > deadline {
+                    return Err(std::io::Error::other("no connection"));
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            Err(e) => return Err(e),
+        }
+    };
+    sock.set_nonblocking(false)?;
+    sock.set_nodelay(true)?;
+    sock.set_read_timeout(Some(Duration::from_secs(5)))?;
+    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(cert.cert.as_bytes())
+        .collect::<Result<_, _>>()
+        .map_err(std::io::Error::other)?;
+    let key = PrivateKeyDer::from_pem_slice(cert.key.as_bytes()).map_err(std::io::Error::other)?;
+    let config = rustls::ServerConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(chain, key)
+        .map_err(std::io::Error::other)?;
+    let mut conn =
+        rustls::ServerConnection::new(Arc::new(config)).map_err(std::io::Error::other)?;
+    let mut s = sock.try_clone()?;
+    while conn.is_handshaking() {
+        conn.complete_io(&mut s)?;
+    }
+    Ok((Box::new(rustls::StreamOwned::new(conn, s)), sock))
+}

@@ -216,6 +216,16 @@ impl Ua {
         }
     }
 
+    /// A TLS user agent on a connection it accepted ([`crate::tls::accept`]).
+    pub fn tls_accepted(
+        stream: Box<dyn Io>,
+        sock: TcpStream,
+        server: SocketAddr,
+        user: &str,
+    ) -> Ua {
+        Ua::on_stream(stream, sock, true, server, user)
+    }
+
     fn on_stream(
         stream: Box<dyn Io>,
         sock: TcpStream,

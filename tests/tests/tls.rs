@@ -299,3 +299,117 @@ fn repeated_reloads_do_not_grow_memory() {
         rss()
     );
 }
+
+/// sipd with a TLS gateway at `gw` whose certificate sipd trusts (`ca`).
+fn with_tls_gateway(gw: SocketAddr, ca: &Cert) -> Tls {
+    let cert = tls::self_signed(0x5103);
+    let port = free_port();
+    let tls_addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let sipd = Sipd::start_with(Start {
+        conf: Some(format!(
+            "[general]\n{GENERAL_TLS}tls_ca=ca.pem\nmin_expires=2\n\n{USERS}\n\
+             [gw]\naccountcode=gateways\nhost={gw}\ntransport=tls\nexten=9\n"
+        )),
+        args: vec!["-b".into(), format!("tls:{tls_addr}")],
+        files: vec![
+            ("cert.pem".into(), cert.cert.clone()),
+            ("key.pem".into(), cert.key.clone()),
+            ("ca.pem".into(), ca.cert.clone()),
+        ],
+        ..Start::default()
+    });
+    Tls {
+        sipd,
+        tls: tls_addr,
+        cert,
+    }
+}
+
+#[test]
+fn calls_to_a_gateway_with_transport_tls_go_over_verified_tls() {
+    let gw_cert = tls::self_signed(0x6001);
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let gw_addr = listener.local_addr().unwrap();
+    let t = with_tls_gateway(gw_addr, &gw_cert);
+    let mut alice = udp_phone(&t, "alice");
+    let inv = alice.invite(&format!("sip:1234567@{}", t.sipd.addr), "alice-pw");
+    let (stream, sock) = tls::accept(&listener, &gw_cert, S).expect("sipd connects over TLS");
+    let mut gw = Ua::tls_accepted(stream, sock, t.tls, "gw");
+    let got = gw.expect_request("INVITE", S);
+    assert_eq!(
+        got.request_uri(),
+        Some(format!("sip:974951234567@{gw_addr};transport=tls").as_str())
+    );
+    let via = got.header(&HeaderName::Via).unwrap();
+    assert!(via.starts_with(&format!("SIP/2.0/TLS {}", t.tls)), "{via}");
+    gw.respond(&got, 200, "OK", "gw-tag");
+    let ok = alice.expect_status(200, S);
+    let mut d = Dialog::uac(&inv, &ok);
+    let ack = alice.in_dialog(&mut d, "ACK");
+    alice.send(&ack);
+    gw.expect_request("ACK", S);
+    let bye = alice.in_dialog(&mut d, "BYE");
+    alice.send(&bye);
+    let got = gw.expect_request("BYE", S);
+    gw.respond(&got, 200, "OK", "gw-tag");
+    alice.expect_status(200, S);
+}
+
+#[test]
+fn a_gateway_whose_certificate_is_not_trusted_fails_the_call_at_once() {
+    // sipd trusts another certificate than the one the gateway presents.
+    let trusted = tls::self_signed(0x6002);
+    let presented = tls::self_signed(0x6003);
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let gw_addr = listener.local_addr().unwrap();
+    let t = with_tls_gateway(gw_addr, &trusted);
+    let mut alice = udp_phone(&t, "alice");
+    let started = std::time::Instant::now();
+    let inv = alice.invite(&format!("sip:1234567@{}", t.sipd.addr), "alice-pw");
+    // The gateway side sees the handshake fail (sipd refuses the certificate).
+    assert!(tls::accept(&listener, &presented, S).is_err());
+    let r = alice.final_response(S).expect("a final answer");
+    assert!(matches!(r.status(), Some(500..=599)), "{}", text(r.raw()));
+    assert!(
+        started.elapsed() < Duration::from_secs(4),
+        "{:?}",
+        started.elapsed()
+    );
+    alice.ack_failure(&inv, &r);
+}
+
+#[test]
+fn a_connection_that_never_handshakes_is_closed_after_the_handshake_timeout() {
+    use std::io::Read;
+    let cert = tls::self_signed(0x5104);
+    let tls_addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let sipd = Sipd::start_with(Start {
+        conf: Some(format!("[general]\n{GENERAL_TLS}\n{USERS}")),
+        args: vec![
+            "-b".into(),
+            format!("tls:{tls_addr}"),
+            "--handshake-timeout".into(),
+            "1".into(),
+        ],
+        files: vec![
+            ("cert.pem".into(), cert.cert.clone()),
+            ("key.pem".into(), cert.key.clone()),
+        ],
+        ..Start::default()
+    });
+    let mut idle = std::net::TcpStream::connect(tls_addr).unwrap();
+    idle.set_read_timeout(Some(S)).unwrap();
+    let started = std::time::Instant::now();
+    let mut buf = [0u8; 16];
+    let n = idle.read(&mut buf).unwrap_or(0);
+    assert_eq!(n, 0, "closed without a byte");
+    let took = started.elapsed();
+    assert!(
+        took >= Duration::from_millis(800) && took < Duration::from_secs(4),
+        "{took:?}"
+    );
+    // Handshakes still work.
+    let mut ua = Ua::tls(tls_addr, "alice", &cert.cert, "127.0.0.1");
+    assert_eq!(ua.register("alice-pw", 300).status(), Some(200));
+    drop(sipd);
+}

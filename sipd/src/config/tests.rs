@@ -1980,3 +1980,33 @@ fn general_digest_uri() {
     assert!(!ok("[general]\ndigest_uri=ANY\n").general.check_digest_uri);
     assert!(error("[general]\ndigest_uri=no\n").starts_with("sip.conf:2: bad digest_uri 'no'"));
 }
+
+#[test]
+fn tls_and_websocket_keys() {
+    use super::Transport;
+    let c = ok(
+        "[general]\ntls_cert=cert.pem\ntls_key=keys/key.pem\ntls_ca=/etc/ssl/ca.pem\n\
+                ws_origins=https://phone.example, http://127.0.0.1:8000\n\
+                [gw]\naccountcode=gateways\nhost=10.0.0.1\ntransport=TLS\n\
+                [gw2]\naccountcode=gateways\nhost=10.0.0.2\ntransport=tcp\n\
+                [a]\nsecret=x\n",
+    );
+    assert_eq!(c.general.tls_cert.as_deref(), Some("cert.pem"));
+    assert_eq!(c.general.tls_key.as_deref(), Some("keys/key.pem"));
+    assert_eq!(c.general.tls_ca.as_deref(), Some("/etc/ssl/ca.pem"));
+    assert_eq!(
+        c.general.ws_origins,
+        vec!["https://phone.example", "http://127.0.0.1:8000"]
+    );
+    assert_eq!(c.client("gw").unwrap().transport, Transport::Tls);
+    assert_eq!(c.client("gw2").unwrap().transport, Transport::Tcp);
+    assert_eq!(c.client("a").unwrap().transport, Transport::Udp);
+    let d = ok("");
+    assert!(d.general.tls_cert.is_none() && d.general.ws_origins.is_empty());
+    let e = error("[gw]\naccountcode=gateways\nhost=10.0.0.1\ntransport=sctp\n");
+    assert!(e.contains("bad transport 'sctp'"), "{e}");
+    let e = error("[general]\nws_origins=phone.example\n");
+    assert!(e.contains("bad ws_origins"), "{e}");
+    let e = error("[general]\nws_origins=https://phone.example/\n");
+    assert!(e.contains("bad ws_origins"), "{e}");
+}
