@@ -413,3 +413,42 @@ fn a_connection_that_never_handshakes_is_closed_after_the_handshake_timeout() {
     assert_eq!(ua.register("alice-pw", 300).status(), Some(200));
     drop(sipd);
 }
+
+#[test]
+fn sips_uris_register_and_call() {
+    let t = start("");
+    let mut alice = Ua::tls(t.tls, "alice", &t.cert.cert, "127.0.0.1");
+    let sips = |s: String| s.replacen("<sip:", "<sips:", 1);
+    let req = alice
+        .request("REGISTER", &format!("sips:{}", t.tls))
+        .set("Expires", "300");
+    let to = sips(req.get("To").unwrap().to_string());
+    let from = sips(req.get("From").unwrap().to_string());
+    let contact = format!("<sips:alice@{}>", alice.local);
+    let req = req.set("To", &to).set("From", &from).set("Contact", &contact);
+    let r = alice.transact_auth(&req, "alice-pw").unwrap();
+    assert_eq!(r.status(), Some(200), "{}", text(r.raw()));
+    assert!(
+        r.header(&HeaderName::Contact).unwrap().contains("sips:alice@"),
+        "{}",
+        text(r.raw())
+    );
+    // A UDP phone calls her: the INVITE reaches her sips: Contact over TLS.
+    let mut bob = udp_phone(&t, "bob");
+    let (_b, _a, got) = establish(
+        &mut bob,
+        &mut alice,
+        &format!("sip:1001@{}", t.sipd.addr),
+        "bob-pw",
+    );
+    assert_eq!(
+        got.request_uri(),
+        Some(format!("sips:alice@{}", alice.local).as_str())
+    );
+    // She calls bob with a sips: Request-URI.
+    let inv = alice.invite(&format!("sips:1002@{}", t.tls), "alice-pw");
+    let got = bob.expect_request("INVITE", S);
+    bob.respond(&got, 486, "Busy Here", "b");
+    let r = alice.expect_status(486, S);
+    alice.ack_failure(&inv, &r);
+}
