@@ -170,7 +170,9 @@ impl Ua {
     ) -> Result<Ua, u16> {
         use tungstenite::client::IntoClientRequest;
         let (stream, sock): (Box<dyn Io>, TcpStream) = match tls {
-            Some(ca) => crate::tls::connect(server, ca, "127.0.0.1").expect("tls connect"),
+            Some(ca) => {
+                crate::tls::connect(server, ca, &server.ip().to_string()).expect("tls connect")
+            }
             None => {
                 let s =
                     TcpStream::connect_timeout(&server, Duration::from_secs(5)).expect("connect");

@@ -425,11 +425,16 @@ fn sips_uris_register_and_call() {
     let to = sips(req.get("To").unwrap().to_string());
     let from = sips(req.get("From").unwrap().to_string());
     let contact = format!("<sips:alice@{}>", alice.local);
-    let req = req.set("To", &to).set("From", &from).set("Contact", &contact);
+    let req = req
+        .set("To", &to)
+        .set("From", &from)
+        .set("Contact", &contact);
     let r = alice.transact_auth(&req, "alice-pw").unwrap();
     assert_eq!(r.status(), Some(200), "{}", text(r.raw()));
     assert!(
-        r.header(&HeaderName::Contact).unwrap().contains("sips:alice@"),
+        r.header(&HeaderName::Contact)
+            .unwrap()
+            .contains("sips:alice@"),
         "{}",
         text(r.raw())
     );
@@ -451,4 +456,64 @@ fn sips_uris_register_and_call() {
     bob.respond(&got, 486, "Busy Here", "b");
     let r = alice.expect_status(486, S);
     alice.ack_failure(&inv, &r);
+}
+
+#[test]
+fn tls_and_wss_listen_on_ipv6_too() {
+    let cert = tls::self_signed(0x5106);
+    let v4: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let v6 = format!("[::1]:{}", free_port())
+        .parse::<SocketAddr>()
+        .unwrap();
+    let wss6 = format!("[::1]:{}", free_port())
+        .parse::<SocketAddr>()
+        .unwrap();
+    let sipd = Sipd::start_with(Start {
+        conf: Some(format!("[general]\n{GENERAL_TLS}\n{USERS}")),
+        args: vec![
+            "-b".into(),
+            format!("tls:{v4}"),
+            "-b".into(),
+            format!("tls:{v6}"),
+            "-b".into(),
+            format!("wss:{wss6}"),
+        ],
+        files: vec![
+            ("cert.pem".into(), cert.cert.clone()),
+            ("key.pem".into(), cert.key.clone()),
+        ],
+        ..Start::default()
+    });
+    let mut alice = Ua::tls(v6, "alice", &cert.cert, "::1");
+    assert_eq!(alice.register("alice-pw", 300).status(), Some(200));
+    let mut bob = Ua::ws(wss6, "bob", Some(&cert.cert));
+    assert_eq!(bob.register("bob-pw", 300).status(), Some(200));
+    let b = regs(&sipd);
+    let sources: Vec<&str> = b.iter().map(|b| b.source.as_str()).collect();
+    assert!(
+        sources.iter().any(|s| s.starts_with("tls:[::1]:")),
+        "{sources:?}"
+    );
+    assert!(
+        sources.iter().any(|s| s.starts_with("wss:[::1]:")),
+        "{sources:?}"
+    );
+    // alice (TLS over IPv6) calls bob (WSS over IPv6); Record-Route names
+    // the IPv6 listeners.
+    let (_a, _b, got) = establish(&mut alice, &mut bob, &format!("sip:1002@{v6}"), "alice-pw");
+    let rr: Vec<&str> = got.headers(&HeaderName::RecordRoute).collect();
+    let rr = rr.join(", ");
+    assert!(
+        rr.contains(&format!("<sip:{wss6};transport=wss;lr>"))
+            && rr.contains(&format!("<sip:{v6};transport=tls;lr>")),
+        "{rr}"
+    );
+    let s = status(&sipd);
+    for l in [
+        format!("tls:{v4}"),
+        format!("tls:{v6}"),
+        format!("wss:{wss6}"),
+    ] {
+        assert!(s.listen.contains(&l), "{l} in {:?}", s.listen);
+    }
 }
