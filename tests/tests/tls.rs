@@ -517,3 +517,48 @@ fn tls_and_wss_listen_on_ipv6_too() {
         assert!(s.listen.contains(&l), "{l} in {:?}", s.listen);
     }
 }
+
+#[test]
+fn authenticated_tls_and_ws_flows_are_trusted_and_outlive_the_untrusted_idle_time() {
+    let cert = tls::self_signed(0x5107);
+    let tls_addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let ws_addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let sipd = Sipd::start_with(Start {
+        conf: Some(format!("[general]\n{GENERAL_TLS}\n{USERS}")),
+        args: vec![
+            "-b".into(),
+            format!("tls:{tls_addr}"),
+            "-b".into(),
+            format!("ws:{ws_addr}"),
+            "--tcp-untrusted-idle".into(),
+            "1".into(),
+        ],
+        files: vec![
+            ("cert.pem".into(), cert.cert.clone()),
+            ("key.pem".into(), cert.key.clone()),
+        ],
+        ..Start::default()
+    });
+    let mut alice = Ua::tls(tls_addr, "alice", &cert.cert, "127.0.0.1");
+    assert_eq!(alice.register("alice-pw", 300).status(), Some(200));
+    let mut bob = Ua::ws(ws_addr, "bob", None);
+    assert_eq!(bob.register("bob-pw", 300).status(), Some(200));
+    // Unauthenticated: one OPTIONS, then silence.
+    let mut stranger = Ua::tls(tls_addr, "mallory", &cert.cert, "127.0.0.1");
+    let req = stranger.request("OPTIONS", &format!("sip:{tls_addr}"));
+    stranger.transact(&req);
+    std::thread::sleep(Duration::from_millis(2500));
+    let c = |name: &str| {
+        status(&sipd)
+            .counters
+            .iter()
+            .find(|c| c.name == name)
+            .map(|c| c.value)
+    };
+    assert_eq!(c("tls connections"), Some(1), "the stranger's is closed");
+    assert_eq!(c("ws connections"), Some(1));
+    assert_eq!(c("tls connections untrusted"), Some(0));
+    // The trusted ones still carry requests.
+    assert_eq!(alice.register("alice-pw", 300).status(), Some(200));
+    assert_eq!(bob.register("bob-pw", 300).status(), Some(200));
+}

@@ -129,7 +129,7 @@ impl Daemon {
             (r, waits)
         };
         for flow in fx.trusted.drain(..) {
-            self.transports.tcp.trust(flow);
+            self.transports.trust(flow);
         }
         if !fx.out.is_empty() {
             self.transports.send_all(std::mem::take(&mut fx.out));

@@ -218,6 +218,19 @@ pub struct Transports {
 }
 
 impl Transports {
+    /// The stream transports: TCP, then TLS, WS and WSS where present.
+    pub fn streams(&self) -> impl Iterator<Item = &Arc<Tcp>> {
+        std::iter::once(&self.tcp).chain([&self.tls, &self.ws, &self.wss].into_iter().flatten())
+    }
+
+    /// Flow `id` carried an authenticated request (flow ids are unique
+    /// across the stream transports: the one that has it takes it).
+    pub fn trust(&self, id: FlowId) {
+        for t in self.streams() {
+            t.trust(id);
+        }
+    }
+
     /// Send everything the core produced. Never blocks the caller for long:
     /// UDP sends are non-blocking, TCP sends are queued to the connection's writer.
     pub fn send_all(&self, outs: Vec<Out>) {

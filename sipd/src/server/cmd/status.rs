@@ -25,6 +25,25 @@ impl Daemon {
             name: name.into(),
             value,
         };
+        // Per stream transport: "tcp connections", "tls connections", ...
+        let mut streams = Vec::new();
+        for s in self.transports.streams() {
+            use std::sync::atomic::Ordering::Relaxed;
+            let n = s.kind().name();
+            streams.push(counter(&format!("{n} connections"), s.connections() as u64));
+            streams.push(counter(
+                &format!("{n} connections refused"),
+                s.refused.load(Relaxed),
+            ));
+            streams.push(counter(
+                &format!("{n} connections untrusted"),
+                s.untrusted() as u64,
+            ));
+            streams.push(counter(
+                &format!("{n} connections evicted"),
+                s.evicted.load(Relaxed),
+            ));
+        }
         proto::Status {
             name: "sipd".into(),
             version: env!("CARGO_PKG_VERSION").into(),
@@ -59,31 +78,15 @@ impl Daemon {
                     core.registrar().iter().filter(|b| !b.reachable()).count() as u64,
                 ),
                 counter("store writes pending", self.store.pending() as u64),
-                counter("tcp connections", self.transports.tcp.connections() as u64),
-                counter(
-                    "tcp connections refused",
-                    self.transports
-                        .tcp
-                        .refused
-                        .load(std::sync::atomic::Ordering::Relaxed),
-                ),
                 counter("send failures", c.send_failures),
                 counter("store write errors", self.store.errors()),
                 counter("store write failures retried", self.store.failures()),
                 counter("store writes dropped", self.store.dropped()),
-                counter(
-                    "tcp connections untrusted",
-                    self.transports.tcp.untrusted() as u64,
-                ),
-                counter(
-                    "tcp connections evicted",
-                    self.transports
-                        .tcp
-                        .evicted
-                        .load(std::sync::atomic::Ordering::Relaxed),
-                ),
                 counter("per-source rejections", core.refused_per_source()),
-            ],
+            ]
+            .into_iter()
+            .chain(streams)
+            .collect(),
             store: Box::new(store_status(&self.store.health())),
         }
     }
