@@ -245,9 +245,14 @@ pub(super) fn push_hostport(s: &mut String, a: SocketAddr) {
 /// Where a URI points when its host is an IP address (no DNS on the packet path).
 pub(super) fn uri_dest(uri: &Uri) -> Option<Peer> {
     let ip = uri.host.ip()?;
-    let transport = match uri.params.value("transport") {
-        Some(t) => Transport::parse(t)?,
-        None => Transport::Udp,
+    let sips = uri.scheme == crate::sip::Scheme::Sips;
+    let transport = match (uri.params.value("transport").map(Transport::parse), sips) {
+        (Some(None), _) => return None,
+        (None, false) => Transport::Udp,
+        (Some(Some(t)), false) => t,
+        // sips: is secure whatever the parameter says (RFC 3261 §26.2.2).
+        (Some(Some(Transport::Ws | Transport::Wss)), true) => Transport::Wss,
+        (_, true) => Transport::Tls,
     };
     let ip = match ip {
         IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(ip),
@@ -255,7 +260,7 @@ pub(super) fn uri_dest(uri: &Uri) -> Option<Peer> {
     };
     Some(Peer::to(
         transport,
-        SocketAddr::new(ip, uri.port.unwrap_or(5060)),
+        SocketAddr::new(ip, uri.port.unwrap_or(transport.default_port())),
     ))
 }
 
@@ -278,5 +283,43 @@ fn moves_on(next_on: NextOn, code: u16) -> bool {
     match next_on {
         NextOn::Unavailable => matches!(code, 486 | 480 | 408 | 603),
         NextOn::GatewayFailure => code == 408 || (500..600).contains(&code),
+    }
+}
+
+#[cfg(test)]
+mod uri_dest_tests {
+    use super::*;
+
+    fn dest(uri: &str) -> Option<(Transport, String)> {
+        uri_dest(&Uri::parse(uri).unwrap()).map(|p| (p.transport, p.addr.to_string()))
+    }
+
+    #[test]
+    fn transport_and_default_port_from_the_uri() {
+        let d = |t, a: &str| Some((t, a.to_string()));
+        assert_eq!(dest("sip:a@10.0.0.1"), d(Transport::Udp, "10.0.0.1:5060"));
+        assert_eq!(
+            dest("sip:a@10.0.0.1;transport=TCP"),
+            d(Transport::Tcp, "10.0.0.1:5060")
+        );
+        assert_eq!(
+            dest("sip:a@10.0.0.1;transport=tls"),
+            d(Transport::Tls, "10.0.0.1:5061")
+        );
+        assert_eq!(dest("sips:a@10.0.0.1"), d(Transport::Tls, "10.0.0.1:5061"));
+        assert_eq!(
+            dest("sips:a@[::1]:6000;transport=tcp"),
+            d(Transport::Tls, "[::1]:6000")
+        );
+        assert_eq!(
+            dest("sips:a@10.0.0.1:443;transport=ws"),
+            d(Transport::Wss, "10.0.0.1:443")
+        );
+        assert_eq!(
+            dest("sip:a@10.0.0.1:80;transport=ws"),
+            d(Transport::Ws, "10.0.0.1:80")
+        );
+        assert_eq!(dest("sip:a@10.0.0.1;transport=sctp"), None);
+        assert_eq!(dest("sip:a@example.com"), None);
     }
 }
