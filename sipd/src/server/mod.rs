@@ -107,7 +107,11 @@ fn load_tls(dir: &std::path::Path, config: &Config, listening: bool) -> Result<T
     if listening && (paths.cert.is_none() || paths.key.is_none()) {
         return Err("a tls: listener needs tls_cert= and tls_key= (PEM files) in [general]".into());
     }
-    TlsFiles::load(&paths).map_err(|e| format!("tls: {e}"))
+    let roots = config
+        .clients
+        .iter()
+        .any(|c| c.transport == config::Transport::Tls);
+    TlsFiles::load(&paths, roots).map_err(|e| format!("tls: {e}"))
 }
 
 /// Run sipd until SIGTERM/SIGINT. Errors are start-up errors, to be printed.

@@ -122,8 +122,10 @@ pub fn serial_of(der: &[u8]) -> Option<String> {
 
 impl TlsFiles {
     /// Read and check the files. A certificate needs its key and the other
-    /// way round; the key must match the certificate.
-    pub fn load(paths: &TlsPaths) -> Result<TlsFiles, TlsError> {
+    /// way round; the key must match the certificate. Without `tls_ca` the
+    /// system's roots are read only when `system_roots` (some client is
+    /// reached over TLS): otherwise outgoing TLS trusts nothing.
+    pub fn load(paths: &TlsPaths, system_roots: bool) -> Result<TlsFiles, TlsError> {
         let provider = Arc::new(provider::default_provider());
         let versions = [&rustls::version::TLS13, &rustls::version::TLS12];
         let server = match (&paths.cert, &paths.key) {
@@ -161,6 +163,7 @@ impl TlsFiles {
                         .map_err(|e| err(ca, format!("bad CA certificate: {e}")))?;
                 }
             }
+            None if !system_roots => {}
             None => {
                 // The system's roots; unreadable ones are skipped (logged).
                 let found = rustls_native_certs::load_native_certs();
@@ -254,7 +257,7 @@ mod tests {
             key: Some(write(&d, "k.pem", k.as_bytes())),
             ca: Some(write(&d, "ca.pem", c.as_bytes())),
         };
-        let f = TlsFiles::load(&paths).unwrap();
+        let f = TlsFiles::load(&paths, false).unwrap();
         assert!(f.server.is_some());
         assert_eq!(f.serial.as_deref(), Some("1234"));
     }
@@ -267,11 +270,14 @@ mod tests {
         let cert_path = write(&d, "c.pem", c.as_bytes());
         let key_path = write(&d, "k.pem", k.as_bytes());
         let load = |cert: Option<PathBuf>, key: Option<PathBuf>| {
-            TlsFiles::load(&TlsPaths {
-                cert,
-                key,
-                ca: None,
-            })
+            TlsFiles::load(
+                &TlsPaths {
+                    cert,
+                    key,
+                    ca: None,
+                },
+                true,
+            )
             .map(|_| ())
         };
         assert!(load(Some(cert_path.clone()), Some(key_path.clone())).is_ok());
