@@ -5,6 +5,7 @@
 //! Every helper has a timeout: a test never hangs on a silent daemon.
 
 pub mod baresip;
+pub mod browser;
 pub mod sipp;
 pub mod tls;
 pub mod ua;
