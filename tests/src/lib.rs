@@ -87,6 +87,7 @@ pub struct Sipd {
     pub addr: SocketAddr,
     stdout_path: PathBuf,
     stderr_path: PathBuf,
+    env: Vec<(String, String)>,
 }
 
 /// Options for starting sipd.
@@ -101,6 +102,8 @@ pub struct Start {
     /// Files written into the working directory before sipd starts (name,
     /// contents): certificates, say.
     pub files: Vec<(String, String)>,
+    /// Extra environment for sipd (NOTIFY_SOCKET, say).
+    pub env: Vec<(String, String)>,
 }
 
 impl Sipd {
@@ -133,9 +136,11 @@ impl Sipd {
             addr,
             stdout_path: PathBuf::new(),
             stderr_path: PathBuf::new(),
+            env: Vec::new(),
         };
         s.stdout_path = s.dir.path().join("stdout.log");
         s.stderr_path = s.dir.path().join("stderr.log");
+        s.env = opts.env.clone();
         s.spawn(&opts.args);
         s.wait_ready();
         s
@@ -148,6 +153,7 @@ impl Sipd {
             .arg("-s")
             .arg(self.dir.path());
         cmd.args(args);
+        cmd.envs(self.env.iter().map(|(k, v)| (k, v)));
         cmd.env(
             "RUST_LOG",
             std::env::var("SIPD_TEST_LOG").unwrap_or_else(|_| "info".into()),

@@ -94,6 +94,13 @@ pub struct Daemon {
     pub(super) tls_listening: bool,
 }
 
+/// Tell systemd (when it started us with NOTIFY_SOCKET); best effort.
+fn notify(state: &[sd_notify::NotifyState]) {
+    if let Err(e) = sd_notify::notify(state) {
+        tracing::warn!("systemd notify: {e}");
+    }
+}
+
 /// Read and check the TLS files `config` names (relative to `dir`). With a
 /// TLS listener a certificate and key are required.
 fn load_tls(dir: &std::path::Path, config: &Config, listening: bool) -> Result<TlsFiles, String> {
@@ -283,6 +290,15 @@ async fn serve(flags: Flags) -> Result<(), String> {
         tracing::info!("listening on {}:{a}", t.name());
     }
     tracing::info!("control socket {}", ctl_path.display());
+    // systemd (Type=notify): ready once every socket is bound and served.
+    notify(&[
+        sd_notify::NotifyState::Ready,
+        sd_notify::NotifyState::Status(&format!(
+            "{} clients, listening on {} address(es)",
+            daemon.with_core(Effects::new(), |c, _| c.config().clients.len()),
+            addrs.len() + streams.len()
+        )),
+    ]);
 
     use tokio::signal::unix::{signal, SignalKind};
     let mut term = signal(SignalKind::terminate()).map_err(|e| e.to_string())?;
@@ -303,6 +319,7 @@ async fn serve(flags: Flags) -> Result<(), String> {
         }
     }
     tracing::info!("shutting down");
+    notify(&[sd_notify::NotifyState::Stopping]);
     // Writes a failing store cannot take are logged (CDRs in full) here.
     daemon.store.finish();
     Ok(())
@@ -313,6 +330,15 @@ impl Daemon {
     /// swap atomically on success.
     pub fn reload(&self) -> Result<proto::ReloadReport, String> {
         let _one = crate::lock(&self.reload_lock);
+        let mut reloading = vec![sd_notify::NotifyState::Reloading];
+        reloading.extend(sd_notify::NotifyState::monotonic_usec_now().ok());
+        notify(&reloading);
+        let r = self.reload_locked();
+        notify(&[sd_notify::NotifyState::Ready]);
+        r
+    }
+
+    fn reload_locked(&self) -> Result<proto::ReloadReport, String> {
         let new = match Config::load(&self.conf_path, &self.opts) {
             Ok(Some(c)) => c,
             Ok(None) => {
