@@ -86,6 +86,11 @@ pub enum Command {
         )]
         action: Option<Forwarding>,
     },
+    /// The ban table; with `clear`, lift every ban of that address first.
+    Bans {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        clear: Option<String>,
+    },
 }
 
 /// One response line: `ok` with a `result`, or not `ok` with an `error`.
@@ -149,7 +154,7 @@ pub fn parse_request(line: &str) -> Result<Request, String> {
     serde_json::from_value(value).map_err(|e| format!("malformed request: {e}"))
 }
 
-const KNOWN_COMMANDS: &[&str] = &["status", "reload", "regs", "calls", "cdr", "fwd"];
+const KNOWN_COMMANDS: &[&str] = &["status", "reload", "regs", "calls", "cdr", "fwd", "bans"];
 
 /// Serialise a message as one line (with the trailing newline).
 pub fn to_line<T: Serialize>(msg: &T) -> String {

@@ -14,6 +14,30 @@ pub enum Reply {
     Calls(Calls),
     Cdr(Cdrs),
     Fwd(FwdReport),
+    Bans(Bans),
+}
+
+/// `bans`: the ban table, the next to end first (and, after `bans clear`,
+/// how many were lifted).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Bans {
+    pub bans: Vec<BanEntry>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cleared: Option<usize>,
+}
+
+/// One ban: a source over the flood limit (its packets dropped), or a
+/// brute-force lock (a user locked from an address, or an address locked).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BanEntry {
+    pub address: String,
+    pub reason: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
+    /// Packets from the address are dropped unanswered.
+    pub dropped: bool,
+    pub since_unix: u64,
+    pub until_unix: u64,
 }
 
 /// `status`.

@@ -56,6 +56,13 @@ enum Cmd {
         action: Option<String>,
         number: Option<String>,
     },
+    /// The ban table (flood bans, brute-force locks); `bans clear ADDR`
+    /// lifts every ban of that address
+    Bans {
+        #[arg(value_parser = ["clear"])]
+        action: Option<String>,
+        address: Option<String>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -86,6 +93,16 @@ fn run(cli: &Cli) -> Result<String, String> {
         } => Command::Fwd {
             who: who.clone(),
             action: fwd_action(action.as_deref(), number.as_deref())?,
+        },
+        Cmd::Bans { action, address } => match (action.as_deref(), address) {
+            (None, None) => Command::Bans { clear: None },
+            (Some("clear"), Some(a)) => Command::Bans {
+                clear: Some(a.clone()),
+            },
+            (Some(_), None) => {
+                return Err("'clear' needs an address: sipctl bans clear ADDR".into())
+            }
+            _ => return Err("usage: sipctl bans [clear ADDR]".into()),
         },
     };
     let path = cli
@@ -270,6 +287,33 @@ fn render(reply: &Reply) -> String {
                 number: c.forwarding.number().unwrap_or("-"),
                 source: c.source.as_deref().unwrap_or("-"),
             }))
+        }
+        Reply::Bans(b) => {
+            #[derive(Tabled)]
+            struct Row<'a> {
+                address: &'a str,
+                reason: &'a str,
+                dropped: &'a str,
+                since: String,
+                until: String,
+            }
+            let n = b.bans.len();
+            let mut s = String::new();
+            if let Some(c) = b.cleared {
+                s.push_str(&format!(
+                    "{c} ban{} lifted\n",
+                    if c == 1 { "" } else { "s" }
+                ));
+            }
+            s.push_str(&table(b.bans.iter().map(|x| Row {
+                address: &x.address,
+                reason: &x.reason,
+                dropped: if x.dropped { "yes" } else { "no" },
+                since: format_unix_ms(x.since_unix * 1000),
+                until: format_unix_ms(x.until_unix * 1000),
+            })));
+            s.push_str(&format!("{n} ban{}\n", if n == 1 { "" } else { "s" }));
+            s
         }
     }
 }

@@ -11,7 +11,7 @@
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use crate::config::{Config, General};
@@ -398,6 +398,8 @@ pub struct Registrar {
     by_source: HashMap<SocketAddr, String>,
     /// Binding id → client name.
     by_id: HashMap<u64, String>,
+    /// Bindings per source IP (a source with an authenticated registration).
+    by_ip: HashMap<IpAddr, u32>,
     count: usize,
     next_id: u64,
     /// Keep-alive schedule: (due, binding id); entries whose binding is
@@ -481,6 +483,10 @@ impl Registrar {
             }
             self.by_source.insert(b.source.addr, name.to_string());
             self.by_id.insert(b.id, name.to_string());
+            *self
+                .by_ip
+                .entry(b.source.addr.ip().to_canonical())
+                .or_insert(0) += 1;
         }
         self.count += set.len();
         self.clients.insert(name.to_string(), set);
@@ -497,8 +503,20 @@ impl Registrar {
                 self.by_source.remove(&b.source.addr);
             }
             self.by_id.remove(&b.id);
+            let ip = b.source.addr.ip().to_canonical();
+            if let Some(n) = self.by_ip.get_mut(&ip) {
+                *n -= 1;
+                if *n == 0 {
+                    self.by_ip.remove(&ip);
+                }
+            }
         }
         old
+    }
+
+    /// Does some binding come from `ip` (an authenticated registration)?
+    pub fn has_ip(&self, ip: IpAddr) -> bool {
+        self.by_ip.contains_key(&ip.to_canonical())
     }
 
     /// Remove every binding of a client; returns them.

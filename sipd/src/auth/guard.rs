@@ -245,6 +245,17 @@ impl Guard {
         }
     }
 
+    /// Lift the locks of `ip` (sipctl bans clear): its source lock and, for
+    /// each of `users`, that user's lock from it. True if any was locked.
+    pub fn clear(&mut self, ip: IpAddr, users: &[&str]) -> bool {
+        let mut any = self.sources.remove(source_of(ip));
+        for user in users {
+            let (p, _, _) = self.keys(user, ip);
+            any |= self.pairs.remove(p);
+        }
+        any
+    }
+
     /// `user` authenticated from `ip`: that source is trusted for this user
     /// (exempt from the source and user locks) for [`Limits::trust`].
     pub fn succeeded(&mut self, user: &str, ip: IpAddr, now: Instant) {
@@ -375,9 +386,28 @@ impl<K: Copy + Ord + Hash> Table<K> {
                 break;
             }
             self.locked.pop_front();
-            self.entries.remove(&k);
+            // Only the lock queued: a key lifted by hand and locked again
+            // since has a later end.
+            if self.entries.get(&k).is_some_and(|e| e.until == Some(until)) {
+                self.entries.remove(&k);
+            }
         }
         now
+    }
+
+    /// Forget `k` (a lock lifted by hand); true if it was locked.
+    fn remove(&mut self, k: K) -> bool {
+        let Some(e) = self.entries.remove(&k) else {
+            return false;
+        };
+        match e.until {
+            Some(_) => true,
+            None => {
+                self.by_start.remove(&(e.since, k));
+                self.by_count.remove(&(e.count, e.since, k));
+                false
+            }
+        }
     }
 
     fn full_of_locks(&self) -> bool {

@@ -79,7 +79,10 @@ const CLIENT_KEYS: [&str; 13] = [
     "dialplan",
     "context",
 ];
-const GENERAL_KEYS: [&str; 14] = [
+const GENERAL_KEYS: [&str; 17] = [
+    "flood",
+    "ban",
+    "security_log",
     "ws_origins",
     "tls_cert",
     "tls_key",
@@ -361,6 +364,30 @@ fn parse_general(section: &Section, opts: &Options, errors: &mut Errors) -> Gene
         if let Some(&(_, value)) = keys.get(key) {
             *slot = Some(value.to_string());
         }
+    }
+    if let Some(&(line, value)) = keys.get("flood") {
+        let parsed = value.split_once('/').and_then(|(n, s)| {
+            let (n, s) = (n.trim(), s.trim());
+            (all_digits(n) && all_digits(s))
+                .then(|| Some((n.parse::<u32>().ok()?, s.parse::<u32>().ok()?)))
+                .flatten()
+        });
+        match parsed {
+            Some((n, s)) if n <= 1_000_000 && (1..=3600).contains(&s) => general.flood = (n, s),
+            _ => errors.add(
+                line,
+                format!("bad flood '{value}': expected REQUESTS/SECONDS, e.g. 100/2 (0/1 off)"),
+            ),
+        }
+    }
+    if let Some(&(line, value)) = keys.get("ban") {
+        match value.parse::<u32>() {
+            Ok(n) if all_digits(value) && (1..=86_400).contains(&n) => general.ban = n,
+            _ => errors.add(line, format!("bad ban '{value}': expected seconds 1-86400")),
+        }
+    }
+    if let Some(&(_, value)) = keys.get("security_log") {
+        general.security_log = Some(value.to_string());
     }
     if let Some(&(line, value)) = keys.get("ws_origins") {
         let list: Vec<String> = value

@@ -78,6 +78,13 @@ pub struct General {
     /// `ws_origins=`: the Origin values a WebSocket handshake may carry
     /// (empty: any).
     pub ws_origins: Vec<String>,
+    /// `flood=REQUESTS/SECONDS`: out-of-dialog requests one source may
+    /// send per window before it is banned (default 100/2; 0 off).
+    pub flood: (u32, u32),
+    /// `ban=SECONDS`: how long a flood ban lasts (default 300).
+    pub ban: u32,
+    /// `security_log=FILE` (relative to DIR): one line per security event.
+    pub security_log: Option<String>,
 }
 
 /// How sipd reaches a static client (`transport=`; default udp).
@@ -491,6 +498,9 @@ impl General {
             tls_key: None,
             tls_ca: None,
             ws_origins: Vec::new(),
+            flood: (100, 2),
+            ban: 300,
+            security_log: None,
         }
     }
 }

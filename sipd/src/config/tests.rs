@@ -564,6 +564,9 @@ fn general_values() {
             tls_key: None,
             tls_ca: None,
             ws_origins: Vec::new(),
+            flood: (100, 2),
+            ban: 300,
+            security_log: None,
         }
     );
     assert!(c.clients.is_empty());
@@ -2009,4 +2012,31 @@ fn tls_and_websocket_keys() {
     assert!(e.contains("bad ws_origins"), "{e}");
     let e = error("[general]\nws_origins=https://phone.example/\n");
     assert!(e.contains("bad ws_origins"), "{e}");
+}
+
+#[test]
+fn flood_ban_and_security_log_keys() {
+    let c = ok("[general]\nflood=500/10\nban=60\nsecurity_log=security.log\n");
+    assert_eq!(c.general.flood, (500, 10));
+    assert_eq!(c.general.ban, 60);
+    assert_eq!(c.general.security_log.as_deref(), Some("security.log"));
+    assert_eq!(ok("[general]\nflood=0/1\n").general.flood, (0, 1));
+    let d = ok("");
+    assert_eq!((d.general.flood, d.general.ban), ((100, 2), 300));
+    for bad in [
+        "100",
+        "100/0",
+        "x/2",
+        "100/3601",
+        "-1/2",
+        "2000000/2",
+        "100/2/3",
+    ] {
+        let e = error(&format!("[general]\nflood={bad}\n"));
+        assert!(e.contains("bad flood"), "{bad}: {e}");
+    }
+    for bad in ["0", "86401", "x", "-5"] {
+        let e = error(&format!("[general]\nban={bad}\n"));
+        assert!(e.contains("bad ban"), "{bad}: {e}");
+    }
 }

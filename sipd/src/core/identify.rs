@@ -79,6 +79,8 @@ impl Core {
         if self.guard.check(username, ip, now.at).any() {
             // Too many failures for this user and/or from this source lately:
             // refused without looking at the credentials.
+            let user = Some(username.to_string());
+            self.security_event(fx, "auth-failure", user, peer, Some("locked=yes".into()));
             self.forbidden(msg, peer, fx);
             return None;
         }
@@ -109,6 +111,7 @@ impl Core {
                     Some(user)
                 }
                 _ => {
+                    self.security_event(fx, "acl-refused", Some(user), peer, None);
                     self.forbidden(msg, peer, fx);
                     None
                 }
@@ -129,7 +132,18 @@ impl Core {
                 None
             }
             Verdict::Forbidden => {
-                self.guard.failed(username, ip, now.at);
+                // The log tells the administrator which it was; the answer
+                // (403) is the same for all three.
+                let event = match config.client(username) {
+                    Some(c) if c.secret.is_some() && !c.permits(ip) => "acl-refused",
+                    Some(c) if c.secret.is_some() => "auth-failure",
+                    _ => "unknown-user",
+                };
+                self.security_event(fx, event, Some(username.to_string()), peer, None);
+                let locks = self.guard.failed(username, ip, now.at);
+                if locks.any() {
+                    self.auth_locked(locks, username, peer, now, fx);
+                }
                 self.forbidden(msg, peer, fx);
                 None
             }

@@ -10,6 +10,8 @@
 //! CANCEL special cases → in-dialog routing, REGISTER, OPTIONS for us, or
 //! identification + routing + proxying (`proxy/`).
 
+mod bans;
+mod defence;
 mod effects;
 mod forwarding;
 mod identify;
@@ -38,7 +40,8 @@ use crate::transaction::{RequestMatch, Transactions, TxId, TxLimits};
 use crate::transport::Peer;
 
 pub use crate::rng::Rng;
-pub use effects::Effects;
+pub use defence::{Ban, Reason as BanReason};
+pub use effects::{Effects, SecurityEvent};
 pub use local::Local;
 pub use reply::{response_dest, via_with_received};
 
@@ -72,6 +75,10 @@ pub struct Counters {
     /// Keep-alive OPTIONS sent to UDP bindings, and answers counted.
     pub keepalives_sent: u64,
     pub keepalives_answered: u64,
+    /// Bans put in the table (floods and brute-force locks).
+    pub bans: u64,
+    /// Requests dropped unanswered because their source is banned.
+    pub banned_dropped: u64,
 }
 
 /// Timer of a proxy context.
@@ -108,6 +115,8 @@ pub struct Core {
     fwd_pending: HashMap<String, forwarding::PendingFwd>,
     next_token: u64,
     guard: identify::Guard,
+    /// Flood counters and the ban table.
+    defence: defence::Defence,
     /// When to ask the store to prune old CDRs next; `None`: at the next tick.
     next_prune: Option<Instant>,
 }
@@ -189,6 +198,7 @@ impl Core {
             fwd_pending: HashMap::new(),
             next_token: 1,
             guard: identify::Guard::new(),
+            defence: defence::Defence::new(),
             next_prune: None,
         }
     }
@@ -307,6 +317,9 @@ impl Core {
 
     fn on_request(&mut self, msg: Message, peer: Peer, now: Now, fx: &mut Effects) {
         self.counters.requests_in += 1;
+        if self.flood_drop(&msg, peer, now, fx) {
+            return;
+        }
         match self.txns.match_request(&msg, now.at, &mut fx.out) {
             RequestMatch::New => {}
             RequestMatch::Retransmission | RequestMatch::AckAbsorbed => {
@@ -445,6 +458,7 @@ impl Core {
             }
             self.auth.purge(now.system());
             self.guard.sweep(now.at);
+            self.expire_bans(now, fx);
             for call_id in self.calls.overdue(now.at) {
                 self.end_overdue_call(&call_id, now, fx);
             }

@@ -44,11 +44,27 @@ impl Daemon {
         let out = &mut fx.out;
         let mut parsed = Vec::with_capacity(items.len());
         let mut malformed = 0;
-        for &Datagram {
+        let mut banned = 0;
+        // Banned sources: dropped before anything else, unanswered.
+        let items: Vec<&Datagram<'_>> = self.drops.with(|dropped| {
+            items
+                .iter()
+                .filter(|d| {
+                    let drop = dropped(d.peer.addr.ip());
+                    banned += u64::from(drop);
+                    !drop
+                })
+                .collect()
+        });
+        if items.is_empty() && banned > 0 {
+            crate::lock(&self.core).counters.banned_dropped += banned;
+            return;
+        }
+        for &&Datagram {
             data,
             peer,
             oversized,
-        } in items
+        } in &items
         {
             if let Some(d) = &self.transports.debug {
                 d.log(true, &peer, data);
@@ -78,6 +94,7 @@ impl Daemon {
         }
         self.with_core(fx, |core, fx| {
             core.counters.malformed += malformed;
+            core.counters.banned_dropped += banned;
             let now = Now::read();
             for (msg, peer) in parsed {
                 core.on_message(msg, peer, now, fx);
@@ -131,6 +148,8 @@ impl Daemon {
         for flow in fx.trusted.drain(..) {
             self.transports.trust(flow);
         }
+        self.drops.apply(&fx.drops);
+        self.security.write(&fx.security);
         if !fx.out.is_empty() {
             self.transports.send_all(std::mem::take(&mut fx.out));
         }

@@ -7,6 +7,7 @@
 
 mod cmd;
 mod ingest;
+mod security;
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -92,6 +93,15 @@ pub struct Daemon {
     pub(super) tls: Arc<Tls>,
     /// A `tls:` listener is open: a reload must keep a certificate.
     pub(super) tls_listening: bool,
+    /// `security_log=`.
+    pub(super) security: security::SecurityLog,
+    /// Banned sources, dropped unparsed.
+    pub(super) drops: security::DropList,
+}
+
+/// The security log's path, relative to DIR.
+fn security_path(dir: &std::path::Path, config: &Config) -> Option<PathBuf> {
+    config.general.security_log.as_deref().map(|f| dir.join(f))
 }
 
 /// Tell systemd (when it started us with NOTIFY_SOCKET); best effort.
@@ -250,7 +260,16 @@ async fn serve(flags: Flags) -> Result<(), String> {
         runtime: tokio::runtime::Handle::current(),
         tls,
         tls_listening: needs_cert,
+        security: security::SecurityLog::default(),
+        drops: security::DropList::default(),
     });
+    daemon.security.open(
+        security_path(
+            &flags.dir,
+            &daemon.with_core(Effects::new(), |c, _| c.config().clone()),
+        )
+        .as_deref(),
+    )?;
     let _ = daemon.weak.set(Arc::downgrade(&daemon));
 
     let sink: Arc<dyn Sink> = daemon.clone();
@@ -352,6 +371,9 @@ impl Daemon {
         // The certificates too, all or nothing with sip.conf: a file that
         // does not load keeps the old ones (and the old sip.conf) in force.
         let tls = load_tls(&self.dir, &new, self.tls_listening)
+            .map_err(|e| format!("{e}; keeping the current configuration"))?;
+        self.security
+            .open(security_path(&self.dir, &new).as_deref())
             .map_err(|e| format!("{e}; keeping the current configuration"))?;
         let clients = new.clients.len();
         let origins = new.general.ws_origins.clone();

@@ -2,6 +2,7 @@
 //! `cmd/`: the control socket hands each parsed request to
 //! [`Daemon::handle`], which answers with one response.
 
+mod bans;
 mod calls;
 mod cdr;
 mod fwd;
@@ -24,6 +25,7 @@ impl crate::control::Handler for Daemon {
             Command::Calls => Response::ok(Reply::Calls(self.calls())),
             Command::Cdr { last } => self.cdr(last).await,
             Command::Fwd { who, action } => self.fwd(&who, action).await,
+            Command::Bans { clear } => self.bans(clear.as_deref()),
         }
     }
 }

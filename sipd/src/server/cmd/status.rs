@@ -83,6 +83,10 @@ impl Daemon {
                 counter("store write failures retried", self.store.failures()),
                 counter("store writes dropped", self.store.dropped()),
                 counter("per-source rejections", core.refused_per_source()),
+                counter("bans in table", core.ban_table_sizes().0 as u64),
+                counter("bans", c.bans),
+                counter("requests dropped from banned sources", c.banned_dropped),
+                counter("flood sources counted", core.ban_table_sizes().1 as u64),
             ]
             .into_iter()
             .chain(streams)
