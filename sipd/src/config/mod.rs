@@ -78,6 +78,9 @@ pub struct General {
     /// `ws_origins=`: the Origin values a WebSocket handshake may carry
     /// (empty: any).
     pub ws_origins: Vec<String>,
+    /// `metrics=IP:port`: where Prometheus scrapes `/metrics` (off when
+    /// unset). A reload that changes it moves the listener.
+    pub metrics: Option<std::net::SocketAddr>,
 }
 
 /// How sipd reaches a static client (`transport=`; default udp).
@@ -491,6 +494,7 @@ impl General {
             tls_key: None,
             tls_ca: None,
             ws_origins: Vec::new(),
+            metrics: None,
         }
     }
 }

@@ -564,6 +564,7 @@ fn general_values() {
             tls_key: None,
             tls_ca: None,
             ws_origins: Vec::new(),
+            metrics: None,
         }
     );
     assert!(c.clients.is_empty());
@@ -2009,4 +2010,38 @@ fn tls_and_websocket_keys() {
     assert!(e.contains("bad ws_origins"), "{e}");
     let e = error("[general]\nws_origins=https://phone.example/\n");
     assert!(e.contains("bad ws_origins"), "{e}");
+}
+
+#[test]
+fn metrics_listener_address() {
+    assert_eq!(ok("").general.metrics, None);
+    let c = ok("[general]\nmetrics=127.0.0.1:9100\n");
+    assert_eq!(c.general.metrics, Some(sa("127.0.0.1:9100")));
+    let c = ok("[general]\nmetrics=[::1]:9100\n");
+    assert_eq!(c.general.metrics, Some(sa("[::1]:9100")));
+    for bad in [
+        "127.0.0.1",
+        "localhost:9100",
+        "::1:9100",
+        "9100",
+        "127.0.0.1:99999",
+    ] {
+        let e = error(&format!("[general]\nrealm=x\nmetrics={bad}\n"));
+        assert_eq!(
+            e,
+            format!("sip.conf:3: bad metrics '{bad}': expected IP:port or [IPv6]:port, e.g. 127.0.0.1:9100")
+        );
+    }
+    let e = error("[general]\nmetrics=127.0.0.1:0\n");
+    assert_eq!(
+        e,
+        "sip.conf:2: bad metrics '127.0.0.1:0': port 1-65535 expected"
+    );
+    let e = error("[general]\nmetrics=224.0.0.1:9100\n");
+    assert!(
+        e.starts_with("sip.conf:2: bad metrics '224.0.0.1:9100'"),
+        "{e}"
+    );
+    let e = error("[alice]\nsecret=x\nmetrics=127.0.0.1:9100\n");
+    assert!(e.contains("unknown key 'metrics'"), "{e}");
 }

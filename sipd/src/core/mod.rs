@@ -10,6 +10,7 @@
 //! CANCEL special cases → in-dialog routing, REGISTER, OPTIONS for us, or
 //! identification + routing + proxying (`proxy/`).
 
+mod counts;
 mod effects;
 mod forwarding;
 mod identify;
@@ -38,6 +39,7 @@ use crate::transaction::{RequestMatch, Transactions, TxId, TxLimits};
 use crate::transport::Peer;
 
 pub use crate::rng::Rng;
+pub use counts::MessageCounts;
 pub use effects::Effects;
 pub use local::Local;
 pub use reply::{response_dest, via_with_received};
@@ -72,6 +74,8 @@ pub struct Counters {
     /// Keep-alive OPTIONS sent to UDP bindings, and answers counted.
     pub keepalives_sent: u64,
     pub keepalives_answered: u64,
+    /// Received requests by method, responses by class (for metrics).
+    pub received: MessageCounts,
 }
 
 /// Timer of a proxy context.
@@ -287,6 +291,7 @@ impl Core {
             self.on_request(msg, peer, now, fx);
         } else {
             self.counters.responses_in += 1;
+            self.counters.received.response(msg.status());
             if self.on_keepalive_response(&msg, peer.addr, now) {
                 return;
             }
@@ -307,6 +312,7 @@ impl Core {
 
     fn on_request(&mut self, msg: Message, peer: Peer, now: Now, fx: &mut Effects) {
         self.counters.requests_in += 1;
+        self.counters.received.request(msg.method());
         match self.txns.match_request(&msg, now.at, &mut fx.out) {
             RequestMatch::New => {}
             RequestMatch::Retransmission | RequestMatch::AckAbsorbed => {

@@ -3,10 +3,11 @@
 //! SIGHUP or `reload`, and stops cleanly on SIGTERM/SIGINT (socket file
 //! removed, store flushed). What the transports read goes through
 //! `ingest` (parse, core, effects); control commands are in `cmd/`, one
-//! file per command.
+//! file per command; the Prometheus endpoint (`metrics=`) in `metrics/`.
 
 mod cmd;
 mod ingest;
+mod metrics;
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -92,6 +93,8 @@ pub struct Daemon {
     pub(super) tls: Arc<Tls>,
     /// A `tls:` listener is open: a reload must keep a certificate.
     pub(super) tls_listening: bool,
+    /// The metrics listener (`metrics=`), moved by a reload.
+    pub(super) metrics: Mutex<Option<metrics::Listener>>,
 }
 
 /// Tell systemd (when it started us with NOTIFY_SOCKET); best effort.
@@ -204,6 +207,12 @@ async fn serve(flags: Flags) -> Result<(), String> {
         wss.set_origins(config.general.ws_origins.clone());
         Some(Arc::new(wss))
     };
+    let metrics_socket = match config.general.metrics {
+        Some(a) => {
+            Some(metrics::bind(a).map_err(|e| format!("cannot listen on metrics={a}: {e}"))?)
+        }
+        None => None,
+    };
     let ctl_path = flags.ctl_path();
     let ctl = crate::control::bind(&ctl_path)
         .map_err(|e| format!("control socket {}: {e}", ctl_path.display()))?;
@@ -250,8 +259,12 @@ async fn serve(flags: Flags) -> Result<(), String> {
         runtime: tokio::runtime::Handle::current(),
         tls,
         tls_listening: needs_cert,
+        metrics: Mutex::new(None),
     });
     let _ = daemon.weak.set(Arc::downgrade(&daemon));
+    if let Some(socket) = metrics_socket {
+        *crate::lock(&daemon.metrics) = Some(daemon.start_metrics(socket)?);
+    }
 
     let sink: Arc<dyn Sink> = daemon.clone();
     transports
@@ -353,6 +366,9 @@ impl Daemon {
         // does not load keeps the old ones (and the old sip.conf) in force.
         let tls = load_tls(&self.dir, &new, self.tls_listening)
             .map_err(|e| format!("{e}; keeping the current configuration"))?;
+        // Last of the checks: a metrics= address that cannot be bound
+        // refuses the reload (the listener stays where it was).
+        self.move_metrics(new.general.metrics)?;
         let clients = new.clients.len();
         let origins = new.general.ws_origins.clone();
         let diff = self.with_core(Effects::new(), |core, fx| {
