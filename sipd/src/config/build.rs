@@ -19,7 +19,8 @@
 //!   1–86400 s, `max_expires` 1–604800 s, `min_expires ≤ max_expires`
 //!   (reported on the later of the two lines; an unset one counts with its
 //!   default); `realm` must not contain `"`, `\` or control characters;
-//!   `cdr_keep_days` 0–36500 (0: CDRs are never pruned).
+//!   `cdr_keep_days` 0–36500 (0: CDRs are never pruned); `metrics` is
+//!   `IP:port` or `[IPv6]:port` with a port 1–65535 (no names, no bare IP).
 //! - `permit`: comma-separated items, each an IPv4/IPv6 address or network.
 //!   Abbreviated IPv4 (`10/8`, `192.168/16`) needs a prefix; a bare address
 //!   must be complete and is a /32 or /128. The prefix may be a length or, for
@@ -79,7 +80,7 @@ const CLIENT_KEYS: [&str; 13] = [
     "dialplan",
     "context",
 ];
-const GENERAL_KEYS: [&str; 17] = [
+const GENERAL_KEYS: [&str; 18] = [
     "flood",
     "ban",
     "security_log",
@@ -97,6 +98,7 @@ const GENERAL_KEYS: [&str; 17] = [
     "digest_uri",
     "call_limit",
     "cdr_keep_days",
+    "metrics",
 ];
 /// Most concurrent calls a `call_limit` may allow (the calls table's default size).
 const MAX_CALL_LIMIT: u32 = 100_000;
@@ -420,7 +422,29 @@ fn parse_general(section: &Section, opts: &Options, errors: &mut Errors) -> Gene
             }
         }
     }
+    if let Some(&(line, value)) = keys.get("metrics") {
+        match parse_metrics(value) {
+            Ok(addr) => general.metrics = Some(addr),
+            Err(e) => errors.add(line, e),
+        }
+    }
     general
+}
+
+/// `metrics=IP:port` or `metrics=[IPv6]:port`: the Prometheus listener.
+fn parse_metrics(value: &str) -> Result<std::net::SocketAddr, String> {
+    let bad =
+        || format!("bad metrics '{value}': expected IP:port or [IPv6]:port, e.g. 127.0.0.1:9100");
+    let addr: std::net::SocketAddr = value.parse().map_err(|_| bad())?;
+    if addr.port() == 0 {
+        return Err(format!("bad metrics '{value}': port 1-65535 expected"));
+    }
+    if addr.ip().is_multicast() {
+        return Err(format!(
+            "bad metrics '{value}': a multicast address cannot be listened on"
+        ));
+    }
+    Ok(addr)
 }
 
 /// `call_limit=N`: concurrent calls a client may make, 0 for no limit

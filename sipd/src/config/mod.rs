@@ -85,6 +85,9 @@ pub struct General {
     pub ban: u32,
     /// `security_log=FILE` (relative to DIR): one line per security event.
     pub security_log: Option<String>,
+    /// `metrics=IP:port`: where Prometheus scrapes `/metrics` (off when
+    /// unset). A reload that changes it moves the listener.
+    pub metrics: Option<std::net::SocketAddr>,
 }
 
 /// How sipd reaches a static client (`transport=`; default udp).
@@ -501,6 +504,7 @@ impl General {
             flood: (100, 2),
             ban: 300,
             security_log: None,
+            metrics: None,
         }
     }
 }

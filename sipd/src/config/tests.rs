@@ -567,6 +567,7 @@ fn general_values() {
             flood: (100, 2),
             ban: 300,
             security_log: None,
+            metrics: None,
         }
     );
     assert!(c.clients.is_empty());
@@ -2039,4 +2040,38 @@ fn flood_ban_and_security_log_keys() {
         let e = error(&format!("[general]\nban={bad}\n"));
         assert!(e.contains("bad ban"), "{bad}: {e}");
     }
+}
+
+#[test]
+fn metrics_listener_address() {
+    assert_eq!(ok("").general.metrics, None);
+    let c = ok("[general]\nmetrics=127.0.0.1:9100\n");
+    assert_eq!(c.general.metrics, Some(sa("127.0.0.1:9100")));
+    let c = ok("[general]\nmetrics=[::1]:9100\n");
+    assert_eq!(c.general.metrics, Some(sa("[::1]:9100")));
+    for bad in [
+        "127.0.0.1",
+        "localhost:9100",
+        "::1:9100",
+        "9100",
+        "127.0.0.1:99999",
+    ] {
+        let e = error(&format!("[general]\nrealm=x\nmetrics={bad}\n"));
+        assert_eq!(
+            e,
+            format!("sip.conf:3: bad metrics '{bad}': expected IP:port or [IPv6]:port, e.g. 127.0.0.1:9100")
+        );
+    }
+    let e = error("[general]\nmetrics=127.0.0.1:0\n");
+    assert_eq!(
+        e,
+        "sip.conf:2: bad metrics '127.0.0.1:0': port 1-65535 expected"
+    );
+    let e = error("[general]\nmetrics=224.0.0.1:9100\n");
+    assert!(
+        e.starts_with("sip.conf:2: bad metrics '224.0.0.1:9100'"),
+        "{e}"
+    );
+    let e = error("[alice]\nsecret=x\nmetrics=127.0.0.1:9100\n");
+    assert!(e.contains("unknown key 'metrics'"), "{e}");
 }

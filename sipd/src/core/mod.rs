@@ -11,6 +11,7 @@
 //! identification + routing + proxying (`proxy/`).
 
 mod bans;
+mod counts;
 mod defence;
 mod effects;
 mod forwarding;
@@ -40,6 +41,7 @@ use crate::transaction::{RequestMatch, Transactions, TxId, TxLimits};
 use crate::transport::Peer;
 
 pub use crate::rng::Rng;
+pub use counts::MessageCounts;
 pub use defence::{Ban, Reason as BanReason};
 pub use effects::{Effects, SecurityEvent};
 pub use local::Local;
@@ -79,6 +81,8 @@ pub struct Counters {
     pub bans: u64,
     /// Requests dropped unanswered because their source is banned.
     pub banned_dropped: u64,
+    /// Received requests by method, responses by class (for metrics).
+    pub received: MessageCounts,
 }
 
 /// Timer of a proxy context.
@@ -297,6 +301,7 @@ impl Core {
             self.on_request(msg, peer, now, fx);
         } else {
             self.counters.responses_in += 1;
+            self.counters.received.response(msg.status());
             if self.on_keepalive_response(&msg, peer.addr, now) {
                 return;
             }
@@ -317,6 +322,7 @@ impl Core {
 
     fn on_request(&mut self, msg: Message, peer: Peer, now: Now, fx: &mut Effects) {
         self.counters.requests_in += 1;
+        self.counters.received.request(msg.method());
         if self.flood_drop(&msg, peer, now, fx) {
             return;
         }

@@ -3,10 +3,11 @@
 //! SIGHUP or `reload`, and stops cleanly on SIGTERM/SIGINT (socket file
 //! removed, store flushed). What the transports read goes through
 //! `ingest` (parse, core, effects); control commands are in `cmd/`, one
-//! file per command.
+//! file per command; the Prometheus endpoint (`metrics=`) in `metrics/`.
 
 mod cmd;
 mod ingest;
+mod metrics;
 mod security;
 
 use std::path::PathBuf;
@@ -97,6 +98,8 @@ pub struct Daemon {
     pub(super) security: security::SecurityLog,
     /// Banned sources, dropped unparsed.
     pub(super) drops: security::DropList,
+    /// The metrics listener (`metrics=`), moved by a reload.
+    pub(super) metrics: Mutex<Option<metrics::Listener>>,
 }
 
 /// The security log's path, relative to DIR.
@@ -214,6 +217,12 @@ async fn serve(flags: Flags) -> Result<(), String> {
         wss.set_origins(config.general.ws_origins.clone());
         Some(Arc::new(wss))
     };
+    let metrics_socket = match config.general.metrics {
+        Some(a) => {
+            Some(metrics::bind(a).map_err(|e| format!("cannot listen on metrics={a}: {e}"))?)
+        }
+        None => None,
+    };
     let ctl_path = flags.ctl_path();
     let ctl = crate::control::bind(&ctl_path)
         .map_err(|e| format!("control socket {}: {e}", ctl_path.display()))?;
@@ -262,6 +271,7 @@ async fn serve(flags: Flags) -> Result<(), String> {
         tls_listening: needs_cert,
         security: security::SecurityLog::default(),
         drops: security::DropList::default(),
+        metrics: Mutex::new(None),
     });
     daemon.security.open(
         security_path(
@@ -271,6 +281,9 @@ async fn serve(flags: Flags) -> Result<(), String> {
         .as_deref(),
     )?;
     let _ = daemon.weak.set(Arc::downgrade(&daemon));
+    if let Some(socket) = metrics_socket {
+        *crate::lock(&daemon.metrics) = Some(daemon.start_metrics(socket)?);
+    }
 
     let sink: Arc<dyn Sink> = daemon.clone();
     transports
@@ -375,6 +388,9 @@ impl Daemon {
         self.security
             .open(security_path(&self.dir, &new).as_deref())
             .map_err(|e| format!("{e}; keeping the current configuration"))?;
+        // Last of the checks: a metrics= address that cannot be bound
+        // refuses the reload (the listener stays where it was).
+        self.move_metrics(new.general.metrics)?;
         let clients = new.clients.len();
         let origins = new.general.ws_origins.clone();
         let diff = self.with_core(Effects::new(), |core, fx| {
