@@ -5,6 +5,7 @@
 mod calls;
 mod cdr;
 mod fwd;
+mod gateways;
 mod regs;
 mod reload;
 mod status;
@@ -24,6 +25,7 @@ impl crate::control::Handler for Daemon {
             Command::Calls => Response::ok(Reply::Calls(self.calls())),
             Command::Cdr { last } => self.cdr(last).await,
             Command::Fwd { who, action } => self.fwd(&who, action).await,
+            Command::Gateways => Response::ok(Reply::Gateways(self.gateways())),
         }
     }
 }
