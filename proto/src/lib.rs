@@ -91,6 +91,8 @@ pub enum Command {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         clear: Option<String>,
     },
+    /// Health of the gateways and mediagates (OPTIONS checks of their hosts).
+    Gateways,
 }
 
 /// One response line: `ok` with a `result`, or not `ok` with an `error`.
@@ -154,7 +156,9 @@ pub fn parse_request(line: &str) -> Result<Request, String> {
     serde_json::from_value(value).map_err(|e| format!("malformed request: {e}"))
 }
 
-const KNOWN_COMMANDS: &[&str] = &["status", "reload", "regs", "calls", "cdr", "fwd", "bans"];
+const KNOWN_COMMANDS: &[&str] = &[
+    "status", "reload", "regs", "calls", "cdr", "fwd", "bans", "gateways",
+];
 
 /// Serialise a message as one line (with the trailing newline).
 pub fn to_line<T: Serialize>(msg: &T) -> String {
@@ -435,6 +439,53 @@ mod tests {
             ),
             "{pretty}"
         );
+    }
+
+    #[test]
+    fn gateways_wire_format() {
+        let line = to_line(&Request::new(Command::Gateways));
+        assert_eq!(line, "{\"v\":1,\"cmd\":\"gateways\"}\n");
+        assert_eq!(
+            parse_request(line.trim_end()).unwrap().cmd,
+            Command::Gateways
+        );
+        let ok = Response::ok(Reply::Gateways(Gateways {
+            gateways: vec![
+                GatewayInfo {
+                    name: "GW1".into(),
+                    role: "gateway".into(),
+                    host: "udp:10.0.0.1:5060".into(),
+                    state: "up".into(),
+                    rtt_ms: Some(3),
+                    since: Some(1_795_651_200_123),
+                    qualify: 30,
+                    calls: 2,
+                },
+                GatewayInfo {
+                    name: "M".into(),
+                    role: "mediagate".into(),
+                    host: String::new(),
+                    state: "unknown".into(),
+                    rtt_ms: None,
+                    since: None,
+                    qualify: 30,
+                    calls: 0,
+                },
+            ],
+        }));
+        let line = to_line(&ok);
+        assert_eq!(
+            line,
+            concat!(
+                r#"{"v":1,"ok":true,"result":{"type":"gateways","gateways":["#,
+                r#"{"name":"GW1","role":"gateway","host":"udp:10.0.0.1:5060","state":"up","#,
+                r#""rtt_ms":3,"since":1795651200123,"qualify":30,"calls":2},"#,
+                r#"{"name":"M","role":"mediagate","host":"","state":"unknown","qualify":30,"calls":0}"#,
+                "]}}\n"
+            )
+        );
+        let back: Response = serde_json::from_str(line.trim_end()).unwrap();
+        assert_eq!(back, ok);
     }
 
     #[test]

@@ -15,6 +15,7 @@ pub enum Reply {
     Cdr(Cdrs),
     Fwd(FwdReport),
     Bans(Bans),
+    Gateways(Gateways),
 }
 
 /// `bans`: the ban table, the next to end first (and, after `bans clear`,
@@ -261,4 +262,38 @@ pub struct FwdState {
     /// `sip.conf`, `phone`, `sipctl` (absent for none)
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub source: Option<String>,
+}
+
+/// `gateways`: the health of every gateway and mediagate, in sip.conf order.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Gateways {
+    pub gateways: Vec<GatewayInfo>,
+}
+
+/// One gateway or mediagate.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GatewayInfo {
+    pub name: String,
+    /// `gateway` or `mediagate`
+    pub role: String,
+    /// Where it is reached: its `host` over its transport
+    /// (`udp:10.0.0.1:5060`), else the source of its registration; empty
+    /// when it has no host and is not registered.
+    pub host: String,
+    /// `up`, `down` or `unknown` (not checked yet, `qualify=0`, or a
+    /// registered gateway whose keep-alive has not been answered yet).
+    pub state: String,
+    /// Round trip of the last answered check, ms.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rtt_ms: Option<u64>,
+    /// Unix ms of the last state change (or of when sipd started checking
+    /// the host: start, reload); absent for a registered gateway.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub since: Option<u64>,
+    /// Seconds between checks (0: not checked).
+    #[serde(default)]
+    pub qualify: u32,
+    /// Calls in progress through it (out to it, or in from it).
+    #[serde(default)]
+    pub calls: u64,
 }

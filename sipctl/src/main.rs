@@ -63,6 +63,9 @@ enum Cmd {
         action: Option<String>,
         address: Option<String>,
     },
+    /// Gateways and mediagates: host, health (up/down/unknown), last RTT,
+    /// since when, calls in progress through each
+    Gateways,
 }
 
 fn main() -> ExitCode {
@@ -104,6 +107,7 @@ fn run(cli: &Cli) -> Result<String, String> {
             }
             _ => return Err("usage: sipctl bans [clear ADDR]".into()),
         },
+        Cmd::Gateways => Command::Gateways,
     };
     let path = cli
         .ctl
@@ -315,7 +319,41 @@ fn render(reply: &Reply) -> String {
             s.push_str(&format!("{n} ban{}\n", if n == 1 { "" } else { "s" }));
             s
         }
+        Reply::Gateways(g) => render_gateways(g),
     }
+}
+
+/// `sipctl gateways`: one row per gateway or mediagate, sip.conf order.
+fn render_gateways(g: &proto::Gateways) -> String {
+    #[derive(Tabled)]
+    struct Row<'a> {
+        name: &'a str,
+        role: &'a str,
+        host: &'a str,
+        state: &'a str,
+        rtt: String,
+        since: String,
+        calls: u64,
+    }
+    let n = g.gateways.len();
+    let rows = g.gateways.iter().map(|g| Row {
+        name: &g.name,
+        role: &g.role,
+        host: if g.host.is_empty() {
+            "(not registered)"
+        } else {
+            &g.host
+        },
+        state: &g.state,
+        rtt: g.rtt_ms.map(|ms| format!("{ms} ms")).unwrap_or_default(),
+        since: g.since.map(format_unix_ms).unwrap_or_default(),
+        calls: g.calls,
+    });
+    format!(
+        "{}{n} gateway{}\n",
+        table(rows),
+        if n == 1 { "" } else { "s" }
+    )
 }
 
 fn format_duration(secs: u64) -> String {
@@ -365,6 +403,60 @@ mod tests {
         let e = fwd_action(Some("unavail"), Some(&"9".repeat(1_000_000))).unwrap_err();
         assert!(e.len() < 200 && !e.contains('\n'), "{e}");
         assert!(e.contains("1000000 characters"), "{e}");
+    }
+
+    #[test]
+    fn gateways_table() {
+        let g = proto::Gateways {
+            gateways: vec![
+                proto::GatewayInfo {
+                    name: "GW1".into(),
+                    role: "gateway".into(),
+                    host: "udp:10.0.0.1:5060".into(),
+                    state: "down".into(),
+                    rtt_ms: Some(12),
+                    since: Some(1_795_651_200_123),
+                    qualify: 30,
+                    calls: 1,
+                },
+                proto::GatewayInfo {
+                    name: "REG".into(),
+                    role: "gateway".into(),
+                    host: String::new(),
+                    state: "unknown".into(),
+                    rtt_ms: None,
+                    since: None,
+                    qualify: 30,
+                    calls: 0,
+                },
+            ],
+        };
+        let out = render_gateways(&g);
+        let lines: Vec<&str> = out.lines().collect();
+        assert!(
+            lines[0].contains("name") && lines[0].contains("since"),
+            "{out}"
+        );
+        assert!(
+            lines[2].contains("GW1") && lines[2].contains("udp:10.0.0.1:5060"),
+            "{out}"
+        );
+        assert!(
+            lines[2].contains("down") && lines[2].contains("12 ms"),
+            "{out}"
+        );
+        assert!(lines[2].contains("2026-11-26 00:00:00"), "{out}");
+        assert!(
+            lines[3].contains("(not registered)") && lines[3].contains("unknown"),
+            "{out}"
+        );
+        assert_eq!(lines.last(), Some(&"2 gateways"));
+        assert!(matches!(
+            Cli::try_parse_from(["sipctl", "gateways", "--json"])
+                .unwrap()
+                .cmd,
+            Cmd::Gateways
+        ));
     }
 
     #[test]

@@ -17,6 +17,8 @@ struct Pbx {
     gw2: SocketAddr,
 }
 
+/// The gateways here read every request as part of a call: health-check
+/// OPTIONS are off for them (tests/tests/gateways.rs tests those).
 fn pbx() -> Pbx {
     let gw1: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
     let gw2: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
@@ -25,8 +27,8 @@ fn pbx() -> Pbx {
          [alice]\naccountcode=office\nsecret=alice-pw\nexten=4951110001#1001\ncallerid=\"Alice\" <4951110001>\n\n\
          [bob]\naccountcode=office\nsecret=bob-pw\nexten=4951110002#1002\n\n\
          [carol]\naccountcode=home\nsecret=carol-pw\nexten=1003\ncontext=em\n\n\
-         [GW1]\naccountcode=gateways\nhost={gw1}\nexten=9\n\n\
-         [GW2]\naccountcode=gateways\nhost={gw2}\nexten=8\n"
+         [GW1]\naccountcode=gateways\nhost={gw1}\nexten=9\nqualify=0\n\n\
+         [GW2]\naccountcode=gateways\nhost={gw2}\nexten=8\nqualify=0\n"
     );
     Pbx {
         sipd: Sipd::start(&conf),

@@ -13,12 +13,14 @@ const S: Duration = Duration::from_secs(5);
 /// How long "nothing arrives" is watched.
 const QUIET: Duration = Duration::from_millis(700);
 
+/// The gateway must see nothing but what a call sends it: its
+/// health-check OPTIONS are off (`qualify=0`).
 fn conf(gw: SocketAddr, general: &str) -> String {
     format!(
         "[general]\nnoanswer=30\n{general}\n\
          [alice]\naccountcode=office\nsecret=alice-pw\nexten=4951110001#1001\ndialplan=^1...$\n\n\
          [bob]\naccountcode=office\nsecret=bob-pw\nexten=4951110002#1002\n\n\
-         [GW]\naccountcode=gateways\nhost={gw}\nexten=9\n"
+         [GW]\naccountcode=gateways\nhost={gw}\nexten=9\nqualify=0\n"
     )
 }
 

@@ -90,6 +90,10 @@ pub struct General {
     pub metrics: Option<std::net::SocketAddr>,
 }
 
+/// Default `qualify` of gateways and mediagates, seconds: how often sipd
+/// checks that they answer OPTIONS (like Kamailio's dispatcher probing).
+pub const GATEWAY_QUALIFY: u32 = 30;
+
 /// How sipd reaches a static client (`transport=`; default udp).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Transport {
@@ -190,9 +194,16 @@ impl Client {
     pub fn max_contacts(&self, general: &General) -> u32 {
         self.max_contacts.unwrap_or(general.max_contacts)
     }
-    /// Keep-alive interval of this client's UDP bindings, seconds (0: off).
+    /// Seconds between OPTIONS pings to this client (0: off): its own
+    /// `qualify=`, else by role. A user's UDP bindings get `[general]
+    /// qualify` (default 25, NAT keep-alive); a gateway or mediagate gets
+    /// [`GATEWAY_QUALIFY`] whatever `[general]` says (health checks of its
+    /// `host`, and of its UDP bindings when it registers).
     pub fn qualify(&self, general: &General) -> u32 {
-        self.qualify.unwrap_or(general.qualify)
+        self.qualify.unwrap_or(match self.role {
+            Role::User => general.qualify,
+            Role::Gateway | Role::Mediagate => GATEWAY_QUALIFY,
+        })
     }
     /// Digest algorithms this client is challenged with, in order.
     pub fn digest<'a>(&'a self, general: &'a General) -> &'a [crate::auth::Algorithm] {

@@ -599,6 +599,27 @@ fn max_contacts_and_qualify_general_and_per_client() {
 }
 
 #[test]
+fn qualify_default_by_role() {
+    // Gateways and mediagates: 30 s unless their section says otherwise,
+    // whatever [general] qualify is (it is the phones' NAT keep-alive).
+    for general in ["", "[general]\nqualify=0\n", "[general]\nqualify=10\n"] {
+        let c = ok(&format!(
+            "{general}[u]\nsecret=x\n[gw]\naccountcode=gateways\nhost=10.0.0.1\nexten=9\n\
+             [gw2]\naccountcode=gateways\nhost=10.0.0.2\nqualify=5\n\
+             [gw3]\naccountcode=gateways\nhost=10.0.0.3\nqualify=0\n\
+             [mg]\naccountcode=mediagates\nhost=10.0.0.4\n"
+        ));
+        let q = |n: &str| c.client(n).unwrap().qualify(&c.general);
+        assert_eq!(q("u"), c.general.qualify, "{general}");
+        assert_eq!(
+            (q("gw"), q("gw2"), q("gw3"), q("mg")),
+            (GATEWAY_QUALIFY, 5, 0, 30),
+            "{general}"
+        );
+    }
+}
+
+#[test]
 fn call_limits() {
     let c = ok("[general]\ncall_limit=5\n[a]\nsecret=x\n[b]\nsecret=x\ncall_limit=0\n\
                 [gw]\naccountcode=gateways\nhost=10.0.0.1\n[gw2]\naccountcode=gateways\nhost=10.0.0.2\ncall_limit=7\n");

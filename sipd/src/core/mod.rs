@@ -15,6 +15,7 @@ mod counts;
 mod defence;
 mod effects;
 mod forwarding;
+pub mod gateways;
 mod identify;
 mod keepalive;
 mod local;
@@ -83,6 +84,10 @@ pub struct Counters {
     pub banned_dropped: u64,
     /// Received requests by method, responses by class (for metrics).
     pub received: MessageCounts,
+    /// Health-check OPTIONS sent to gateways and mediagates, and answers
+    /// counted (`503` is not one).
+    pub gateway_checks_sent: u64,
+    pub gateway_checks_answered: u64,
 }
 
 /// Timer of a proxy context.
@@ -106,6 +111,10 @@ pub struct Core {
     txns: Transactions,
     auth: DigestAuth,
     registrar: Registrar,
+    /// Gateway and mediagate health checks.
+    gateways: gateways::Health,
+    /// The configuration changed since `gateways` last followed it.
+    gateways_stale: bool,
     forwards: Forwards,
     calls: Calls,
     /// Boxed, like the transactions: cheap to move in and out and to rehash.
@@ -177,6 +186,7 @@ impl Core {
             }
             forwards = Forwards::from_rows(&loaded.forwards);
         }
+        let gateways = gateways::Health::new(&config, now);
         Core {
             config,
             local,
@@ -189,6 +199,8 @@ impl Core {
                 crate::auth::DEFAULT_CAPACITY,
             ),
             registrar,
+            gateways,
+            gateways_stale: false,
             forwards,
             calls: Calls::new(opts.max_calls),
             // Sized like the transaction tables (see TxLimits::initial).
@@ -264,6 +276,16 @@ impl Core {
 
     /// The earliest pending timer, if any (tests jump time to it).
     pub fn next_timer(&self) -> Option<Instant> {
+        let check = self.gateways.next_check();
+        [self.next_timer_but_checks(), check]
+            .into_iter()
+            .flatten()
+            .min()
+    }
+
+    /// The earliest pending timer other than the gateway health checks
+    /// (those go on for as long as a gateway has a host and a qualify).
+    pub fn next_timer_but_checks(&self) -> Option<Instant> {
         let ctx = self.ctx_timers.peek().map(|Reverse((at, ..))| *at);
         let tx = self.txns.next_timer();
         let ping = self.registrar.next_ping();
@@ -272,8 +294,11 @@ impl Core {
 
     /// Install a new configuration (after a successful reload): bindings and
     /// forwarding overrides of removed clients go, from the store too (else
-    /// a restart would bring back what the reload dropped); calls keep going.
+    /// a restart would bring back what the reload dropped); calls keep going;
+    /// the gateway health table follows the new gateways at the next tick
+    /// (`gateways.rs`; it needs the time).
     pub fn set_config(&mut self, config: Arc<Config>, fx: &mut Effects) {
+        self.gateways_stale = true;
         for name in self.registrar.retain_clients(&config) {
             fx.write(Write::DeleteBinding(name));
         }
@@ -303,6 +328,9 @@ impl Core {
             self.counters.responses_in += 1;
             self.counters.received.response(msg.status());
             if self.on_keepalive_response(&msg, peer.addr, now) {
+                return;
+            }
+            if self.on_gateway_response(&msg, &peer, now) {
                 return;
             }
             if let Some(ev) = self.txns.on_response(msg, now.at, &mut fx.out) {
@@ -470,6 +498,10 @@ impl Core {
             }
         }
         self.send_keepalives(now, fx);
+        if std::mem::take(&mut self.gateways_stale) {
+            self.gateways.sync(&self.config, now);
+        }
+        self.send_gateway_checks(now, fx);
         self.prune_cdrs_when_due(now, fx);
     }
 

@@ -98,7 +98,7 @@ impl Core {
     ) {
         let registrar = &self.registrar;
         let locate = |name: &str| registrar.locate(name);
-        match features::announce(&self.config, &locate, &outcome) {
+        match features::announce(&self.config, &locate, self.gateways.down(), &outcome) {
             Announce::Reply { code, reason } => {
                 // Answered by sipd itself: not a call.
                 self.calls.remove(msg.call_id());

@@ -27,8 +27,12 @@
 //!   be reached now (its registration, else its `host`), with Request-URI
 //!   `sip:{user}@{host:port}` (or the registered Contact with the user
 //!   replaced); no reachable mediagate → the proxy answers `480 {reason}`.
+//!   A mediagate whose host is down (health checks) is passed over for
+//!   one that is not, but used when all reachable ones are down.
 //!
 //! Everything here is pure.
+
+use std::collections::HashSet;
 
 use proto::Forwarding;
 
@@ -209,21 +213,33 @@ pub enum Announce {
     Reply { code: u16, reason: String },
 }
 
-/// Where to announce `outcome`: the first reachable mediagate, else `480`
-/// with the outcome's reason. `locate` gives a client's registered binding.
+/// Where to announce `outcome`: the first reachable mediagate not `down`
+/// (its host failed the health checks, `core/gateways.rs`; one reached at
+/// its registration is never down here), else the first reachable one,
+/// else `480` with the outcome's reason. `locate` gives a client's
+/// registered binding.
 pub fn announce(
     config: &Config,
     locate: &dyn Fn(&str) -> Option<Location>,
+    down: &HashSet<String>,
     outcome: &Outcome,
 ) -> Announce {
+    let mut fallback = None;
     for mg in config.mediagates() {
         if let Some(loc) = reach::reach_as(mg, &outcome.uri_user, locate) {
-            return Announce::Mediagate {
+            let announce = Announce::Mediagate {
                 target: mg.name.clone(),
                 dest: loc.dest,
                 ruri: loc.uri,
             };
+            if !down.contains(&mg.name) || locate(&mg.name).is_some() {
+                return announce;
+            }
+            fallback.get_or_insert(announce);
         }
+    }
+    if let Some(a) = fallback {
+        return a;
     }
     Announce::Reply {
         code: 480,
@@ -538,12 +554,20 @@ mod tests {
         None
     }
 
+    fn none() -> HashSet<String> {
+        HashSet::new()
+    }
+
+    fn names(n: &[&str]) -> HashSet<String> {
+        n.iter().map(|s| s.to_string()).collect()
+    }
+
     #[test]
     fn announce_at_the_mediagate_host() {
         let cfg = example();
         let out = outcome_forwarding(&Forwarding::always("4991234567"));
         assert_eq!(
-            announce(&cfg, &nobody, &out),
+            announce(&cfg, &nobody, &none(), &out),
             Announce::Mediagate {
                 target: "MEDIAGATE".to_string(),
                 dest: Peer {
@@ -570,7 +594,7 @@ mod tests {
             (outcome_unknown(), "Unknown Feature Code"),
         ] {
             assert_eq!(
-                announce(&cfg, &nobody, &out),
+                announce(&cfg, &nobody, &none(), &out),
                 Announce::Reply {
                     code: 480,
                     reason: reason.to_string()
@@ -601,7 +625,7 @@ mod tests {
             })
         };
         assert_eq!(
-            announce(&cfg, &locate, &outcome_bad()),
+            announce(&cfg, &locate, &none(), &outcome_bad()),
             Announce::Mediagate {
                 target: "M2".to_string(),
                 dest: tcp,
@@ -609,7 +633,7 @@ mod tests {
             }
         );
         // Without M2's registration: M3 at its host (port 5060).
-        match announce(&cfg, &nobody, &outcome_unknown()) {
+        match announce(&cfg, &nobody, &none(), &outcome_unknown()) {
             Announce::Mediagate { target, ruri, dest } => {
                 assert_eq!(target, "M3");
                 assert_eq!(ruri, "sip:*00@10.0.0.3:5060");
@@ -618,5 +642,38 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn announce_prefers_a_mediagate_that_is_not_down() {
+        let cfg = config(
+            "[M1]\naccountcode=mediagates\nhost=10.0.0.1\n\
+             [M2]\naccountcode=mediagates\nhost=10.0.0.2\n\
+             [M3]\naccountcode=mediagates\nsecret=s\n",
+        );
+        let at = |down: &[&str], locate: &dyn Fn(&str) -> Option<Location>| match announce(
+            &cfg,
+            locate,
+            &names(down),
+            &outcome_unknown(),
+        ) {
+            Announce::Mediagate { target, .. } => target,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(at(&[], &nobody), "M1");
+        assert_eq!(at(&["M1"], &nobody), "M2");
+        assert_eq!(at(&["M2"], &nobody), "M1");
+        // All reachable ones down: the first anyway.
+        assert_eq!(at(&["M1", "M2"], &nobody), "M1");
+        // A registered mediagate is reached at its registration: the
+        // health of hosts does not apply to it.
+        let m3 = |name: &str| {
+            (name == "M3").then(|| Location {
+                dest: Peer::to(Transport::Udp, "10.0.0.3:5060".parse().unwrap()),
+                uri: "sip:m@10.0.0.3:5060".to_string(),
+            })
+        };
+        assert_eq!(at(&["M1", "M2"], &m3), "M3");
+        assert_eq!(at(&["M1", "M2", "M3"], &m3), "M3");
     }
 }

@@ -82,24 +82,31 @@ pub fn reach_as(
     }
 }
 
-fn host_location(client: &Client, user: &str) -> Option<Location> {
+/// Where requests to a client's `host` go: its `transport=` and the
+/// written port, else the transport's own (5061 for TLS). Also where the
+/// gateway health checks go (`core/gateways.rs`).
+pub fn host_peer(client: &Client) -> Option<Peer> {
     use crate::config::Transport as T;
     let host = client.host?;
-    let (transport, param) = match client.transport {
-        T::Udp => (Transport::Udp, ""),
-        T::Tcp => (Transport::Tcp, ";transport=tcp"),
-        T::Tls => (Transport::Tls, ";transport=tls"),
+    let transport = match client.transport {
+        T::Udp => Transport::Udp,
+        T::Tcp => Transport::Tcp,
+        T::Tls => Transport::Tls,
     };
-    // No port written: the transport's own (5061 for TLS).
     let addr = SocketAddr::new(host.ip, host.port.unwrap_or(transport.default_port()));
+    Some(Peer::to(transport, addr))
+}
+
+fn host_location(client: &Client, user: &str) -> Option<Location> {
+    let dest = host_peer(client)?;
+    let param = match dest.transport {
+        Transport::Tcp => ";transport=tcp",
+        Transport::Tls => ";transport=tls",
+        _ => "",
+    };
     Some(Location {
-        dest: Peer {
-            transport,
-            addr,
-            flow: None,
-            local: None,
-        },
-        uri: format!("sip:{user}@{addr}{param}"),
+        dest,
+        uri: format!("sip:{user}@{}{param}", dest.addr),
     })
 }
 

@@ -20,7 +20,10 @@
 //!    `503 No Gateway`; else one attempt per reachable gateway,
 //!    starting at `gateway_start % n` and wrapping, with Request-URI
 //!    `sip:{prefix}{normalised}@{host:port}`, presenting the caller's
-//!    callerid ([`caller_id`]).
+//!    callerid ([`caller_id`]). Gateways in [`Call::down`] are left out,
+//!    unless all the reachable ones are down: then all are tried, in the
+//!    same order (a health check can be wrong; failing at once cannot
+//!    be better).
 //! 6. T with an effective `Always(F)`: F is routed as if T had dialed it
 //!    (T's group, dialplan and callerid), with a Diversion naming T
 //!    (`reason=unconditional`); a `Reply` there is the call's answer.
@@ -56,7 +59,9 @@
 //!   members, its name. A registration wins over a `host`.
 //! - Gateways (and mediagates, [`reach_as`]) that register instead of having
 //!   a host are reached at their registration, the Contact's user replaced
-//!   by `{prefix}{normalised}`.
+//!   by `{prefix}{normalised}`. Such a gateway is never "down" here: the
+//!   health checks are of `host`, and a registration's own keep-alive
+//!   already decides whether it is located at all.
 //! - `noanswer` is `Some(config.general.noanswer)` for every client attempt,
 //!   also the last one (spec §4.5: a client that does not answer in time is
 //!   unavailable, and the caller then gets the last final response); `None`
@@ -96,6 +101,10 @@ pub struct Call<'a> {
     /// Random start index for gateway failover (reduced modulo the number
     /// of gateways).
     pub gateway_start: usize,
+    /// Gateways (by name) whose `host` stopped answering health-check
+    /// OPTIONS (`core/gateways.rs`): skipped, unless every gateway the
+    /// call could use is down.
+    pub down: &'a HashSet<String>,
 }
 
 /// What to do with the INVITE.
@@ -340,7 +349,8 @@ impl<'a> Router<'a, '_> {
         let n = gateways.len();
         let start = self.call.gateway_start % n;
         let present = caller_id(dialer);
-        let mut reachable = false;
+        // (gateway, where, down) in failover order.
+        let mut found = Vec::with_capacity(n);
         for i in 0..n {
             let g = gateways[(start + i) % n];
             let prefix = g.prefix.as_deref().unwrap_or_default();
@@ -348,7 +358,17 @@ impl<'a> Router<'a, '_> {
             let Some(loc) = reach_as(g, &user, self.call.locate) else {
                 continue;
             };
-            reachable = true;
+            let down = self.call.down.contains(&g.name) && (self.call.locate)(&g.name).is_none();
+            found.push((g, loc, down));
+        }
+        if found.is_empty() {
+            return Err(reply(503, "No Gateway"));
+        }
+        let all_down = found.iter().all(|(_, _, down)| *down);
+        for (g, loc, down) in found {
+            if down && !all_down {
+                continue;
+            }
             if !self.rung.insert((&g.name, Some(loc.uri.clone()))) {
                 continue;
             }
@@ -363,11 +383,7 @@ impl<'a> Router<'a, '_> {
                 diversion: div.to_vec(),
             });
         }
-        if reachable {
-            Ok(())
-        } else {
-            Err(reply(503, "No Gateway"))
-        }
+        Ok(())
     }
 }
 
@@ -417,6 +433,7 @@ mod tests {
         regs: HashMap<String, Location>,
         fw: Forwards,
         start: usize,
+        down: HashSet<String>,
     }
 
     impl World {
@@ -426,7 +443,14 @@ mod tests {
                 regs: HashMap::new(),
                 fw: Forwards::new(),
                 start: 0,
+                down: HashSet::new(),
             }
+        }
+
+        /// These gateways failed their health checks.
+        fn down(mut self, names: &[&str]) -> World {
+            self.down = names.iter().map(|n| n.to_string()).collect();
+            self
         }
 
         fn example() -> World {
@@ -465,6 +489,7 @@ mod tests {
                 locate: &locate,
                 forwards: &self.fw,
                 gateway_start: self.start,
+                down: &self.down,
             })
         }
 
@@ -1008,6 +1033,80 @@ mod tests {
                 pair("g3", "sip:344123@10.0.0.3:5080"),
             ]
         );
+    }
+
+    #[test]
+    fn down_gateways_are_skipped_unless_all_are_down() {
+        let text = "[u]\nsecret=s\n\
+                    [g1]\naccountcode=gateways\nhost=10.0.0.1\nexten=1\n\
+                    [g2]\naccountcode=gateways\nhost=10.0.0.2\nexten=2\n\
+                    [g3]\naccountcode=gateways\nhost=10.0.0.3\nexten=3\n";
+        for start in 0..3 {
+            let w = |down: &[&str]| World::new(text).start(start).down(down);
+            let all = w(&[]).targets("u", "+44123");
+            let without = |gone: &[&str]| -> Vec<String> {
+                all.iter()
+                    .filter(|g| !gone.contains(&g.as_str()))
+                    .cloned()
+                    .collect()
+            };
+            // The rotation of the gateways still up, in the same order.
+            assert_eq!(w(&["g1"]).targets("u", "+44123"), without(&["g1"]));
+            assert_eq!(
+                w(&["g2", "g3"]).targets("u", "+44123"),
+                without(&["g2", "g3"])
+            );
+            // All down: all tried anyway, in the usual order.
+            assert_eq!(w(&["g1", "g2", "g3"]).targets("u", "+44123"), all);
+            // Names that are not gateways (or not reachable) change nothing.
+            assert_eq!(w(&["u", "nobody"]).targets("u", "+44123"), all);
+            let plan = w(&["g1", "g2"]).plan("u", "+44123");
+            assert_eq!(plan.no_attempt, (503, "Service Unavailable".to_string()));
+        }
+    }
+
+    #[test]
+    fn down_is_about_reachable_gateways_and_hosts_only() {
+        // r registers (no host), h has a host: with r unregistered and h
+        // down, h is all the call could use, so it is tried.
+        let text = "[u]\nsecret=s\n\
+                    [r]\naccountcode=gateways\nsecret=s\nexten=77\n\
+                    [h]\naccountcode=gateways\nhost=10.0.0.1\nexten=88\n";
+        let w = World::new(text).down(&["h"]);
+        assert_eq!(w.targets("u", "+44123"), ["h"]);
+        // r registered and up: h is skipped.
+        let w = World::new(text).reg(&["r"]).down(&["h"]);
+        assert_eq!(w.targets("u", "+44123"), ["r"]);
+        // A registered gateway is reached at its registration: the health
+        // of a host it may also have does not apply (its binding's own
+        // keep-alive decides whether it is located).
+        let text2 = "[u]\nsecret=s\n\
+                     [b]\naccountcode=gateways\nsecret=s\nhost=10.0.0.2\nexten=66\n\
+                     [h]\naccountcode=gateways\nhost=10.0.0.1\nexten=88\n";
+        let w = World::new(text2).reg(&["b"]).down(&["b"]);
+        assert_eq!(w.targets("u", "+44123"), ["b", "h"]);
+        let w = World::new(text2).down(&["b"]);
+        assert_eq!(w.targets("u", "+44123"), ["h"]);
+    }
+
+    #[test]
+    fn down_gateways_after_forwarding_and_hunting() {
+        // A forwarding to an external number skips the down gateway too;
+        // the client attempts are not affected.
+        let w = World::new(
+            "[a]\naccountcode=G\nsecret=s\nexten=101~+44123\n\
+             [b]\naccountcode=G\nsecret=s\nexten=102\n\
+             [g1]\naccountcode=gateways\nhost=10.0.0.1\nexten=1\n\
+             [g2]\naccountcode=gateways\nhost=10.0.0.2\nexten=2\n",
+        )
+        .reg(&["a"])
+        .down(&["g1"]);
+        assert_eq!(w.targets("b", "101"), ["a", "g2"]);
+        let w = World {
+            down: HashSet::new(),
+            ..w
+        };
+        assert_eq!(w.targets("b", "101"), ["a", "g1", "g2"]);
     }
 
     #[test]

@@ -93,6 +93,7 @@ impl Core {
             locate: &locate,
             forwards: &self.forwards,
             gateway_start: self.rng.next_u64() as usize,
+            down: self.gateways.down(),
         });
         if invite {
             self.counters.calls_started += 1;

@@ -12,6 +12,7 @@ mod dialog_guard;
 mod digest;
 mod feature_commit;
 mod forking;
+mod gateway_health;
 mod guard;
 mod local_address;
 mod options;

@@ -6,6 +6,7 @@ mod bans;
 mod calls;
 mod cdr;
 mod fwd;
+mod gateways;
 mod regs;
 mod reload;
 mod status;
@@ -26,6 +27,7 @@ impl crate::control::Handler for Daemon {
             Command::Cdr { last } => self.cdr(last).await,
             Command::Fwd { who, action } => self.fwd(&who, action).await,
             Command::Bans { clear } => self.bans(clear.as_deref()),
+            Command::Gateways => Response::ok(Reply::Gateways(self.gateways())),
         }
     }
 }
