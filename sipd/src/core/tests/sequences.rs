@@ -52,9 +52,13 @@ const CAROL_CHANGED: &str = "[carol]\nsecret=c3\naccountcode=HOME\nexten=1004\n"
 const DAVE: &str = "[dave]\nsecret=d4\naccountcode=HOME\nexten=1005\n";
 /// alice goes to bob when unavailable.
 const ALICE: &str = "[alice]\nsecret=a1\naccountcode=HOME\nexten=74950001001#1001~1002\n";
-const GW: &str = "[gw]\naccountcode=gateways\nhost=127.0.0.1:7000\nexten=99\n";
-const GW2: &str = "[gw2]\naccountcode=gateways\nhost=127.0.0.1:7001\nexten=98\n";
-const MEDIA: &str = "[media]\naccountcode=mediagates\nhost=127.0.0.1:7100\n";
+// Health checks every 5 minutes: a few per sequence (the gateways answer
+// 200 or 503, or nothing while offline, so they go down and up), while the
+// final drain, which may cover hours of timers, does not step through
+// thousands of them.
+const GW: &str = "[gw]\naccountcode=gateways\nhost=127.0.0.1:7000\nexten=99\nqualify=300\n";
+const GW2: &str = "[gw2]\naccountcode=gateways\nhost=127.0.0.1:7001\nexten=98\nqualify=300\n";
+const MEDIA: &str = "[media]\naccountcode=mediagates\nhost=127.0.0.1:7100\nqualify=300\n";
 
 /// The configurations a reload may install; the first is the start.
 const VARIANTS: [&[&str]; 5] = [
@@ -692,6 +696,7 @@ impl World {
                 self.store.push(w.clone(), Commit::Pending(*token))?;
             }
         }
+        let mut checks = Vec::new();
         for o in std::mem::take(&mut self.b.sent) {
             self.hash(&o.data);
             self.stats.from_core += 1;
@@ -763,6 +768,22 @@ impl World {
                 if method == Method::Ack {
                     continue;
                 }
+                if method == Method::Options && branch.starts_with("z9hG4bKsdg") {
+                    // A gateway health check: the gateway answers at once
+                    // (200, or 503 now and then, by the branch) or, offline,
+                    // not at all. Kept out of `incoming`: the checks never
+                    // stop, and they would grow it for ever.
+                    if !self.eps[ep].offline {
+                        let code = if self.hash_of(&branch) % 4 == 0 {
+                            503
+                        } else {
+                            200
+                        };
+                        let text = self.eps[ep].phone.respond(&msg, code, reason(code));
+                        checks.push((ep, text));
+                    }
+                    continue;
+                }
                 let dup = self
                     .incoming
                     .iter()
@@ -788,7 +809,17 @@ impl World {
                 }
             }
         }
+        for (ep, text) in checks {
+            self.send(ep, text, What::Response)?;
+        }
         Ok(())
+    }
+
+    /// A stable small hash of a string (for choices that must replay).
+    fn hash_of(&self, s: &str) -> u64 {
+        s.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+            (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
+        })
     }
 
     // ------------------------------------------------------------ actions
