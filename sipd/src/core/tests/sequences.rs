@@ -774,7 +774,7 @@ impl World {
                     // not at all. Kept out of `incoming`: the checks never
                     // stop, and they would grow it for ever.
                     if !self.eps[ep].offline {
-                        let code = if self.hash_of(&branch) % 4 == 0 {
+                        let code = if self.hash_of(&branch).is_multiple_of(4) {
                             503
                         } else {
                             200
