@@ -83,6 +83,9 @@ pub struct TcpLimits {
     pub handshake_timeout: Duration,
 }
 
+/// Spare room kept in a connection's read buffer for the next read.
+const READ_RESERVE: usize = 4096;
+
 /// Flow ids are unique across every stream transport (TCP, TLS, WebSocket).
 static NEXT_FLOW: AtomicU64 = AtomicU64::new(1);
 
@@ -678,8 +681,9 @@ impl Tcp {
             flow: Some(id),
             local: Some(local),
         };
-        let mut buf: Vec<u8> = Vec::with_capacity(4096);
-        let mut chunk = vec![0u8; 16 * 1024];
+        // Read straight into the framing buffer: an idle connection holds
+        // one small buffer (READ_RESERVE), not a read chunk besides it.
+        let mut buf: Vec<u8> = Vec::with_capacity(READ_RESERVE);
         let opened = Instant::now();
         let mut st = ReadState {
             opened,
@@ -691,7 +695,10 @@ impl Tcp {
         loop {
             st.trusted = trusted.load(Ordering::Relaxed);
             let (at, _) = deadline(&self.limits, &st);
-            let n = match tokio::time::timeout_at(at, reader.read(&mut chunk)).await {
+            if buf.capacity() - buf.len() < READ_RESERVE / 2 {
+                buf.reserve(READ_RESERVE);
+            }
+            match tokio::time::timeout_at(at, reader.read_buf(&mut buf)).await {
                 Err(_) => {
                     // Trust may have come while we waited: it only extends.
                     st.trusted = trusted.load(Ordering::Relaxed);
@@ -707,11 +714,10 @@ impl Tcp {
                     return;
                 }
                 Ok(Ok(0)) => return,
-                Ok(Ok(n)) => n,
-            };
+                Ok(Ok(_)) => {}
+            }
             let now = Instant::now();
             st.last_read = now;
-            buf.extend_from_slice(&chunk[..n]);
             let mut completed = false;
             loop {
                 match frame_stream(&buf, &limits) {
@@ -753,9 +759,10 @@ impl Tcp {
                 (false, true) => Some(now),
                 (false, false) => st.partial_since.or(Some(now)),
             };
-            if buf.capacity() > 64 * 1024 && buf.len() < 4096 {
-                // A large message came and went: do not keep its buffer.
-                buf.shrink_to(4096);
+            if buf.capacity() > 4 * READ_RESERVE && buf.len() < READ_RESERVE {
+                // A large message or a burst came and went: do not keep
+                // its buffer.
+                buf.shrink_to(READ_RESERVE);
             }
         }
     }
