@@ -302,6 +302,8 @@ pub struct Config {
     by_host_port: HashMap<SocketAddr, usize>,
     /// `host=IP` (no port) → client.
     by_host_ip: HashMap<IpAddr, usize>,
+    /// The IP of every static `host=`, with or without a port (canonical).
+    host_ips: std::collections::HashSet<IpAddr>,
 }
 
 impl Config {
@@ -352,6 +354,7 @@ impl Config {
             groups: HashMap::new(),
             by_host_port: HashMap::new(),
             by_host_ip: HashMap::new(),
+            host_ips: std::collections::HashSet::new(),
         };
         for (i, c) in config.clients.iter().enumerate() {
             config.by_name.insert(c.name.clone(), i);
@@ -380,8 +383,17 @@ impl Config {
                 }
                 None => {}
             }
+            if let Some(h) = c.host {
+                config.host_ips.insert(h.ip.to_canonical());
+            }
         }
         config
+    }
+
+    /// Is `ip` a static client's address (any port)? O(1): asked for
+    /// every out-of-dialog request by the flood defence.
+    pub fn is_host_ip(&self, ip: IpAddr) -> bool {
+        self.host_ips.contains(&ip.to_canonical())
     }
 
     pub fn client(&self, name: &str) -> Option<&Client> {

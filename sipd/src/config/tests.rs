@@ -2096,3 +2096,13 @@ fn metrics_listener_address() {
     let e = error("[alice]\nsecret=x\nmetrics=127.0.0.1:9100\n");
     assert!(e.contains("unknown key 'metrics'"), "{e}");
 }
+
+#[test]
+fn host_ips_are_known_with_or_without_a_port() {
+    let c = ok("[gw]\naccountcode=gateways\nhost=10.0.0.1:5070\nexten=9\n\
+                [gw2]\naccountcode=gateways\nhost=::ffff:10.0.0.2\nexten=8\n[a]\nsecret=x\n");
+    assert!(c.is_host_ip("10.0.0.1".parse().unwrap()));
+    assert!(c.is_host_ip("10.0.0.2".parse().unwrap()));
+    assert!(c.is_host_ip("::ffff:10.0.0.1".parse().unwrap()));
+    assert!(!c.is_host_ip("10.0.0.3".parse().unwrap()));
+}

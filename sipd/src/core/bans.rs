@@ -35,7 +35,7 @@ impl Core {
             return false;
         }
         let (limit, secs) = self.config.general.flood;
-        if limit == 0 || self.config.by_source(peer.addr).is_some() || self.is_static_ip(ip) {
+        if limit == 0 || self.config.is_host_ip(ip) {
             return false;
         }
         let limit = if self.registrar.has_ip(ip) {
@@ -64,14 +64,6 @@ impl Core {
         self.put_ban(b, peer, fx);
         self.counters.banned_dropped += 1;
         true
-    }
-
-    /// Is `ip` a static client's (gateway, mediagate, static phone) at any port?
-    fn is_static_ip(&self, ip: IpAddr) -> bool {
-        self.config
-            .clients
-            .iter()
-            .any(|c| c.host.is_some_and(|h| h.ip.to_canonical() == ip))
     }
 
     fn put_ban(&mut self, b: Ban, peer: Peer, fx: &mut Effects) {
