@@ -208,6 +208,26 @@ impl Sipd {
     }
 
     /// One control request.
+    /// `regs`: every binding.
+    pub fn regs(&self) -> Vec<proto::Binding> {
+        match self
+            .ctl(proto::Command::Regs { name: None })
+            .into_result()
+            .unwrap()
+        {
+            proto::Reply::Regs(r) => r.bindings,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    /// `status`.
+    pub fn status(&self) -> proto::Status {
+        match self.ctl(proto::Command::Status).into_result().unwrap() {
+            proto::Reply::Status(s) => s,
+            other => panic!("{other:?}"),
+        }
+    }
+
     pub fn ctl(&self, cmd: proto::Command) -> proto::Response {
         proto::Client::connect(&self.socket())
             .expect("connect control socket")

@@ -843,3 +843,26 @@ impl Ua {
         self.send(&ack);
     }
 }
+
+/// `caller` calls `uri` (digest with `secret`), `callee` rings (180) and
+/// answers (200), the caller ACKs: both dialogs and the INVITE the callee got.
+pub fn establish(
+    caller: &mut Ua,
+    callee: &mut Ua,
+    uri: &str,
+    secret: &str,
+) -> (Dialog, Dialog, Message) {
+    let s = Duration::from_secs(5);
+    let inv = caller.invite(uri, secret);
+    let got = callee.expect_request("INVITE", s);
+    let tag = unique("callee");
+    callee.respond(&got, 180, "Ringing", &tag);
+    caller.expect_status(180, s);
+    callee.respond(&got, 200, "OK", &tag);
+    let ok = caller.expect_status(200, s);
+    let mut uac = Dialog::uac(&inv, &ok);
+    let ack = caller.in_dialog(&mut uac, "ACK");
+    caller.send(&ack);
+    callee.expect_request("ACK", s);
+    (uac, Dialog::uas(&got, &tag), got)
+}

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use sipd::sip::HeaderName;
 use sipd_tests::tls::{self, Cert, GENERAL_TLS};
-use sipd_tests::ua::{unique, Dialog};
+use sipd_tests::ua::{establish, Dialog};
 use sipd_tests::{free_port, text, wait_for, Sipd, Start, Ua};
 
 const S: Duration = Duration::from_secs(5);
@@ -69,53 +69,14 @@ fn udp_phone(t: &Tls, user: &str) -> Ua {
     ua
 }
 
-fn regs(sipd: &Sipd) -> Vec<proto::Binding> {
-    match sipd
-        .ctl(proto::Command::Regs { name: None })
-        .into_result()
-        .unwrap()
-    {
-        proto::Reply::Regs(r) => r.bindings,
-        other => panic!("{other:?}"),
-    }
-}
-
-fn status(sipd: &Sipd) -> proto::Status {
-    match sipd.ctl(proto::Command::Status).into_result().unwrap() {
-        proto::Reply::Status(s) => s,
-        other => panic!("{other:?}"),
-    }
-}
-
-/// `caller` calls `uri`, `callee` answers; both dialogs and what the callee got.
-fn establish(
-    caller: &mut Ua,
-    callee: &mut Ua,
-    uri: &str,
-    secret: &str,
-) -> (Dialog, Dialog, sipd::sip::Message) {
-    let inv = caller.invite(uri, secret);
-    let got = callee.expect_request("INVITE", S);
-    let tag = unique("callee");
-    callee.respond(&got, 180, "Ringing", &tag);
-    caller.expect_status(180, S);
-    callee.respond(&got, 200, "OK", &tag);
-    let ok = caller.expect_status(200, S);
-    let mut uac = Dialog::uac(&inv, &ok);
-    let ack = caller.in_dialog(&mut uac, "ACK");
-    caller.send(&ack);
-    callee.expect_request("ACK", S);
-    (uac, Dialog::uas(&got, &tag), got)
-}
-
 #[test]
 fn a_phone_registers_over_tls_and_status_lists_the_listener() {
     let t = start("");
     let _alice = tls_phone(&t, "alice");
-    let b = regs(&t.sipd);
+    let b = t.sipd.regs();
     assert_eq!(b.len(), 1);
     assert!(b[0].source.starts_with("tls:127.0.0.1:"), "{:?}", b[0]);
-    let s = status(&t.sipd);
+    let s = t.sipd.status();
     assert!(
         s.listen.contains(&format!("tls:{}", t.tls)),
         "{:?}",
@@ -244,7 +205,7 @@ fn plain_sip_or_garbage_on_the_tls_port_is_closed_without_harm() {
     }
     // sipd and the phone in place are fine.
     assert_eq!(alice.register("alice-pw", 300).status(), Some(200));
-    assert_eq!(status(&t.sipd).registrations, 1);
+    assert_eq!(t.sipd.status().registrations, 1);
 }
 
 #[test]
@@ -488,7 +449,7 @@ fn tls_and_wss_listen_on_ipv6_too() {
     assert_eq!(alice.register("alice-pw", 300).status(), Some(200));
     let mut bob = Ua::ws(wss6, "bob", Some(&cert.cert));
     assert_eq!(bob.register("bob-pw", 300).status(), Some(200));
-    let b = regs(&sipd);
+    let b = sipd.regs();
     let sources: Vec<&str> = b.iter().map(|b| b.source.as_str()).collect();
     assert!(
         sources.iter().any(|s| s.starts_with("tls:[::1]:")),
@@ -508,7 +469,7 @@ fn tls_and_wss_listen_on_ipv6_too() {
             && rr.contains(&format!("<sip:{v6};transport=tls;lr>")),
         "{rr}"
     );
-    let s = status(&sipd);
+    let s = sipd.status();
     for l in [
         format!("tls:{v4}"),
         format!("tls:{v6}"),
@@ -549,7 +510,7 @@ fn authenticated_tls_and_ws_flows_are_trusted_and_outlive_the_untrusted_idle_tim
     stranger.transact(&req);
     std::thread::sleep(Duration::from_millis(2500));
     let c = |name: &str| {
-        status(&sipd)
+        sipd.status()
             .counters
             .iter()
             .find(|c| c.name == name)

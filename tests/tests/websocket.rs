@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use sipd::sip::HeaderName;
 use sipd_tests::tls::{self, Cert, GENERAL_TLS};
-use sipd_tests::ua::{unique, Dialog, WS_HOST};
+use sipd_tests::ua::{establish, WS_HOST};
 use sipd_tests::{free_port, text, Sipd, Start, Ua};
 
 const S: Duration = Duration::from_secs(5);
@@ -67,43 +67,12 @@ fn registered(mut ua: Ua, secret: &str) -> Ua {
     ua
 }
 
-fn regs(sipd: &Sipd) -> Vec<proto::Binding> {
-    match sipd
-        .ctl(proto::Command::Regs { name: None })
-        .into_result()
-        .unwrap()
-    {
-        proto::Reply::Regs(r) => r.bindings,
-        other => panic!("{other:?}"),
-    }
-}
-
-fn establish(
-    caller: &mut Ua,
-    callee: &mut Ua,
-    uri: &str,
-    secret: &str,
-) -> (Dialog, Dialog, sipd::sip::Message) {
-    let inv = caller.invite(uri, secret);
-    let got = callee.expect_request("INVITE", S);
-    let tag = unique("callee");
-    callee.respond(&got, 180, "Ringing", &tag);
-    caller.expect_status(180, S);
-    callee.respond(&got, 200, "OK", &tag);
-    let ok = caller.expect_status(200, S);
-    let mut uac = Dialog::uac(&inv, &ok);
-    let ack = caller.in_dialog(&mut uac, "ACK");
-    caller.send(&ack);
-    callee.expect_request("ACK", S);
-    (uac, Dialog::uas(&got, &tag), got)
-}
-
 #[test]
 fn ws_and_wss_clients_register_with_invalid_contacts() {
     let w = start("");
     let _a = registered(Ua::ws(w.ws, "alice", None), "alice-pw");
     let _b = registered(Ua::ws(w.wss, "bob", Some(&w.cert.cert)), "bob-pw");
-    let mut b = regs(&w.sipd);
+    let mut b = w.sipd.regs();
     b.sort_by(|x, y| x.name.cmp(&y.name));
     assert_eq!(b.len(), 2);
     assert!(b[0].source.starts_with("ws:127.0.0.1:"), "{:?}", b[0]);

@@ -40,13 +40,13 @@ impl Daemon {
     /// Parse a batch of received messages outside the lock, run them
     /// through the core under one lock, then send what it produced.
     fn handle_batch(&self, items: &[Datagram<'_>]) {
-        let mut fx = Effects::new();
-        let out = &mut fx.out;
-        let mut parsed = Vec::with_capacity(items.len());
-        let mut malformed = 0;
+        // Banned sources: dropped before anything else, unanswered (no
+        // filtering at all while nobody is banned).
+        if self.drops.is_empty() {
+            return self.run_batch(items.iter(), 0);
+        }
         let mut banned = 0;
-        // Banned sources: dropped before anything else, unanswered.
-        let items: Vec<&Datagram<'_>> = self.drops.with(|dropped| {
+        let kept: Vec<&Datagram<'_>> = self.drops.with(|dropped| {
             items
                 .iter()
                 .filter(|d| {
@@ -56,15 +56,25 @@ impl Daemon {
                 })
                 .collect()
         });
-        if items.is_empty() && banned > 0 {
+        if kept.is_empty() && banned > 0 {
             crate::lock(&self.core).counters.banned_dropped += banned;
             return;
         }
-        for &&Datagram {
+        self.run_batch(kept.into_iter(), banned)
+    }
+
+    /// Parse `items` outside the lock, run them through the core under
+    /// one lock (counting `banned` dropped ones), send what it produced.
+    fn run_batch<'a, 'b: 'a>(&self, items: impl Iterator<Item = &'a Datagram<'b>>, banned: u64) {
+        let mut fx = Effects::new();
+        let out = &mut fx.out;
+        let mut parsed = Vec::with_capacity(items.size_hint().0);
+        let mut malformed = 0;
+        for &Datagram {
             data,
             peer,
             oversized,
-        } in &items
+        } in items
         {
             if let Some(d) = &self.transports.debug {
                 d.log(true, &peer, data);

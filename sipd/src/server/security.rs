@@ -115,6 +115,9 @@ impl SecurityLog {
 #[derive(Default)]
 pub struct DropList {
     map: Mutex<HashMap<IpAddr, Instant>>,
+    /// Entries in `map`, read without the lock: the common case (nobody
+    /// banned) costs the packet path one atomic load.
+    len: std::sync::atomic::AtomicUsize,
 }
 
 impl DropList {
@@ -133,6 +136,13 @@ impl DropList {
                 }
             }
         }
+        self.len
+            .store(m.len(), std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Nobody is banned (no need to look at each packet's source).
+    pub fn is_empty(&self) -> bool {
+        self.len.load(std::sync::atomic::Ordering::Relaxed) == 0
     }
 
     /// Run `f` with a test "is this address dropped now?" (one lock).
