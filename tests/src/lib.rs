@@ -52,18 +52,34 @@ pub fn free_port() -> u16 {
 }
 
 /// A port free for UDP and TCP on `ip` right now, never one this process
-/// handed out before (the probe sockets close on return, so the system
-/// could give the same port to the next call).
+/// handed out before. The ports come from 10000-19999, below the kernel's
+/// ephemeral range (32768-60999 by default) and the default RTP range
+/// (20000-30000): a port probed free here cannot be taken in the meantime
+/// by a socket some test or sipd binds to port 0 (the probe sockets close
+/// on return, and CI once lost a gateway's bind to exactly that race).
 pub fn free_port_on(ip: &str) -> u16 {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    const LOW: u32 = 10_000;
+    const SPAN: u32 = 10_000;
+    static NEXT: AtomicU32 = AtomicU32::new(u32::MAX);
     static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
-    for _ in 0..100 {
-        let udp = UdpSocket::bind(format!("{}:0", bracket(ip))).expect("bind udp");
-        let port = udp.local_addr().unwrap().port();
+    // Start where the process id says, so that two test processes running
+    // at once (rare: cargo runs test binaries one after another) mostly
+    // probe different ports.
+    let _ = NEXT.compare_exchange(
+        u32::MAX,
+        std::process::id().wrapping_mul(7919) % SPAN,
+        Ordering::Relaxed,
+        Ordering::Relaxed,
+    );
+    for _ in 0..SPAN {
+        let port = (LOW + NEXT.fetch_add(1, Ordering::Relaxed) % SPAN) as u16;
         let mut given = GIVEN.lock().unwrap_or_else(|e| e.into_inner());
         if given.contains(&port) {
             continue;
         }
-        if TcpListener::bind(format!("{}:{port}", bracket(ip))).is_ok() {
+        let addr = format!("{}:{port}", bracket(ip));
+        if UdpSocket::bind(&addr).is_ok() && TcpListener::bind(&addr).is_ok() {
             given.push(port);
             return port;
         }
