@@ -131,6 +131,7 @@ impl Core {
                 held: false,
             });
             self.media_calls.insert(id, call.call_id.clone());
+            self.counters.media_sessions += 1;
             tracing::debug!("call {} relayed (session {id})", call.call_id);
         }
     }

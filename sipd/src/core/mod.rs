@@ -89,6 +89,8 @@ pub struct Counters {
     /// counted (`503` is not one).
     pub gateway_checks_sent: u64,
     pub gateway_checks_answered: u64,
+    /// Calls whose media was relayed (sessions opened), since start.
+    pub media_sessions: u64,
     /// Relayed streams that went direct because no relay port was free.
     pub media_no_ports: u64,
     /// Relay ports that could not be bound (taken out of service).

@@ -292,7 +292,7 @@ fn build(s: &Sample) -> prometheus::Result<Registry> {
         s.bans,
     )?;
     f.gauge(
-        "sipd_relayed_calls",
+        "sipd_relay_sessions",
         "Calls whose media goes through sipd's relay now.",
         s.relayed_calls,
     )?;
@@ -310,6 +310,11 @@ fn build(s: &Sample) -> prometheus::Result<Registry> {
         "sipd_relay_dropped_packets_total",
         "Media packets the relay dropped (foreign source, before the sender was known, nowhere to go).",
         s.relay_dropped,
+    )?;
+    f.counter(
+        "sipd_relayed_calls_total",
+        "Calls whose media went through the relay.",
+        c.media_sessions,
     )?;
     f.counter(
         "sipd_media_timeouts_total",
