@@ -129,10 +129,7 @@ impl Baresip {
                 lines.extend(extra_modules.iter().map(|l| l.to_string()));
             }
             let k = key(line);
-            match extra_config
-                .iter()
-                .find(|l| k != "module" && key(l) == k)
-            {
+            match extra_config.iter().find(|l| k != "module" && key(l) == k) {
                 Some(replacement) => lines.push(replacement.to_string()),
                 None => lines.push(line.clone()),
             }

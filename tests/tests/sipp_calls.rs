@@ -62,7 +62,11 @@ fn sipp_1000_relayed_calls_leave_no_relay_port_open() {
         let open = udp_ports_open(23000..26000);
         open.is_empty().then_some(())
     });
-    assert!(open.is_some(), "relay ports still open: {:?}", udp_ports_open(23000..26000));
+    assert!(
+        open.is_some(),
+        "relay ports still open: {:?}",
+        udp_ports_open(23000..26000)
+    );
     // The relay was used: every call's media went through it.
     assert_eq!(counter("calls relayed since start"), 1000);
 }
