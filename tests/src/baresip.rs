@@ -22,7 +22,27 @@
 //!   "id":CALL-ID,"peeruri":..}`); events before the connection are lost,
 //!   so registration is checked in sipd, not through `REGISTER_OK`;
 //! - `-t SECS` makes baresip quit by itself, a bound even if the test
-//!   process dies before its `Drop` kills it.
+//!   process dies before its `Drop` kills it;
+//! - a WAV file as the audio source: `module aufile.so` and
+//!   `audio_source aufile,/path/tone.wav`. The file must be S16LE mono at
+//!   the codec's rate (8000 Hz for G.711) or the source fails; it is read
+//!   whole at call start and played in real time, and its end is an audio
+//!   error that closes the call, so it must outlast the call. In 1.0
+//!   `aufile` is a source only (there is no `aufile` player);
+//! - recording what is received: the `sndfile` audio filter (`module
+//!   sndfile.so`, `snd_path DIR`) dumps each call's audio as 16-bit WAV at
+//!   the codec's rate into `DIR/dump-YYYY-MM-DD-hh-mm-ss-dec.wav` (decoded,
+//!   i.e. received) and `...-enc.wav` (what is sent); the header gets its
+//!   length when the call's audio is torn down (after `CALL_CLOSED`). The
+//!   filter runs on decode whatever the player does, so the player can be
+//!   an `aubridge` device with no source of the same name (it discards);
+//! - a phone "behind NAT" as far as its SDP goes: `module stun.so` (loaded
+//!   before `account.so`, which resolves the account's media NAT when it
+//!   reads the accounts) and the account parameters
+//!   `;medianat=stun;stunserver=stun:IP:PORT`: each RTP/RTCP socket asks
+//!   that STUN server for its mapped address before the INVITE goes out,
+//!   and the SDP's `c=`/`m=` carry the answer, while Via and Contact keep
+//!   the real address and media is still sent from 127.0.0.1.
 
 use std::collections::VecDeque;
 use std::io::{Read, Write};
