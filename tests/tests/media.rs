@@ -421,3 +421,64 @@ fn a_silent_answered_call_is_hung_up_after_media_timeout() {
     ports_free(&[relay_a, relay_b]);
     assert_eq!(counter(&s, "calls ended by media_timeout"), 1);
 }
+
+/// The `c=` address and `m=audio` port of a body, any family.
+fn conn_and_port(body: &[u8]) -> (String, u16) {
+    let t = String::from_utf8_lossy(body);
+    let c = t
+        .lines()
+        .find_map(|l| l.strip_prefix("c=IN "))
+        .unwrap_or_else(|| panic!("no c= in {t}"))
+        .to_string();
+    let port = t
+        .lines()
+        .find_map(|l| l.strip_prefix("m=audio "))
+        .and_then(|l| l.split(' ').next())
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("no m=audio in {t}"));
+    (c, port)
+}
+
+#[test]
+fn an_ipv4_phone_and_an_ipv6_phone_talk_through_the_relay() {
+    if UdpSocket::bind("[::1]:0").is_err() {
+        eprintln!("NOTICE: no IPv6 loopback here; test skipped");
+        return;
+    }
+    let v6: SocketAddr = format!("[::1]:{}", sipd_tests::free_port_on("::1"))
+        .parse()
+        .unwrap();
+    let s = Sipd::start_with(sipd_tests::Start {
+        conf: Some(conf("", 21400)),
+        args: vec!["-b".into(), v6.to_string()],
+        ..Default::default()
+    });
+    let mut alice = phone(&s, "alice");
+    let mut bob = Ua::udp(v6, "bob");
+    let r = bob.register("bob-pw", 300);
+    assert_eq!(r.status(), Some(200), "{}", text(r.raw()));
+    let ra = rtp_socket();
+    let rb = UdpSocket::bind("[::1]:0").unwrap();
+    rb.set_read_timeout(Some(Duration::from_millis(1500)))
+        .unwrap();
+    let (pa, pb) = (
+        ra.local_addr().unwrap().port(),
+        rb.local_addr().unwrap().port(),
+    );
+    let offer = sdp("127.0.0.1", pa, "");
+    let answer = format!(
+        "v=0\r\no=- 7 7 IN IP6 ::1\r\ns=-\r\nc=IN IP6 ::1\r\nt=0 0\r\nm=audio {pb} RTP/AVP 0\r\n"
+    );
+    // media=auto: the ends are on different address families.
+    let mut c = call(&mut alice, &mut bob, &s, &offer, &answer);
+    let (c_b, relay_b) = conn_and_port(&c.offer_seen);
+    let (c_a, relay_a) = conn_and_port(&c.answer_seen);
+    assert_eq!(c_b, "IP6 ::1", "{}", text(&c.offer_seen));
+    assert_eq!(c_a, "IP4 127.0.0.1", "{}", text(&c.answer_seen));
+    let to_a: SocketAddr = ([127, 0, 0, 1], relay_a).into();
+    let to_b: SocketAddr = format!("[::1]:{relay_b}").parse().unwrap();
+    flow(&ra, to_a, &rb, to_b, 4);
+    flow(&rb, to_b, &ra, to_a, 4);
+    hang_up(&mut alice, &mut bob, &mut c);
+    ports_free(&[relay_a]);
+}
