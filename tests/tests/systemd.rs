@@ -91,3 +91,48 @@ fn the_unit_file_verifies() {
         .collect();
     assert!(problems.is_empty(), "systemd-analyze verify:\n{err}");
 }
+
+/// A SIGHUP that arrives the moment sipd's control socket appears (a
+/// `systemctl reload` right after the start) is a reload, not the default
+/// action of the signal: sipd installs its handlers before it binds
+/// anything. CI once lost sipd to this race.
+#[test]
+fn a_sighup_at_the_first_moment_reloads_instead_of_killing_sipd() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("sip.conf"), "[alice]\nsecret=x\n").unwrap();
+    let port = sipd_tests::free_port();
+    let mut child = std::process::Command::new(sipd_tests::sipd_bin())
+        .args(["-b", &format!("127.0.0.1:{port}"), "-s"])
+        .arg(dir.path())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(dir.path().join("stderr.log")).unwrap())
+        .spawn()
+        .unwrap();
+    let sock = dir.path().join("sipd.sock");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !sock.exists() {
+        assert!(Instant::now() < deadline, "no control socket");
+        std::thread::sleep(Duration::from_micros(200));
+    }
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(child.id() as i32, libc::SIGHUP) };
+    let stderr = || std::fs::read_to_string(dir.path().join("stderr.log")).unwrap_or_default();
+    let answered = sipd_tests::wait_for(Duration::from_secs(10), || {
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!("sipd died of the SIGHUP ({status}):\n{}", stderr());
+        }
+        let mut c = proto::Client::connect(&sock).ok()?;
+        c.call(proto::Command::Status).ok()
+    });
+    assert!(answered.is_some(), "{}", stderr());
+    assert!(
+        sipd_tests::wait_for(Duration::from_secs(5), || stderr()
+            .contains("SIGHUP: reloaded")
+            .then_some(()))
+        .is_some(),
+        "{}",
+        stderr()
+    );
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let _ = child.wait();
+}

@@ -163,6 +163,14 @@ fn options(flags: &Flags) -> config::Options {
 }
 
 async fn serve(flags: Flags) -> Result<(), String> {
+    // The signal handlers come first, before any socket can be seen or
+    // systemd is told we are ready: a SIGHUP sent at once (`systemctl
+    // reload` right after the start, a test) would otherwise meet the
+    // default action and kill the daemon.
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).map_err(|e| e.to_string())?;
+    let mut int = signal(SignalKind::interrupt()).map_err(|e| e.to_string())?;
+    let mut hup = signal(SignalKind::hangup()).map_err(|e| e.to_string())?;
     let opts = options(&flags);
     let conf_path = flags.conf_path();
     let config = match Config::load(&conf_path, &opts) {
@@ -348,10 +356,6 @@ async fn serve(flags: Flags) -> Result<(), String> {
         )),
     ]);
 
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut term = signal(SignalKind::terminate()).map_err(|e| e.to_string())?;
-    let mut int = signal(SignalKind::interrupt()).map_err(|e| e.to_string())?;
-    let mut hup = signal(SignalKind::hangup()).map_err(|e| e.to_string())?;
     loop {
         tokio::select! {
             _ = term.recv() => break,
