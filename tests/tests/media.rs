@@ -482,3 +482,67 @@ fn an_ipv4_phone_and_an_ipv6_phone_talk_through_the_relay() {
     hang_up(&mut alice, &mut bob, &mut c);
     ports_free(&[relay_a]);
 }
+
+#[test]
+fn early_media_and_rtp_ahead_of_the_answer_are_relayed_not_dropped() {
+    let s = Sipd::start(&conf("media=relay", 21500));
+    let (mut alice, mut bob) = (phone(&s, "alice"), phone(&s, "bob"));
+    let (ra, rb) = (rtp_socket(), rtp_socket());
+    let (pa, pb) = (
+        ra.local_addr().unwrap().port(),
+        rb.local_addr().unwrap().port(),
+    );
+    let inv = alice.invite_with(&format!("sip:1002@{}", s.addr), "alice-pw", |r| {
+        r.body("application/sdp", sdp("127.0.0.1", pa, "").as_bytes())
+    });
+    let got = bob.expect_request("INVITE", S);
+    let (_, relay_b) = media_of(got.body());
+    let to_b: SocketAddr = ([127, 0, 0, 1], relay_b).into();
+    // RTP from bob before any SDP of his reached sipd (it overtook his
+    // answer): accepted from the address the INVITE went to.
+    let mut buf = [0u8; 512];
+    rb.send_to(&[0x80, 0, 0, 1, 9, 9], to_b).unwrap();
+    let (n, from) = ra
+        .recv_from(&mut buf)
+        .expect("bob's first packet reaches alice");
+    assert_eq!((n, from.ip()), (6, to_b.ip()));
+    let relay_a = from.port();
+    // 183 with SDP: early media both ways.
+    let tag = unique("bob");
+    let answer = sdp("127.0.0.1", pb, "");
+    let p183 = ok_with_sdp(&bob, &got, &tag, &answer);
+    let p183 = String::from_utf8(p183).unwrap().replacen(
+        "SIP/2.0 200 OK",
+        "SIP/2.0 183 Session Progress",
+        1,
+    );
+    bob.send_raw(p183.as_bytes());
+    let early = alice.expect_status(183, S);
+    assert_eq!(media_of(early.body()).1, relay_a);
+    let to_a: SocketAddr = ([127, 0, 0, 1], relay_a).into();
+    flow(&ra, to_a, &rb, to_b, 3);
+    flow(&rb, to_b, &ra, to_a, 3);
+    bob.send_raw(&ok_with_sdp(&bob, &got, &tag, &answer));
+    let ok = alice.expect_status(200, S);
+    assert_eq!(media_of(ok.body()).1, relay_a);
+    let mut uac = Dialog::uac(&inv, &ok);
+    let ack = alice.in_dialog(&mut uac, "ACK");
+    alice.send(&ack);
+    bob.expect_request("ACK", S);
+    flow(&ra, to_a, &rb, to_b, 2);
+    let m = calls(&s)[0].media.clone().unwrap();
+    assert_eq!(m.dropped, 0, "{m:?}");
+    assert_eq!(
+        (m.packets_from_caller, m.packets_from_callee),
+        (5, 4),
+        "{m:?}"
+    );
+    let mut c = Call {
+        uac,
+        uas: Dialog::uas(&got, &tag),
+        offer_seen: Vec::new(),
+        answer_seen: Vec::new(),
+    };
+    hang_up(&mut alice, &mut bob, &mut c);
+    ports_free(&[relay_a, relay_b]);
+}

@@ -219,6 +219,19 @@ impl Core {
         sdp::rewrite(body, m.local[to], &ports)
     }
 
+    /// The callee of a relayed call is at `ip` (where its INVITE goes):
+    /// its first packets are accepted before its SDP arrives.
+    pub(in crate::core) fn expect_callee(&self, call_id: &str, ip: IpAddr, fx: &mut Effects) {
+        let m = self.calls.get(call_id).and_then(|c| c.media.as_ref());
+        if let Some(m) = m.filter(|m| !m.streams.is_empty()) {
+            fx.media.push(MediaOp::Expect {
+                id: m.id,
+                leg: crate::media::CALLEE,
+                allow: ip,
+            });
+        }
+    }
+
     /// Close a call's relay session and give its ports back.
     pub(in crate::core) fn release_media(&mut self, call: &Call, fx: &mut Effects) {
         let Some(m) = &call.media else {

@@ -38,6 +38,11 @@ pub enum MediaOp {
         rtcp: SocketAddr,
         allow: IpAddr,
     },
+    /// The IP a leg's endpoint will send from, before its SDP is known
+    /// (the callee's, as the INVITE goes to it): its first packets (early
+    /// media, or RTP that overtakes the 2xx) are accepted and latched
+    /// instead of dropped. A leg whose endpoint is known keeps it.
+    Expect { id: u64, leg: usize, allow: IpAddr },
     /// Media timeout counts from now (the call was answered).
     Touch { id: u64 },
     /// Close every socket of the session.

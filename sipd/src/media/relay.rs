@@ -75,6 +75,11 @@ enum Cmd {
         dest: [SocketAddr; 2],
         allow: IpAddr,
     },
+    Expect {
+        id: u64,
+        leg: usize,
+        allow: IpAddr,
+    },
     Remove {
         id: u64,
     },
@@ -214,6 +219,15 @@ impl Relay {
                         stream,
                         leg: leg.min(1),
                         dest: [rtp, rtcp],
+                        allow,
+                    });
+                }
+            }
+            MediaOp::Expect { id, leg, allow } => {
+                if let Some((worker, _)) = crate::lock(&self.sessions).get(&id) {
+                    self.workers[*worker].send(Cmd::Expect {
+                        id,
+                        leg: leg.min(1),
                         allow,
                     });
                 }
@@ -469,6 +483,13 @@ impl Loop {
                         st.dest[leg] = [Some(dest[RTP]), Some(dest[RTCP])];
                         st.allow[leg] = Some(allow);
                         st.latched[leg] = [false, false];
+                    }
+                }
+                Cmd::Expect { id, leg, allow } => {
+                    if let Some(s) = self.sessions.get_mut(&id) {
+                        for st in s.streams.iter_mut().flatten() {
+                            st.allow[leg].get_or_insert(allow);
+                        }
                     }
                 }
                 Cmd::Remove { id } => {

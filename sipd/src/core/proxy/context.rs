@@ -115,6 +115,9 @@ impl Core {
                 );
             }
             ctx.media_body = Some(self.request_media(ctx, fx));
+            if ctx.invite && !ctx.in_dialog {
+                self.expect_callee(ctx.req.call_id(), hop.dest.addr.ip(), fx);
+            }
         }
         let (branch_id, data) = self.build_forward(ctx, &hop);
         let bno = ctx.branches.len();
