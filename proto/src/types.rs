@@ -213,6 +213,30 @@ pub struct CallInfo {
     /// The device that answered (its registered Contact), empty before.
     #[serde(default)]
     pub device: String,
+    /// The call's media relay, when its media goes through sipd.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub media: Option<MediaInfo>,
+}
+
+/// What sipd's media relay did for one call.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MediaInfo {
+    /// Packets and bytes relayed from the caller (to the callee), and
+    /// from the callee (to the caller).
+    pub packets_from_caller: u64,
+    pub bytes_from_caller: u64,
+    pub packets_from_callee: u64,
+    pub bytes_from_callee: u64,
+    /// Packets dropped (from foreign addresses, or with nowhere to go).
+    pub dropped: u64,
+    /// Where each end's RTP comes from, once the relay latched it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub caller_addr: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub callee_addr: Option<String>,
+    /// The relay's RTP ports facing the caller and the callee (first stream).
+    pub caller_port: u16,
+    pub callee_port: u16,
 }
 
 /// `cdr`.
@@ -243,6 +267,12 @@ pub struct Cdr {
     /// unanswered or not a registered client.
     #[serde(default)]
     pub device: String,
+    /// Media packets sipd relayed from the caller and from the callee
+    /// (0 when the call's media did not go through sipd).
+    #[serde(default)]
+    pub packets_caller: u64,
+    #[serde(default)]
+    pub packets_callee: u64,
 }
 
 /// `fwd`: the effective forwarding of each matching client.

@@ -230,6 +230,9 @@ fn render(reply: &Reply) -> String {
                 state: &'a str,
                 device: &'a str,
                 duration: String,
+                /// Relayed media: packets from caller / from callee and
+                /// the latched addresses; `-` when media goes end to end.
+                media: String,
             }
             let n = c.calls.len();
             let rows = c.calls.iter().map(|c| Row {
@@ -240,6 +243,20 @@ fn render(reply: &Reply) -> String {
                 state: &c.state,
                 device: &c.device,
                 duration: format_duration(c.duration_secs),
+                media: c.media.as_ref().map_or_else(
+                    || "-".to_string(),
+                    |m| {
+                        format!(
+                            "{} pkts ({} B) from {} / {} pkts ({} B) from {}",
+                            m.packets_from_caller,
+                            m.bytes_from_caller,
+                            m.caller_addr.as_deref().unwrap_or("?"),
+                            m.packets_from_callee,
+                            m.bytes_from_callee,
+                            m.callee_addr.as_deref().unwrap_or("?"),
+                        )
+                    },
+                ),
             });
             format!("{}{n} call{}\n", table(rows), if n == 1 { "" } else { "s" })
         }
@@ -255,6 +272,8 @@ fn render(reply: &Reply) -> String {
                 code: u16,
                 duration: u64,
                 billsec: u64,
+                /// Media packets relayed from caller / from callee.
+                packets: String,
                 #[tabled(rename = "call-id")]
                 call_id: &'a str,
             }
@@ -269,6 +288,7 @@ fn render(reply: &Reply) -> String {
                 code: r.code,
                 duration: r.duration,
                 billsec: r.billsec,
+                packets: format!("{}/{}", r.packets_caller, r.packets_callee),
                 call_id: &r.call_id,
             });
             format!(

@@ -3,6 +3,7 @@
 //! and the callerid rewrites of calls through gateways; a CDR when a call ends.
 
 use std::collections::HashMap;
+use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use crate::sip::Uri;
@@ -37,6 +38,9 @@ pub enum Disposition {
     NoAnswer,
     Failed,
     Cancelled,
+    /// Answered, then ended by sipd: no media packet in either direction
+    /// for `media_timeout` seconds.
+    MediaTimeout,
 }
 
 impl Disposition {
@@ -47,6 +51,7 @@ impl Disposition {
             Disposition::NoAnswer => "NO ANSWER",
             Disposition::Failed => "FAILED",
             Disposition::Cancelled => "CANCELLED",
+            Disposition::MediaTimeout => "MEDIA TIMEOUT",
         }
     }
 
@@ -59,6 +64,25 @@ impl Disposition {
             _ => Disposition::Failed,
         }
     }
+}
+
+/// The relay session of a call whose media goes through sipd.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Relayed {
+    /// Relay session id.
+    pub id: u64,
+    /// The relay's address on each leg ([`crate::media::CALLER`],
+    /// [`crate::media::CALLEE`]).
+    pub local: [std::net::IpAddr; 2],
+    /// Per SDP stream (by `m=` position): the RTP port on each leg, once
+    /// opened (`None`: not relayed, or no port was free).
+    pub streams: Vec<Option<[u16; 2]>>,
+    /// The endpoint each leg was last told (RTP, RTCP, allowed IP), per
+    /// stream: a repeated SDP (a 2xx retransmission) changes nothing.
+    pub peers: Vec<[Option<(SocketAddr, SocketAddr)>; 2]>,
+    /// The last SDP of either end put the call on hold (`a=inactive`,
+    /// `c=0.0.0.0`): silence is expected, no media timeout.
+    pub held: bool,
 }
 
 /// One call.
@@ -104,6 +128,14 @@ pub struct Call {
     /// The device that answered: its registered Contact (empty before the
     /// answer, or for a target that is not a registered client).
     pub device: String,
+    /// Media relayed through sipd (`media=`), once decided.
+    pub media: Option<Relayed>,
+    /// The highest CSeq each end has sent in the dialog (a BYE sipd sends
+    /// in its name takes the next one).
+    pub caller_cseq: u32,
+    pub callee_cseq: u32,
+    /// The To header (with the callee's tag) of the answer.
+    pub callee_to: String,
 }
 
 impl Call {
@@ -129,6 +161,8 @@ impl Call {
             duration,
             billsec,
             device: self.device.clone(),
+            packets: [0, 0],
+            relay: None,
         }
     }
 }
@@ -250,6 +284,10 @@ mod tests {
             start_ms: 10_000,
             answer_ms: None,
             device: String::new(),
+            media: None,
+            caller_cseq: 1,
+            callee_cseq: 0,
+            callee_to: String::new(),
         }
     }
 

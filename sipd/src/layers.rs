@@ -12,6 +12,7 @@ const ORDER: &[&str] = &[
     "config",
     "store",
     "transport",
+    "media",
     "transaction",
     "routing",
     "registrar",

@@ -10,6 +10,7 @@ pub mod config;
 pub mod control;
 pub mod core;
 pub mod malformed;
+pub mod media;
 pub mod registrar;
 pub mod rng;
 pub mod routing;

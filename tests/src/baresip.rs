@@ -22,12 +22,32 @@
 //!   "id":CALL-ID,"peeruri":..}`); events before the connection are lost,
 //!   so registration is checked in sipd, not through `REGISTER_OK`;
 //! - `-t SECS` makes baresip quit by itself, a bound even if the test
-//!   process dies before its `Drop` kills it.
+//!   process dies before its `Drop` kills it;
+//! - a WAV file as the audio source: `module aufile.so` and
+//!   `audio_source aufile,/path/tone.wav`. The file must be S16LE mono at
+//!   the codec's rate (8000 Hz for G.711) or the source fails; it is read
+//!   whole at call start and played in real time, and its end is an audio
+//!   error that closes the call, so it must outlast the call. In 1.0
+//!   `aufile` is a source only (there is no `aufile` player);
+//! - recording what is received: the `sndfile` audio filter (`module
+//!   sndfile.so`, `snd_path DIR`) dumps each call's audio as 16-bit WAV at
+//!   the codec's rate into `DIR/dump-YYYY-MM-DD-hh-mm-ss-dec.wav` (decoded,
+//!   i.e. received) and `...-enc.wav` (what is sent); the header gets its
+//!   length when the call's audio is torn down (after `CALL_CLOSED`). The
+//!   filter runs on decode whatever the player does, so the player can be
+//!   an `aubridge` device with no source of the same name (it discards);
+//! - a phone "behind NAT" as far as its SDP goes: `module stun.so` (loaded
+//!   before `account.so`, which resolves the account's media NAT when it
+//!   reads the accounts) and the account parameters
+//!   `;medianat=stun;stunserver=stun:IP:PORT`: each RTP/RTCP socket asks
+//!   that STUN server for its mapped address before the INVITE goes out,
+//!   and the SDP's `c=`/`m=` carry the answer, while Via and Contact keep
+//!   the real address and media is still sent from 127.0.0.1.
 
 use std::collections::VecDeque;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
@@ -78,31 +98,74 @@ impl Baresip {
     /// Start baresip for account `name` with password `secret` at `server`
     /// and connect to its control port. It quits by itself after `life`.
     pub fn start(name: &str, secret: &str, server: SocketAddr, life: Duration) -> Baresip {
+        Baresip::start_with(name, secret, server, life, &[], "")
+    }
+
+    /// [`Baresip::start`] with `extra_config` lines and `account_params`
+    /// appended to the account line (e.g. `;medianat=stun;stunserver=..`).
+    /// An extra line whose key (first word) is a default line's key
+    /// replaces that line (`audio_source aufile,/tmp/tone.wav`, say); other
+    /// lines are added, `module X.so` lines before the default modules, so
+    /// that what they register (a media NAT, say) exists when the
+    /// `account` module reads the accounts.
+    pub fn start_with(
+        name: &str,
+        secret: &str,
+        server: SocketAddr,
+        life: Duration,
+        extra_config: &[&str],
+        account_params: &str,
+    ) -> Baresip {
         let dir = tempfile::Builder::new()
             .prefix(&format!("baresip-{name}-"))
             .tempdir()
             .expect("temp dir");
         let ctrl_port = crate::free_port();
-        let config = format!(
-            "poll_method epoll\n\
-             net_interface 127.0.0.1\n\
-             sip_listen 127.0.0.1:0\n\
-             dns_server 127.0.0.1:53\n\
-             module_path {MODULES}\n\
-             module account.so\n\
-             module g711.so\n\
-             module aubridge.so\n\
-             module menu.so\n\
-             module ctrl_tcp.so\n\
-             ctrl_tcp_listen 127.0.0.1:{ctrl_port}\n\
-             audio_source aubridge,{name}\n\
-             audio_player aubridge,{name}\n\
-             audio_alert aubridge,{name}\n"
-        );
+        let defaults = [
+            "poll_method epoll".to_string(),
+            "net_interface 127.0.0.1".to_string(),
+            "sip_listen 127.0.0.1:0".to_string(),
+            "dns_server 127.0.0.1:53".to_string(),
+            format!("module_path {MODULES}"),
+            "module account.so".to_string(),
+            "module g711.so".to_string(),
+            "module aubridge.so".to_string(),
+            "module menu.so".to_string(),
+            "module ctrl_tcp.so".to_string(),
+            format!("ctrl_tcp_listen 127.0.0.1:{ctrl_port}"),
+            format!("audio_source aubridge,{name}"),
+            format!("audio_player aubridge,{name}"),
+            format!("audio_alert aubridge,{name}"),
+        ];
+        let key = |line: &str| line.split_whitespace().next().unwrap_or("").to_string();
+        let extra_modules: Vec<&str> = extra_config
+            .iter()
+            .copied()
+            .filter(|l| key(l) == "module")
+            .collect();
+        let mut lines: Vec<String> = Vec::new();
+        for line in &defaults {
+            if line.starts_with("module account.so") {
+                lines.extend(extra_modules.iter().map(|l| l.to_string()));
+            }
+            let k = key(line);
+            match extra_config.iter().find(|l| k != "module" && key(l) == k) {
+                Some(replacement) => lines.push(replacement.to_string()),
+                None => lines.push(line.clone()),
+            }
+        }
+        for line in extra_config {
+            let k = key(line);
+            if k != "module" && !defaults.iter().any(|d| key(d) == k) {
+                lines.push(line.to_string());
+            }
+        }
+        let mut config = lines.join("\n");
+        config.push('\n');
         std::fs::write(dir.path().join("config"), config).unwrap();
         std::fs::write(
             dir.path().join("accounts"),
-            format!("<sip:{name}@{server}>;auth_pass={secret};regint=60\n"),
+            format!("<sip:{name}@{server}>;auth_pass={secret};regint=60{account_params}\n"),
         )
         .unwrap();
         let log = std::fs::File::create(dir.path().join("log")).unwrap();
@@ -178,6 +241,11 @@ impl Baresip {
             pending: VecDeque::new(),
             seen: Vec::new(),
         }
+    }
+
+    /// baresip's own directory (its `config`, `accounts` and `log`).
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
     }
 
     pub fn log_path(&self) -> PathBuf {

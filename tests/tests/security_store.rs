@@ -464,6 +464,8 @@ fn cdrs_older_than_cdr_keep_days_are_pruned_at_start_and_after_a_reload() {
                 duration: 60,
                 billsec: 50,
                 device: String::new(),
+                packets: [0, 0],
+                relay: None,
             });
         }
         store.close();

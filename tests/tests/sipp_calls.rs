@@ -16,9 +16,69 @@ fn sipp_1000_calls_through_the_proxy() {
     if !sipp::available("sipp_1000_calls_through_the_proxy") {
         return;
     }
+    thousand_calls("");
+}
+
+/// UDP ports in `range` any socket on this machine holds (IPv4 and IPv6).
+fn udp_ports_open(range: std::ops::Range<u16>) -> Vec<u16> {
+    let mut open = Vec::new();
+    for f in ["/proc/net/udp", "/proc/net/udp6"] {
+        let t = std::fs::read_to_string(f).unwrap_or_default();
+        for line in t.lines().skip(1) {
+            let local = line.split_whitespace().nth(1).unwrap_or("");
+            let port = local
+                .rsplit(':')
+                .next()
+                .and_then(|p| u16::from_str_radix(p, 16).ok());
+            if let Some(p) = port.filter(|p| range.contains(p)) {
+                open.push(p);
+            }
+        }
+    }
+    open
+}
+
+/// The same 1,000 calls with their media relayed by sipd: every relay
+/// session is closed and every relay port free once the calls are over.
+#[test]
+fn sipp_1000_relayed_calls_leave_no_relay_port_open() {
+    if !sipp::available("sipp_1000_relayed_calls_leave_no_relay_port_open") {
+        return;
+    }
+    let sipd = thousand_calls("[general]\nmedia=relay\nrtp_ports=23000-25999\n");
+    let status = sipd.status();
+    let counter = |name: &str| {
+        status
+            .counters
+            .iter()
+            .find(|c| c.name == name)
+            .map(|c| c.value)
+            .unwrap_or_else(|| panic!("no counter {name}"))
+    };
+    assert_eq!(counter("relayed calls"), 0);
+    assert_eq!(counter("relay ports in use"), 0);
+    assert_eq!(counter("media streams without a free port"), 0);
+    let open = wait_for(Duration::from_secs(5), || {
+        let open = udp_ports_open(23000..26000);
+        open.is_empty().then_some(())
+    });
+    assert!(
+        open.is_some(),
+        "relay ports still open: {:?}",
+        udp_ports_open(23000..26000)
+    );
+    // The relay was used: every call's media went through it.
+    assert_eq!(counter("calls relayed since start"), 1000);
+}
+
+/// 1,000 calls from a SIPp UAC to a registered SIPp UAS through sipd with
+/// `general` in sip.conf; every call answered and accounted.
+fn thousand_calls(general: &str) -> Sipd {
     // One account makes ~100 concurrent calls here: a load generator, not
     // a phone, so it gets call_limit=0 (a phone's default is 20).
-    let sipd = Sipd::start("[caller]\nsecret=caller-pw\ncall_limit=0\n\n[uas]\nsecret=uas-pw\n");
+    let sipd = Sipd::start(&format!(
+        "{general}[caller]\nsecret=caller-pw\ncall_limit=0\n\n[uas]\nsecret=uas-pw\n"
+    ));
     let work = tempfile::tempdir().unwrap();
     let dir = work.path();
     std::fs::write(
@@ -145,4 +205,5 @@ fn sipp_1000_calls_through_the_proxy() {
         "{}",
         text(&out.stdout)
     );
+    sipd
 }

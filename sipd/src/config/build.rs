@@ -60,12 +60,13 @@ use super::exten::Exten;
 use super::numbers::{self, all_digits, is_number};
 use super::parse::{self, Item};
 use super::{
-    CallerId, Client, Config, ConfigError, ConfigErrors, General, HostAddr, Options, Role,
+    CallerId, Client, Config, ConfigError, ConfigErrors, General, HostAddr, Media, Options, Role,
     Transport,
 };
 
 const GENERAL: &str = "general";
-const CLIENT_KEYS: [&str; 13] = [
+const CLIENT_KEYS: [&str; 14] = [
+    "media",
     "accountcode",
     "transport",
     "digest",
@@ -80,7 +81,11 @@ const CLIENT_KEYS: [&str; 13] = [
     "dialplan",
     "context",
 ];
-const GENERAL_KEYS: [&str; 18] = [
+const GENERAL_KEYS: [&str; 22] = [
+    "media",
+    "rtp_ports",
+    "rtp_address",
+    "media_timeout",
     "flood",
     "ban",
     "security_log",
@@ -314,6 +319,9 @@ fn parse_general(section: &Section, opts: &Options, errors: &mut Errors) -> Gene
     seconds("noanswer", 1, 600, &mut noanswer);
     let min_line = seconds("min_expires", 1, 86_400, &mut min_expires);
     let max_line = seconds("max_expires", 1, 604_800, &mut max_expires);
+    let mut media_timeout = general.media_timeout;
+    seconds("media_timeout", 0, 86_400, &mut media_timeout);
+    general.media_timeout = media_timeout;
     // Compare only values that are valid (an invalid one was reported).
     let min_bad = keys.contains_key("min_expires") && min_line.is_none();
     let max_bad = keys.contains_key("max_expires") && max_line.is_none();
@@ -422,6 +430,29 @@ fn parse_general(section: &Section, opts: &Options, errors: &mut Errors) -> Gene
             }
         }
     }
+    if let Some(&(line, value)) = keys.get("media") {
+        match Media::parse(value) {
+            Some(m) => general.media = m,
+            None => errors.add(line, bad_media(value)),
+        }
+    }
+    if let Some(&(line, value)) = keys.get("rtp_ports") {
+        match parse_rtp_ports(value) {
+            Ok(r) => general.rtp_ports = r,
+            Err(e) => errors.add(line, e),
+        }
+    }
+    if let Some(&(line, value)) = keys.get("rtp_address") {
+        match value.parse::<std::net::IpAddr>() {
+            Ok(ip) if !ip.is_unspecified() && !ip.is_multicast() => general.rtp_address = Some(ip),
+            _ => errors.add(
+                line,
+                format!(
+                    "bad rtp_address '{value}': expected one IPv4 or IPv6 address of this host"
+                ),
+            ),
+        }
+    }
     if let Some(&(line, value)) = keys.get("metrics") {
         match parse_metrics(value) {
             Ok(addr) => general.metrics = Some(addr),
@@ -429,6 +460,35 @@ fn parse_general(section: &Section, opts: &Options, errors: &mut Errors) -> Gene
         }
     }
     general
+}
+
+fn bad_media(value: &str) -> String {
+    format!("bad media '{value}': expected auto, relay or direct")
+}
+
+/// `rtp_ports=LO-HI`: at least 4 ports (two legs of one stream), from
+/// 1024 up, LO <= HI.
+fn parse_rtp_ports(value: &str) -> Result<(u16, u16), String> {
+    let bad =
+        || format!("bad rtp_ports '{value}': expected LOW-HIGH, e.g. 20000-30000 (1024-65535)");
+    let (lo, hi) = value.split_once('-').ok_or_else(bad)?;
+    let (lo, hi) = (lo.trim(), hi.trim());
+    if !all_digits(lo) || !all_digits(hi) {
+        return Err(bad());
+    }
+    let lo: u16 = lo.parse().map_err(|_| bad())?;
+    let hi: u16 = hi.parse().map_err(|_| bad())?;
+    if lo < 1024 || hi < lo {
+        return Err(bad());
+    }
+    // Even RTP ports with RTCP above: the range must hold two pairs.
+    let first = lo + lo % 2;
+    if u32::from(hi) < u32::from(first) + 3 {
+        return Err(format!(
+            "bad rtp_ports '{value}': the range must hold at least 4 ports (2 RTP/RTCP pairs)"
+        ));
+    }
+    Ok((lo, hi))
 }
 
 /// `metrics=IP:port` or `metrics=[IPv6]:port`: the Prometheus listener.
@@ -549,6 +609,7 @@ fn parse_client(
         qualify: None,
         digest: None,
         transport: Transport::Udp,
+        media: None,
     };
     let mut exten_line = section.line;
     let mut host_line = section.line;
@@ -587,6 +648,12 @@ fn parse_client(
                 line,
                 format!("bad transport '{value}': expected udp, tcp or tls"),
             ),
+        }
+    }
+    if let Some(&(line, value)) = keys.get("media") {
+        match Media::parse(value) {
+            Some(m) => client.media = Some(m),
+            None => errors.add(line, bad_media(value)),
         }
     }
     if let Some(&(line, value)) = keys.get("digest") {

@@ -88,6 +88,41 @@ pub struct General {
     /// `metrics=IP:port`: where Prometheus scrapes `/metrics` (off when
     /// unset). A reload that changes it moves the listener.
     pub metrics: Option<std::net::SocketAddr>,
+    /// `media=auto|relay|direct`: when sipd relays a call's RTP itself
+    /// (default auto: when an end is behind NAT or the ends are on
+    /// different address families).
+    pub media: Media,
+    /// `rtp_ports=LO-HI`: the UDP ports relay sockets take (default
+    /// 20000-30000; a stream leg takes an even port and the one above).
+    pub rtp_ports: (u16, u16),
+    /// `rtp_address=IP`: where relay sockets are bound (default: the listen
+    /// address a call's signalling uses on that leg).
+    pub rtp_address: Option<std::net::IpAddr>,
+    /// `media_timeout=SECONDS`: an answered relayed call with no packet in
+    /// either direction for this long is ended (default 60; 0 off).
+    pub media_timeout: u32,
+}
+
+/// `media=`: when RTP goes through sipd's relay.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Media {
+    /// Relay when an end is behind NAT or the ends' address families differ.
+    Auto,
+    /// Always relay.
+    Relay,
+    /// Never relay (media goes end to end).
+    Direct,
+}
+
+impl Media {
+    pub fn parse(v: &str) -> Option<Media> {
+        match v.to_ascii_lowercase().as_str() {
+            "auto" => Some(Media::Auto),
+            "relay" => Some(Media::Relay),
+            "direct" => Some(Media::Direct),
+            _ => None,
+        }
+    }
 }
 
 /// Default `qualify` of gateways and mediagates, seconds: how often sipd
@@ -180,6 +215,8 @@ pub struct Client {
     pub digest: Option<Vec<crate::auth::Algorithm>>,
     /// `transport=`: how requests to its static `host` go (udp by default).
     pub transport: Transport,
+    /// `media=` of this section, if set.
+    pub media: Option<Media>,
 }
 
 impl Client {
@@ -191,6 +228,10 @@ impl Client {
         })
     }
     /// Bindings this client may hold at once.
+    /// When this client's calls are relayed: its own `media=`, else `[general]`'s.
+    pub fn media(&self, general: &General) -> Media {
+        self.media.unwrap_or(general.media)
+    }
     pub fn max_contacts(&self, general: &General) -> u32 {
         self.max_contacts.unwrap_or(general.max_contacts)
     }
@@ -528,6 +569,10 @@ impl General {
             ban: 300,
             security_log: None,
             metrics: None,
+            media: Media::Auto,
+            rtp_ports: (20000, 30000),
+            rtp_address: None,
+            media_timeout: 60,
         }
     }
 }

@@ -568,10 +568,45 @@ fn general_values() {
             ban: 300,
             security_log: None,
             metrics: None,
+            media: crate::config::Media::Auto,
+            rtp_ports: (20000, 30000),
+            rtp_address: None,
+            media_timeout: 60,
         }
     );
     assert!(c.clients.is_empty());
     assert!(c.client("general").is_none());
+}
+
+#[test]
+fn media_keys() {
+    use crate::config::Media;
+    let c = ok(
+        "[general]\nmedia=relay\nrtp_ports=30001-30010\nrtp_address=::1\nmedia_timeout=0\n\
+        [a]\nsecret=x\nmedia=direct\n[b]\nsecret=x\n",
+    );
+    assert_eq!(c.general.media, Media::Relay);
+    assert_eq!(c.general.rtp_ports, (30001, 30010));
+    assert_eq!(c.general.rtp_address, Some("::1".parse().unwrap()));
+    assert_eq!(c.general.media_timeout, 0);
+    assert_eq!(c.client("a").unwrap().media(&c.general), Media::Direct);
+    assert_eq!(c.client("b").unwrap().media(&c.general), Media::Relay);
+    for (text, want) in [
+        ("[general]\nmedia=nat\n", "bad media 'nat'"),
+        ("[general]\nrtp_ports=2000\n", "bad rtp_ports"),
+        ("[general]\nrtp_ports=30000-20000\n", "bad rtp_ports"),
+        ("[general]\nrtp_ports=80-2000\n", "bad rtp_ports"),
+        ("[general]\nrtp_ports=20001-20003\n", "at least 4 ports"),
+        ("[general]\nrtp_address=0.0.0.0\n", "bad rtp_address"),
+        ("[general]\nrtp_address=example.com\n", "bad rtp_address"),
+        ("[general]\nmedia_timeout=-1\n", "media_timeout"),
+        ("[a]\nsecret=x\nmedia=yes\n", "bad media 'yes'"),
+    ] {
+        let e = Config::parse(text, &opts_with("7", ""))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains(want), "{text:?}: {e}");
+    }
 }
 
 #[test]

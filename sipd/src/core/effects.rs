@@ -37,6 +37,8 @@ pub struct Effects {
     /// Addresses whose packets are dropped from now until the instant
     /// (`Some`), or no longer (`None`): the server drops them unparsed.
     pub drops: Vec<(IpAddr, Option<Instant>)>,
+    /// Media relay sessions to open, update and close, in order.
+    pub media: Vec<crate::media::MediaOp>,
 }
 
 impl Effects {
@@ -66,5 +68,6 @@ impl Effects {
             && self.trusted.is_empty()
             && self.security.is_empty()
             && self.drops.is_empty()
+            && self.media.is_empty()
     }
 }

@@ -19,6 +19,7 @@ pub mod gateways;
 mod identify;
 mod keepalive;
 mod local;
+mod media;
 mod pbx;
 mod proxy;
 mod register;
@@ -88,6 +89,14 @@ pub struct Counters {
     /// counted (`503` is not one).
     pub gateway_checks_sent: u64,
     pub gateway_checks_answered: u64,
+    /// Calls whose media was relayed (sessions opened), since start.
+    pub media_sessions: u64,
+    /// Relayed streams that went direct because no relay port was free.
+    pub media_no_ports: u64,
+    /// Relay ports that could not be bound (taken out of service).
+    pub media_bind_failures: u64,
+    /// Answered calls hung up for `media_timeout` without packets.
+    pub media_timeouts: u64,
 }
 
 /// Timer of a proxy context.
@@ -132,6 +141,11 @@ pub struct Core {
     defence: defence::Defence,
     /// When to ask the store to prune old CDRs next; `None`: at the next tick.
     next_prune: Option<Instant>,
+    /// Relay ports (`rtp_ports=`), the next relay session id, and the call
+    /// of each session.
+    ports: crate::media::ports::Ports,
+    next_media: u64,
+    media_calls: HashMap<u64, String>,
 }
 
 /// Tunables of the core.
@@ -187,6 +201,7 @@ impl Core {
             forwards = Forwards::from_rows(&loaded.forwards);
         }
         let gateways = gateways::Health::new(&config, now);
+        let ports = crate::media::ports::Ports::new(config.general.rtp_ports);
         Core {
             config,
             local,
@@ -216,6 +231,9 @@ impl Core {
             guard: identify::Guard::new(),
             defence: defence::Defence::new(),
             next_prune: None,
+            ports,
+            next_media: 1,
+            media_calls: HashMap::new(),
         }
     }
 
@@ -307,6 +325,7 @@ impl Core {
             self.next_prune = None;
         }
         self.local.set_realm(&config.general.realm);
+        self.ports.set_range(config.general.rtp_ports);
         self.config = config;
     }
 

@@ -145,6 +145,24 @@ impl Daemon {
         let (r, waits) = {
             let mut core = crate::lock(&self.core);
             let r = f(&mut core, &mut fx);
+            for w in fx.writes.iter_mut() {
+                // A CDR of a relayed call gets its packet counts while the
+                // session is still there.
+                if let crate::store::Write::AddCdr(row) = w {
+                    if let Some(st) = row.relay.take().and_then(|id| self.relay.stats(id)) {
+                        row.packets = st.packets;
+                    }
+                }
+            }
+            for op in fx.media.drain(..) {
+                if let Err(e) = self.relay.apply(&op) {
+                    tracing::warn!(
+                        "media relay: cannot bind {}; port taken out of service",
+                        e.error
+                    );
+                    core.media_bind_failed(e.port);
+                }
+            }
             for w in fx.writes.drain(..) {
                 self.store.apply(w);
             }

@@ -100,6 +100,9 @@ pub struct Daemon {
     pub(super) drops: security::DropList,
     /// The metrics listener (`metrics=`), moved by a reload.
     pub(super) metrics: Mutex<Option<metrics::Listener>>,
+    /// The RTP relay (`media=`): its threads run whether or not a call
+    /// is relayed (they sleep in epoll without one).
+    pub(super) relay: Arc<crate::media::relay::Relay>,
 }
 
 /// The security log's path, relative to DIR.
@@ -245,6 +248,13 @@ async fn serve(flags: Flags) -> Result<(), String> {
         wss,
         debug: flags.debug.then(|| Arc::new(DebugLog::new())),
     };
+    // Two forwarding threads on a small box, up to four on a bigger one:
+    // each takes whole sessions, and fewer threads batch more per wake-up.
+    let relay_threads = std::thread::available_parallelism()
+        .map(|n| n.get().clamp(1, 4))
+        .unwrap_or(2);
+    let relay = crate::media::relay::Relay::start(relay_threads)
+        .map_err(|e| format!("cannot start the media relay: {e}"))?;
     let daemon = Arc::new(Daemon {
         core: Mutex::new(Core::new(
             Arc::new(config),
@@ -272,6 +282,7 @@ async fn serve(flags: Flags) -> Result<(), String> {
         security: security::SecurityLog::default(),
         drops: security::DropList::default(),
         metrics: Mutex::new(None),
+        relay,
     });
     daemon.security.open(
         security_path(
@@ -304,8 +315,13 @@ async fn serve(flags: Flags) -> Result<(), String> {
             let mut tick = tokio::time::interval(TICK);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             let mut next_trim = Instant::now() + TRIM_EVERY;
+            let mut next_media = Instant::now() + MEDIA_CHECK;
             loop {
                 tick.tick().await;
+                if Instant::now() >= next_media {
+                    next_media = Instant::now() + MEDIA_CHECK;
+                    d.check_media();
+                }
                 if Instant::now() >= next_trim {
                     next_trim = Instant::now() + TRIM_EVERY;
                     d.with_core(Effects::new(), |core, _| core.shrink_tables());
@@ -351,13 +367,34 @@ async fn serve(flags: Flags) -> Result<(), String> {
         }
     }
     tracing::info!("shutting down");
+    daemon.relay.stop();
     notify(&[sd_notify::NotifyState::Stopping]);
     // Writes a failing store cannot take are logged (CDRs in full) here.
     daemon.store.finish();
     Ok(())
 }
 
+/// How often relayed calls are checked for `media_timeout`.
+const MEDIA_CHECK: Duration = Duration::from_secs(1);
+
 impl Daemon {
+    /// Answered relayed calls without media for `media_timeout` are ended.
+    fn check_media(&self) {
+        if self.relay.is_empty() {
+            return;
+        }
+        let timeout = self.with_core(Effects::new(), |c, _| c.config().general.media_timeout);
+        if timeout == 0 {
+            return;
+        }
+        let idle = self.relay.idle(Duration::from_secs(u64::from(timeout)));
+        if !idle.is_empty() {
+            self.with_core(Effects::new(), |core, fx| {
+                core.on_media_idle(&idle, Now::read(), fx)
+            });
+        }
+    }
+
     /// Re-read sip.conf: validate first, keep the old config on any error,
     /// swap atomically on success.
     pub fn reload(&self) -> Result<proto::ReloadReport, String> {

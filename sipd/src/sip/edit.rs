@@ -42,6 +42,8 @@ pub struct Edit<'a> {
     /// Single header lines removed by `remove_header_if`.
     drop_lines: Vec<Range<usize>>,
     adds: Vec<(HeaderName, String)>,
+    /// A new body (`set_body`).
+    body: Option<Vec<u8>>,
 }
 
 impl Message {
@@ -58,6 +60,7 @@ impl Message {
             line_ops: Vec::new(),
             drop_lines: Vec::new(),
             adds: Vec::new(),
+            body: None,
         }
     }
 }
@@ -153,6 +156,15 @@ impl<'a> Edit<'a> {
     /// Append a new header line at the end of the header section.
     pub fn add_header(mut self, name: HeaderName, value: &str) -> Self {
         self.adds.push((name, value.to_string()));
+        self
+    }
+    /// Replace the body (Content-Length follows it; Content-Type stays).
+    pub fn set_body(mut self, body: Vec<u8>) -> Self {
+        self.line_ops
+            .retain(|(n, _)| n != &HeaderName::ContentLength);
+        self.line_ops
+            .push((HeaderName::ContentLength, Some(body.len().to_string())));
+        self.body = Some(body);
         self
     }
     /// Remove every line of `name`.
@@ -319,6 +331,15 @@ impl<'a> Edit<'a> {
             cursor = s.range.end;
         }
         out.extend_from_slice(raw.get(cursor..).unwrap_or(&[]));
+        if let Some(body) = self.body {
+            // Splices only touch the head: the original body (and anything
+            // after it) is the tail of `out`.
+            out.truncate(
+                out.len()
+                    .saturating_sub(raw.len().saturating_sub(msg.body.start)),
+            );
+            out.extend_from_slice(&body);
+        }
         out
     }
 }

@@ -242,6 +242,8 @@ mod tests {
             duration: 0,
             billsec: 0,
             device: String::new(),
+            packets: [0, 0],
+            relay: None,
         })
     }
 

@@ -130,6 +130,12 @@ pub struct CdrRow {
     pub billsec: u64,
     /// The device that answered (its registered Contact); empty when none.
     pub device: String,
+    /// Media packets relayed from the caller and from the callee (0, 0
+    /// when the call's media did not go through sipd).
+    pub packets: [u64; 2],
+    /// The relay session whose counters the server puts into `packets`
+    /// before the row is written (not stored).
+    pub relay: Option<u64>,
 }
 
 /// What [`Store::open`] found in the store.
@@ -436,6 +442,8 @@ impl Store {
                     duration: r.get(11)?,
                     billsec: r.get(12)?,
                     device: r.get(13)?,
+                    packets: [r.get(14)?, r.get(15)?],
+                    relay: None,
                 })
             })?;
             rows.collect()

@@ -14,7 +14,7 @@ use super::{BindingRow, ForwardRow, Write};
 pub const PRUNE_CHUNK: usize = 10_000;
 
 /// Schema version this build writes (`PRAGMA user_version`).
-pub const SCHEMA_VERSION: u32 = 2;
+pub const SCHEMA_VERSION: u32 = 3;
 
 /// `MIGRATIONS[i]` takes the schema from version `i` to `i + 1`.
 const MIGRATIONS: &[&str] = &["
@@ -79,6 +79,10 @@ const MIGRATIONS: &[&str] = &["
     DROP TABLE bindings;
     ALTER TABLE bindings2 RENAME TO bindings;
     ALTER TABLE cdr ADD COLUMN device TEXT NOT NULL DEFAULT '';
+", "
+    -- Media relay (issue 14): packets relayed from each end of the call.
+    ALTER TABLE cdr ADD COLUMN packets_caller INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE cdr ADD COLUMN packets_callee INTEGER NOT NULL DEFAULT 0;
 "];
 
 const SQL_PUT_BINDING: &str = "INSERT OR REPLACE INTO bindings
@@ -91,10 +95,11 @@ const SQL_PUT_FORWARD: &str = "INSERT OR REPLACE INTO forwards
 const SQL_DELETE_FORWARD: &str = "DELETE FROM forwards WHERE name = ?1";
 const SQL_ADD_CDR: &str = "INSERT INTO cdr
     (call_id, caller, callerid, accountcode, dialed, target, disposition, code,
-     start_ms, answer_ms, end_ms, duration, billsec, device)
-    VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)";
+     start_ms, answer_ms, end_ms, duration, billsec, device, packets_caller, packets_callee)
+    VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)";
 pub(super) const SQL_RECENT_CDRS: &str = "SELECT call_id, caller, callerid, accountcode,
-    dialed, target, disposition, code, start_ms, answer_ms, end_ms, duration, billsec, device
+    dialed, target, disposition, code, start_ms, answer_ms, end_ms, duration, billsec, device,
+    packets_caller, packets_callee
     FROM cdr ORDER BY end_ms DESC, id DESC LIMIT ?1";
 
 /// One slice of a prune, oldest first (walks the `cdr_end` index).
@@ -310,6 +315,8 @@ pub(super) fn apply(conn: &Connection, w: &Write) -> rusqlite::Result<usize> {
                 c.duration,
                 c.billsec,
                 c.device,
+                c.packets[0],
+                c.packets[1],
             ])?;
         }
         Write::PruneCdrs { ended_before_ms } => {

@@ -85,6 +85,8 @@ fn cdr(call_id: &str, end: u64, answer: Option<u64>) -> CdrRow {
         duration: 30,
         billsec: answer.map_or(0, |a| (end - a) / 1000),
         device: String::new(),
+        packets: [0, 0],
+        relay: None,
     }
 }
 

@@ -298,7 +298,7 @@ pub(crate) fn sockaddr(addr: SocketAddr) -> (libc::sockaddr_storage, libc::sockl
     }
 }
 
-fn from_sockaddr(s: &libc::sockaddr_storage) -> Option<SocketAddr> {
+pub(crate) fn from_sockaddr(s: &libc::sockaddr_storage) -> Option<SocketAddr> {
     match i32::from(s.ss_family) {
         libc::AF_INET => {
             // SAFETY: the family says it is a sockaddr_in.

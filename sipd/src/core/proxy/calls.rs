@@ -57,6 +57,10 @@ impl Core {
             start_ms: now.unix_ms,
             answer_ms: None,
             device: String::new(),
+            media: None,
+            caller_cseq: msg.cseq().seq,
+            callee_cseq: 0,
+            callee_to: String::new(),
         });
     }
 
@@ -70,7 +74,10 @@ impl Core {
         fx: &mut Effects,
     ) {
         if let Some(call) = self.calls.remove(call_id) {
-            fx.write(Write::AddCdr(call.cdr(disp, code, now.unix_ms)));
+            let mut cdr = call.cdr(disp, code, now.unix_ms);
+            cdr.relay = call.media.as_ref().map(|m| m.id);
+            fx.write(Write::AddCdr(cdr));
+            self.release_media(&call, fx);
         }
     }
 
@@ -89,7 +96,14 @@ impl Core {
     }
 
     /// The call is answered on branch `bno`.
-    pub(super) fn answered(&mut self, ctx: &Ctx, bno: usize, msg: &Message, now: Now) {
+    pub(super) fn answered(
+        &mut self,
+        ctx: &Ctx,
+        bno: usize,
+        msg: &Message,
+        now: Now,
+        fx: &mut Effects,
+    ) {
         let Some(call) = ctx.call_id.as_ref().and_then(|c| self.calls.get_mut(c)) else {
             return;
         };
@@ -112,6 +126,11 @@ impl Core {
         call.callee_routes = rr[..ours].iter().rev().map(|r| r.uri.clone()).collect();
         call.from_presented = hop.presented_from.clone();
         call.device = hop.device.clone().unwrap_or_default();
+        call.callee_to = msg.header(&HeaderName::To).unwrap_or("").to_string();
         call.ctx = None;
+        if let Some(m) = &call.media {
+            // The media timeout counts from the answer.
+            fx.media.push(crate::media::MediaOp::Touch { id: m.id });
+        }
     }
 }

@@ -27,6 +27,7 @@ impl Core {
         if let Some(call_id) = &ctx.call_id {
             if let Some(call) = self.calls.get_mut(call_id) {
                 call.ctx = Some(cid);
+                ctx.media_from = Some(crate::media::CALLER);
             }
         }
         self.ctxs.insert(cid, Box::new(ctx));
@@ -103,6 +104,18 @@ impl Core {
     /// Send the request along one hop of the current step (nothing when
     /// the transaction table is full: the hop is skipped).
     fn start_branch(&mut self, ctx: &mut Ctx, cid: u64, hop: Hop, now: Now, fx: &mut Effects) {
+        if ctx.media_body.is_none() {
+            if ctx.invite && !ctx.in_dialog && ctx.call_id.is_some() {
+                self.decide_media(
+                    &ctx.req,
+                    &ctx.peer,
+                    &hop.dest,
+                    &hop.target,
+                    hop.ruri.as_deref(),
+                );
+            }
+            ctx.media_body = Some(self.request_media(ctx, fx));
+        }
         let (branch_id, data) = self.build_forward(ctx, &hop);
         let bno = ctx.branches.len();
         let method = ctx.req.method().cloned().unwrap_or(Method::Invite);
@@ -244,7 +257,7 @@ impl Core {
     ) {
         let code = resp.status().unwrap_or(500);
         let hop = bno.and_then(|b| ctx.branches.get(b)).map(|b| b.hop.clone());
-        let data = self.upstream_bytes(resp, hop.as_ref());
+        let data = self.upstream_bytes(ctx, resp, hop.as_ref(), fx);
         self.txns
             .respond(ctx.server, code, data, now.at, &mut fx.out);
         self.finished(ctx, cid, code, now, fx);
@@ -390,7 +403,7 @@ impl Core {
         let Some(hop) = ctx.branches.get(bno).map(|b| b.hop.clone()) else {
             return;
         };
-        let data = self.upstream_bytes(msg, Some(&hop));
+        let data = self.upstream_bytes(ctx, msg, Some(&hop), fx);
         self.txns
             .respond(ctx.server, code, data, now.at, &mut fx.out);
         if let Some(call) = ctx.call_id.as_ref().and_then(|c| self.calls.get_mut(c)) {
@@ -427,7 +440,7 @@ impl Core {
         if stray && (ctx.call_id.is_none() || ctx.in_dialog) {
             // Not a call of ours to end (a re-INVITE, an announcement):
             // pass the answer on if the caller can still take it.
-            let data = self.upstream_bytes(msg, hop.as_ref());
+            let data = self.upstream_bytes(ctx, msg, hop.as_ref(), fx);
             self.txns
                 .respond(ctx.server, code, data, now.at, &mut fx.out);
         } else if stray {
@@ -436,11 +449,11 @@ impl Core {
                 self.hang_up_stray(ctx, &hop, msg, now, fx);
             }
         } else {
-            let data = self.upstream_bytes(msg, hop.as_ref());
+            let data = self.upstream_bytes(ctx, msg, hop.as_ref(), fx);
             self.txns
                 .respond(ctx.server, code, data, now.at, &mut fx.out);
             if !ctx.finished {
-                self.answered(ctx, bno, msg, now);
+                self.answered(ctx, bno, msg, now, fx);
                 // The first 2xx wins: the other devices stop ringing.
                 for other in ctx.live.clone() {
                     if other != bno {

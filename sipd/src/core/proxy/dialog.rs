@@ -12,6 +12,7 @@ use std::sync::Arc;
 use super::{uri_dest, Ctx, Hop};
 use crate::calls::{Call, Disposition, State};
 use crate::core::{Core, Effects};
+use crate::media::{CALLEE, CALLER};
 use crate::sip::{HeaderName, Message, Method, NameAddr, Uri};
 use crate::time::Now;
 use crate::transaction::TxId;
@@ -265,7 +266,17 @@ impl Core {
         let tracked = from_caller.is_some();
         if let Some(from_caller) = from_caller {
             self.target_refresh(&msg, peer, from_caller);
+            if let Some(call) = self.calls.get_mut(msg.call_id()) {
+                let seq = msg.cseq().seq;
+                let cseq = if from_caller {
+                    &mut call.caller_cseq
+                } else {
+                    &mut call.callee_cseq
+                };
+                *cseq = (*cseq).max(seq);
+            }
         }
+        let media_from = from_caller.map(|c| if c { CALLER } else { CALLEE });
         if msg.method() == Some(&Method::Bye) {
             // Only a BYE of the call itself (Call-ID and both tags) ends it.
             let answered = tracked
@@ -281,6 +292,7 @@ impl Core {
         let mut ctx = Ctx::new(id, msg, peer, vec![hop]);
         ctx.pop_routes = pops;
         ctx.in_dialog = true;
+        ctx.media_from = media_from;
         self.start_ctx(ctx, now, fx);
     }
 
@@ -312,12 +324,20 @@ impl Core {
         if msg.to().tag().is_none() || msg.max_forwards() == Some(0) {
             return;
         }
-        let Ok(DialogHop { pops, hop, .. }) = self.dialog_hop(&msg, &peer) else {
+        let Ok(DialogHop {
+            pops,
+            hop,
+            from_caller,
+        }) = self.dialog_hop(&msg, &peer)
+        else {
             return;
         };
         let msg = Arc::new(msg);
         let mut ctx = Ctx::new(0, msg, peer, Vec::new());
         ctx.pop_routes = pops;
+        // An ACK may carry the answer to an offer in a 2xx (late offer).
+        ctx.media_from = from_caller.map(|c| if c { CALLER } else { CALLEE });
+        ctx.media_body = Some(self.request_media(&ctx, fx));
         let (_, data) = self.build_forward(&ctx, &hop);
         fx.out.push(Out::request(hop.dest, data));
     }

@@ -4,7 +4,7 @@
 //! headers of user clients replaced by ours.
 
 use super::{loop_tag, push_hostport, Ctx, Hop};
-use crate::core::{via_with_received, Core};
+use crate::core::{via_with_received, Core, Effects};
 use crate::sip::auth::AuthParams;
 use crate::sip::{push_hex, HeaderName, Message};
 use crate::transport::{Peer, Transport};
@@ -76,6 +76,9 @@ impl Core {
         for (n, v) in &hop.req_add {
             e = e.add_header(n.clone(), v);
         }
+        if let Some(Some(body)) = &ctx.media_body {
+            e = e.set_body(body.clone());
+        }
         (branch, e.finish())
     }
 
@@ -105,14 +108,37 @@ impl Core {
         s
     }
 
-    /// A response from a branch passed upstream: our Via off, rewrites applied.
-    pub(super) fn upstream_bytes(&self, resp: &Message, hop: Option<&Hop>) -> Vec<u8> {
+    /// A response from a branch passed upstream: our Via off, rewrites
+    /// applied, its SDP rewritten when the call's media is relayed.
+    pub(super) fn upstream_bytes(
+        &mut self,
+        ctx: &Ctx,
+        resp: &Message,
+        hop: Option<&Hop>,
+        fx: &mut Effects,
+    ) -> Vec<u8> {
+        let body = match (ctx.media_from, hop) {
+            // The answer comes from the other end, where the branch went.
+            (Some(from), Some(h)) => {
+                self.media_body(ctx.req.call_id(), 1 - from, h.dest.addr.ip(), resp, fx)
+            }
+            _ => None,
+        };
         let mut e = resp.edit().pop_via();
         if let Some(h) = hop {
             for (n, v) in &h.resp_set {
                 e = e.set_header(n.clone(), v);
             }
         }
+        if let Some(b) = body {
+            e = e.set_body(b);
+        }
         e.finish()
+    }
+
+    /// The request's SDP rewritten for the relay (`None`: as received).
+    pub(super) fn request_media(&mut self, ctx: &Ctx, fx: &mut Effects) -> Option<Vec<u8>> {
+        let from = ctx.media_from?;
+        self.media_body(ctx.req.call_id(), from, ctx.peer.addr.ip(), &ctx.req, fx)
     }
 }

@@ -129,6 +129,13 @@ pub(super) struct Ctx {
     in_dialog: bool,
     /// The caller's top Via as forwarded (received/rport added), made once.
     top_via: String,
+    /// The call end that sent the request ([`crate::media::CALLER`] or
+    /// [`crate::media::CALLEE`]) when it belongs to a call (its SDP and
+    /// that of the answers go through the media relay if the call does).
+    media_from: Option<usize>,
+    /// The request's body rewritten for the relay, made once for every
+    /// branch (`Some(None)`: sent as received).
+    media_body: Option<Option<Vec<u8>>>,
 }
 
 impl Ctx {
@@ -154,6 +161,8 @@ impl Ctx {
             strip_identity: false,
             in_dialog: false,
             top_via: String::new(),
+            media_from: None,
+            media_body: None,
         }
     }
 }

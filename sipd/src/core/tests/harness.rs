@@ -53,6 +53,8 @@ pub struct Bench {
     pub unreachable: Vec<SocketAddr>,
     /// Send failures to report (requests to closed flows).
     pub failed: Vec<u64>,
+    /// Media relay operations, in order.
+    pub media: Vec<crate::media::MediaOp>,
 }
 
 impl Bench {
@@ -75,6 +77,7 @@ impl Bench {
             closed: Vec::new(),
             unreachable: Vec::new(),
             failed: Vec::new(),
+            media: Vec::new(),
         }
     }
 
@@ -98,6 +101,7 @@ impl Bench {
         }
         self.writes.extend(fx.writes);
         self.confirms.extend(fx.confirm);
+        self.media.extend(fx.media);
     }
 
     /// Deliver `text` from `from`.

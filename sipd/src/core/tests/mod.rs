@@ -15,6 +15,7 @@ mod forking;
 mod gateway_health;
 mod guard;
 mod local_address;
+mod media;
 mod options;
 mod permit;
 mod reload;

@@ -21,6 +21,21 @@ impl Daemon {
                     state: c.state.as_str().to_string(),
                     duration_secs: now.duration_since(c.started).as_secs(),
                     device: c.device.clone(),
+                    media: c.media.as_ref().map(|m| {
+                        let st = self.relay.stats(m.id).unwrap_or_default();
+                        let ports = m.streams.first().copied().flatten().unwrap_or([0, 0]);
+                        proto::MediaInfo {
+                            packets_from_caller: st.packets[0],
+                            bytes_from_caller: st.bytes[0],
+                            packets_from_callee: st.packets[1],
+                            bytes_from_callee: st.bytes[1],
+                            dropped: st.dropped,
+                            caller_addr: st.latched[0].map(|a| a.to_string()),
+                            callee_addr: st.latched[1].map(|a| a.to_string()),
+                            caller_port: ports[0],
+                            callee_port: ports[1],
+                        }
+                    }),
                 })
                 .collect(),
         }

@@ -32,6 +32,8 @@ fn cdr_of_row(r: crate::store::CdrRow) -> proto::Cdr {
         disposition: r.disposition,
         code: r.code,
         device: r.device,
+        packets_caller: r.packets[0],
+        packets_callee: r.packets[1],
         start: r.start,
         answer: r.answer,
         end: r.end,

@@ -91,6 +91,13 @@ impl Daemon {
                 counter("bans", c.bans),
                 counter("requests dropped from banned sources", c.banned_dropped),
                 counter("flood sources counted", core.ban_table_sizes().1 as u64),
+                counter("relayed calls", self.relay.len() as u64),
+                counter("calls relayed since start", c.media_sessions),
+                counter("relay ports in use", 2 * core.media_ports_in_use() as u64),
+                counter("media packets relayed", self.relay.totals().0),
+                counter("media packets dropped", self.relay.totals().1),
+                counter("media streams without a free port", c.media_no_ports),
+                counter("calls ended by media_timeout", c.media_timeouts),
             ]
             .into_iter()
             .chain(streams)

@@ -54,6 +54,11 @@ pub struct Sample {
     pub bans: usize,
     pub streams: Vec<Stream>,
     pub store: StoreSample,
+    /// Relay sessions open, RTP/RTCP ports in use, packets relayed and dropped.
+    pub relayed_calls: usize,
+    pub relay_ports: usize,
+    pub relay_packets: u64,
+    pub relay_dropped: u64,
 }
 
 /// One stream transport's connections.
@@ -101,9 +106,12 @@ impl Daemon {
                 contexts: core.context_count(),
                 per_source_refused: core.refused_per_source(),
                 bans: core.ban_table_sizes().0,
+                relay_ports: 2 * core.media_ports_in_use(),
                 ..Sample::default()
             }
         };
+        s.relayed_calls = self.relay.len();
+        (s.relay_packets, s.relay_dropped) = self.relay.totals();
         s.version = env!("CARGO_PKG_VERSION");
         s.uptime_secs = self.started.elapsed().as_secs();
         for t in self.transports.streams() {
@@ -282,6 +290,36 @@ fn build(s: &Sample) -> prometheus::Result<Registry> {
         "sipd_bans",
         "Entries in the ban table (flood bans and brute-force locks).",
         s.bans,
+    )?;
+    f.gauge(
+        "sipd_relay_sessions",
+        "Calls whose media goes through sipd's relay now.",
+        s.relayed_calls,
+    )?;
+    f.gauge(
+        "sipd_relay_ports",
+        "UDP ports the media relay holds (RTP and RTCP).",
+        s.relay_ports,
+    )?;
+    f.counter(
+        "sipd_relay_packets_total",
+        "Media packets the relay forwarded.",
+        s.relay_packets,
+    )?;
+    f.counter(
+        "sipd_relay_dropped_packets_total",
+        "Media packets the relay dropped (foreign source, before the sender was known, nowhere to go).",
+        s.relay_dropped,
+    )?;
+    f.counter(
+        "sipd_relayed_calls_total",
+        "Calls whose media went through the relay.",
+        c.media_sessions,
+    )?;
+    f.counter(
+        "sipd_media_timeouts_total",
+        "Answered calls hung up because no media flowed for media_timeout.",
+        c.media_timeouts,
     )?;
     f.gauge(
         "sipd_bindings_unreachable",

@@ -360,3 +360,32 @@ fn all_forwarding_edits_together() {
     let p = check(&out, &full(&expected));
     assert_eq!(p.vias().unwrap().len(), 4);
 }
+
+#[test]
+fn set_body_replaces_the_body_and_its_content_length_only() {
+    let m = parse(&orig());
+    let new = b"v=0\r\nc=IN IP4 127.0.0.1\r\n".to_vec();
+    let out = m.edit().pop_via().set_body(new.clone()).finish();
+    let head = ORIG
+        .replacen(
+            "Via: SIP/2.0/UDP a.example.com;branch=z9hG4bK1, ",
+            "Via: ",
+            1,
+        )
+        .replacen(
+            "Content-Length: 6\r\n",
+            &format!("Content-Length: {}\r\n", new.len()),
+            1,
+        );
+    assert_eq!(
+        String::from_utf8_lossy(&out),
+        String::from_utf8_lossy(&[head.as_bytes(), &new].concat())
+    );
+    assert_eq!(parse(&out).body(), &new[..]);
+    // Without a Content-Length line one is added, with the new length.
+    let bare = full(&ORIG.replacen("Content-Length: 6\r\n", "", 1));
+    let out = parse(&bare).edit().set_body(b"abc".to_vec()).finish();
+    let m = parse(&out);
+    assert_eq!(m.body(), b"abc");
+    assert_eq!(m.header(&HeaderName::ContentLength), Some("3"));
+}
