@@ -311,6 +311,17 @@ struct RecvStats {
     malformed: u64,
     no_kernel_ts: u64,
     polls: u64,
+    /// Per second of the measured phase (by send time): packets, packets
+    /// over 1 ms, the largest latency.
+    timeline: Vec<Second>,
+    measure_wall: u64,
+}
+
+#[derive(Clone, Default)]
+struct Second {
+    n: u64,
+    over_1ms: u64,
+    max_ns: u64,
 }
 
 struct Plan {
@@ -327,6 +338,7 @@ struct Plan {
     tick_ns: u64,
     rx_poll_ns: u64,
     drain_ns: u64,
+    measured_secs: usize,
 }
 
 fn emit(line: &str) {
@@ -336,7 +348,7 @@ fn emit(line: &str) {
     let _ = o.flush();
 }
 
-fn sender(plan: &Plan, done_at: &AtomicU64) -> SendStats {
+fn sender(plan: &Plan, done_at: &AtomicU64, measure_wall: &AtomicU64) -> SendStats {
     let streams = plan.fds.len();
     let mut order: Vec<usize> = (0..streams).collect();
     order.sort_by_key(|&s| (plan.offset_ns[s], s));
@@ -365,6 +377,7 @@ fn sender(plan: &Plan, done_at: &AtomicU64) -> SendStats {
     if plan.warm_per_stream == 0 {
         st.cpu_measure_start = cpu_s();
         t_measure = t0;
+        measure_wall.store(wall_ns() + 20_000_000, Ordering::SeqCst);
         emit("{\"event\":\"measure_start\"}");
     }
     let (mut k, mut j) = (0u64, 0usize);
@@ -421,6 +434,7 @@ fn sender(plan: &Plan, done_at: &AtomicU64) -> SendStats {
                 if k == plan.warm_per_stream {
                     st.cpu_measure_start = cpu_s();
                     t_measure = now_ns();
+                    measure_wall.store(wall_ns(), Ordering::SeqCst);
                     emit("{\"event\":\"measure_start\"}");
                 }
             }
@@ -434,7 +448,7 @@ fn sender(plan: &Plan, done_at: &AtomicU64) -> SendStats {
     st
 }
 
-fn receiver(plan: &Plan, done_at: &AtomicU64) -> RecvStats {
+fn receiver(plan: &Plan, done_at: &AtomicU64, measure_wall: &AtomicU64) -> RecvStats {
     let streams = plan.fds.len();
     let words = plan.per_stream.div_ceil(64) as usize;
     let mut seen = vec![0u64; streams * words];
@@ -449,6 +463,8 @@ fn receiver(plan: &Plan, done_at: &AtomicU64) -> RecvStats {
         malformed: 0,
         no_kernel_ts: 0,
         polls: 0,
+        timeline: vec![Second::default(); plan.measured_secs],
+        measure_wall: 0,
     };
     // SAFETY: plain epoll calls on descriptors we own.
     let ep = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
@@ -496,6 +512,9 @@ fn receiver(plan: &Plan, done_at: &AtomicU64) -> RecvStats {
             0
         };
         st.polls += 1;
+        if st.measure_wall == 0 {
+            st.measure_wall = measure_wall.load(Ordering::SeqCst);
+        }
         loop {
             // SAFETY: events has room for its length.
             let n =
@@ -609,7 +628,15 @@ fn recv_socket(
                     wall_ns()
                 }
             };
-            st.lat[s & 1].add(t.saturating_sub(sent_ns));
+            let lat = t.saturating_sub(sent_ns);
+            st.lat[s & 1].add(lat);
+            if !st.timeline.is_empty() {
+                let sec = (sent_ns.saturating_sub(st.measure_wall) / 1_000_000_000) as usize;
+                let sec = &mut st.timeline[sec.min(plan.measured_secs - 1)];
+                sec.n += 1;
+                sec.over_1ms += (lat > 1_000_000) as u64;
+                sec.max_ns = sec.max_ns.max(lat);
+            }
         } else {
             st.warm_received += 1;
         }
@@ -766,21 +793,23 @@ fn run() -> Result<(), String> {
         tick_ns: a.tick_us * 1000,
         rx_poll_ns: a.rx_poll_us * 1000,
         drain_ns: a.drain_ms * 1_000_000,
+        measured_secs: a.secs.ceil().max(1.0) as usize,
     });
     let done_at = Arc::new(AtomicU64::new(0));
+    let measure_wall = Arc::new(AtomicU64::new(0));
     let cpu0 = cpu_s();
     let rx = {
-        let (plan, done_at) = (plan.clone(), done_at.clone());
+        let (plan, done_at, mw) = (plan.clone(), done_at.clone(), measure_wall.clone());
         thread::Builder::new()
             .name("rx".into())
-            .spawn(move || receiver(&plan, &done_at))
+            .spawn(move || receiver(&plan, &done_at, &mw))
             .map_err(|e| e.to_string())?
     };
     let tx = {
-        let (plan, done_at) = (plan.clone(), done_at.clone());
+        let (plan, done_at, mw) = (plan.clone(), done_at.clone(), measure_wall.clone());
         thread::Builder::new()
             .name("tx".into())
-            .spawn(move || sender(&plan, &done_at))
+            .spawn(move || sender(&plan, &done_at, &mw))
             .map_err(|e| e.to_string())?
     };
     let s = tx.join().map_err(|_| "sender thread panicked")?;
@@ -790,6 +819,12 @@ fn run() -> Result<(), String> {
         Some((sock, got, want)) => format!(",\"first_asymmetric\":{{\"socket\":{sock},\"from\":\"{got}\",\"expected\":\"{want}\"}}"),
         None => String::new(),
     };
+    let timeline: Vec<String> = r
+        .timeline
+        .iter()
+        .map(|t| format!("[{},{},{:.1}]", t.n, t.over_1ms, t.max_ns as f64 / 1000.0))
+        .collect();
+    let timeline = timeline.join(",");
     let sent = s.dirs[0].sent + s.dirs[1].sent;
     let received = r.dirs[0].received + r.dirs[1].received;
     emit(&format!(
@@ -797,7 +832,7 @@ fn run() -> Result<(), String> {
 \"sent\":{},\"received\":{},\"lost\":{},\"latency_us\":{},\"a2b\":{},\"b2a\":{},\
 \"warmup\":{{\"sent\":{},\"received\":{}}},\"misrouted\":{},\"asymmetric\":{}{},\"malformed\":{},\"no_kernel_ts\":{},\"rx_polls\":{},\
 \"send_errors\":{},\"send_last_errno\":{},\"send_late_us\":{},\"measure_wall_s\":{:.3},\
-\"cpu_measure_s\":{:.3},\"cpu_total_s\":{:.3}}}",
+\"cpu_measure_s\":{:.3},\"cpu_total_s\":{:.3},\"timeline\":[{}]}}",
         a.calls,
         a.pps,
         a.payload,
@@ -822,7 +857,8 @@ fn run() -> Result<(), String> {
         s.late.json(),
         s.wall_measure_s,
         s.cpu_measure_end - s.cpu_measure_start,
-        cpu_total
+        cpu_total,
+        timeline
     ));
     drop(socks);
     Ok(())
