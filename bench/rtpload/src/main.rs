@@ -23,6 +23,9 @@
 //!   stdout  {"event":"measure_start"}  after the warm-up
 //!           {"event":"measure_end"}    when the last packet is sent
 //!           {"event":"report",...}     after the drain; then exit 0
+//!   The report's "timeline" has one entry per second of the measured
+//!   phase (by send time): [packets, packets over 1 ms, max µs,
+//!   [[bucket, count], ...]] (the buckets of `coarse_bucket`).
 //!
 //! Two threads: one sends (wakes every `--tick-us` at most, sends what is
 //! due, one sendto per packet: each endpoint has its own socket), one
@@ -317,11 +320,41 @@ struct RecvStats {
     measure_wall: u64,
 }
 
-#[derive(Clone, Default)]
+#[derive(Clone)]
 struct Second {
     n: u64,
     over_1ms: u64,
     max_ns: u64,
+    /// Coarse histogram ([`coarse_bucket`]), so that the bench script can
+    /// take percentiles over the seconds it chooses.
+    hist: Vec<u32>,
+}
+
+impl Default for Second {
+    fn default() -> Self {
+        Second {
+            n: 0,
+            over_1ms: 0,
+            max_ns: 0,
+            hist: vec![0; COARSE_BUCKETS],
+        }
+    }
+}
+
+/// Per-second histogram buckets: 2 µs wide below 1 ms, 50 µs wide up to
+/// 50 ms, then one for everything above. Bucket b's upper edge, µs:
+/// 2(b+1) below 500, 1000 + 50(b-499) up to 1479.
+const COARSE_BUCKETS: usize = 1481;
+
+fn coarse_bucket(ns: u64) -> usize {
+    let us = ns / 1000;
+    if us < 1000 {
+        (us / 2) as usize
+    } else if us < 50_000 {
+        500 + ((us - 1000) / 50) as usize
+    } else {
+        COARSE_BUCKETS - 1
+    }
 }
 
 struct Plan {
@@ -636,6 +669,7 @@ fn recv_socket(
                 sec.n += 1;
                 sec.over_1ms += (lat > 1_000_000) as u64;
                 sec.max_ns = sec.max_ns.max(lat);
+                sec.hist[coarse_bucket(lat)] += 1;
             }
         } else {
             st.warm_received += 1;
@@ -822,7 +856,22 @@ fn run() -> Result<(), String> {
     let timeline: Vec<String> = r
         .timeline
         .iter()
-        .map(|t| format!("[{},{},{:.1}]", t.n, t.over_1ms, t.max_ns as f64 / 1000.0))
+        .map(|t| {
+            let h: Vec<String> = t
+                .hist
+                .iter()
+                .enumerate()
+                .filter(|(_, &c)| c > 0)
+                .map(|(b, c)| format!("[{b},{c}]"))
+                .collect();
+            format!(
+                "[{},{},{:.1},[{}]]",
+                t.n,
+                t.over_1ms,
+                t.max_ns as f64 / 1000.0,
+                h.join(",")
+            )
+        })
         .collect();
     let timeline = timeline.join(",");
     let sent = s.dirs[0].sent + s.dirs[1].sent;
