@@ -61,6 +61,10 @@ pub struct Flags {
     #[arg(long = "udp-threads", value_name = "N", default_value_t = 1,
           value_parser = clap::value_parser!(u64).range(1..=64))]
     pub udp_threads: u64,
+    /// Media relay forwarding threads (0: one per core, at most 4)
+    #[arg(long = "rtp-threads", value_name = "N", default_value_t = 0,
+          value_parser = clap::value_parser!(u64).range(0..=64))]
+    pub rtp_threads: u64,
     /// Most TCP connections open at once
     #[arg(long = "tcp-max-connections", value_name = "N", default_value_t = 4096,
           value_parser = clap::value_parser!(u64).range(1..=1_000_000))]

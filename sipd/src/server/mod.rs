@@ -258,9 +258,12 @@ async fn serve(flags: Flags) -> Result<(), String> {
     };
     // Two forwarding threads on a small box, up to four on a bigger one:
     // each takes whole sessions, and fewer threads batch more per wake-up.
-    let relay_threads = std::thread::available_parallelism()
-        .map(|n| n.get().clamp(1, 4))
-        .unwrap_or(2);
+    let relay_threads = match flags.rtp_threads {
+        0 => std::thread::available_parallelism()
+            .map(|n| n.get().clamp(1, 4))
+            .unwrap_or(2),
+        n => n as usize,
+    };
     let relay = crate::media::relay::Relay::start(relay_threads)
         .map_err(|e| format!("cannot start the media relay: {e}"))?;
     let daemon = Arc::new(Daemon {
