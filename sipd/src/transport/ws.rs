@@ -13,12 +13,10 @@
 //! connection is gone fails at once.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::{Sink, SinkExt, StreamExt};
-use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request, Response};
 use tokio_tungstenite::tungstenite::http::{HeaderValue, StatusCode};
@@ -26,7 +24,7 @@ use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 use tokio_tungstenite::WebSocketStream;
 
-use super::tcp::{deadline, ReadState, Registered, Stream, Tcp};
+use super::tcp::{deadline, FlowShared, ReadState, Registered, Stream, Tcp};
 use super::{FlowId, Peer};
 use crate::sip::Limits;
 
@@ -118,22 +116,16 @@ impl Tcp {
         addr: SocketAddr,
         local: SocketAddr,
     ) -> Option<FlowId> {
-        let Registered {
-            id,
-            rx,
-            queued,
-            close,
-            trusted,
-        } = self.register(addr, true)?;
+        let Registered { id, shared } = self.register(addr, true)?;
         let (sink, stream) = ws.split();
         let me = self.clone();
         let write_timeout = self.limits.write_timeout;
         self.run_flow(
             id,
             addr,
-            close,
-            write_loop(sink, rx, queued, write_timeout),
-            async move { me.ws_read_loop(id, addr, local, stream, trusted).await },
+            shared.clone(),
+            write_loop(sink, shared.clone(), write_timeout),
+            async move { me.ws_read_loop(id, addr, local, stream, shared).await },
         );
         Some(id)
     }
@@ -144,7 +136,7 @@ impl Tcp {
         addr: SocketAddr,
         local: SocketAddr,
         mut stream: R,
-        trusted: Arc<AtomicBool>,
+        shared: Arc<FlowShared>,
     ) where
         R: futures_util::Stream<Item = Result<Message, WsError>> + Unpin,
     {
@@ -161,14 +153,14 @@ impl Tcp {
             last_read: opened,
             last_message: None,
             partial_since: None,
-            trusted: trusted.load(Ordering::Relaxed),
+            trusted: shared.trusted(),
         };
         loop {
-            st.trusted = trusted.load(Ordering::Relaxed);
+            st.trusted = shared.trusted();
             let (at, _) = deadline(&self.limits, &st);
             let msg = match tokio::time::timeout_at(at, stream.next()).await {
                 Err(_) => {
-                    st.trusted = trusted.load(Ordering::Relaxed);
+                    st.trusted = shared.trusted();
                     let (at, why) = deadline(&self.limits, &st);
                     if at > Instant::now() {
                         continue;
@@ -208,20 +200,16 @@ impl Tcp {
 
 /// Each queued message as one frame (text when it is UTF-8, as SIP
 /// normally is; binary otherwise), and a ping every [`WS_PING`].
-async fn write_loop<W>(
-    mut sink: W,
-    mut rx: mpsc::UnboundedReceiver<Vec<u8>>,
-    queued: Arc<AtomicUsize>,
-    timeout: Duration,
-) where
+async fn write_loop<W>(mut sink: W, queue: Arc<FlowShared>, timeout: Duration)
+where
     W: Sink<Message, Error = WsError> + Unpin,
 {
     let mut ping = tokio::time::interval_at(Instant::now() + WS_PING, WS_PING);
     loop {
         let msg = tokio::select! {
-            data = rx.recv() => {
+            data = queue.next() => {
                 let Some(data) = data else { return };
-                queued.fetch_sub(data.len(), Ordering::Relaxed);
+                queue.written(data.len());
                 match String::from_utf8(data) {
                     Ok(text) => Message::text(text),
                     Err(e) => Message::binary(e.into_bytes()),
