@@ -252,6 +252,27 @@ impl Sipd {
     }
 
     /// Run sipctl with `-s DIR` and these arguments.
+    /// `sipctl ARGS` (with `--json` among them) as JSON; panics with
+    /// sipctl's stderr when it fails.
+    pub fn sipctl_json(&self, args: &[&str]) -> serde_json::Value {
+        let out = self.sipctl(args);
+        assert!(
+            out.status.success(),
+            "sipctl {args:?}: {}",
+            text(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout)
+            .unwrap_or_else(|e| panic!("sipctl {args:?}: {e}: {}", text(&out.stdout)))
+    }
+
+    /// `sipctl calls --json`: the calls in progress.
+    pub fn calls_json(&self) -> Vec<serde_json::Value> {
+        self.sipctl_json(&["calls", "--json"])["calls"]
+            .as_array()
+            .expect("calls")
+            .clone()
+    }
+
     pub fn sipctl(&self, args: &[&str]) -> Output {
         run_timeout(
             Command::new(sipctl_bin())

@@ -824,6 +824,18 @@ impl Ua {
         authed
     }
 
+    /// CANCEL our INVITE `req` (same Request-URI, branch, From, To,
+    /// Call-ID and CSeq number, RFC 3261 §9.1).
+    pub fn cancel(&mut self, req: &Req) {
+        let mut cancel = req.clone();
+        cancel.method = "CANCEL".into();
+        let seq = req.get("CSeq").unwrap().split_whitespace().next().unwrap();
+        cancel = cancel.set("CSeq", &format!("{seq} CANCEL"));
+        cancel.body.clear();
+        let cancel = cancel.remove("Content-Type");
+        self.send(&cancel);
+    }
+
     /// ACK a non-2xx final response `resp` to our INVITE `req` (same
     /// branch, hop by hop, RFC 3261 §17.1.1.3).
     pub fn ack_failure(&mut self, req: &Req, resp: &Message) {

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use sipd_tests::baresip::{self, Baresip};
-use sipd_tests::{text, wait_for, Sipd};
+use sipd_tests::{wait_for, Sipd};
 
 /// Any single wait: a SIP exchange on loopback takes milliseconds.
 const T: Duration = Duration::from_secs(10);
@@ -22,31 +22,13 @@ const LIFE: Duration = Duration::from_secs(60);
 /// How long each call stays up.
 const TALK: Duration = Duration::from_millis(1200);
 
-fn ctl_json(sipd: &Sipd, args: &[&str]) -> Value {
-    let out = sipd.sipctl(args);
-    assert!(
-        out.status.success(),
-        "sipctl {args:?}: {}",
-        text(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout)
-        .unwrap_or_else(|e| panic!("sipctl {args:?}: {e}: {}", text(&out.stdout)))
-}
-
-fn calls(sipd: &Sipd) -> Vec<Value> {
-    ctl_json(sipd, &["calls", "--json"])["calls"]
-        .as_array()
-        .expect("calls")
-        .clone()
-}
-
 /// Wait until `sipctl calls` shows exactly one call, in `state`.
 fn one_call_in(sipd: &Sipd, state: &str) -> Value {
     wait_for(T, || {
-        let c = calls(sipd);
+        let c = sipd.calls_json();
         (c.len() == 1 && c[0]["state"] == state).then(|| c[0].clone())
     })
-    .unwrap_or_else(|| panic!("no single {state} call: {:?}", calls(sipd)))
+    .unwrap_or_else(|| panic!("no single {state} call: {:?}", sipd.calls_json()))
 }
 
 /// Who hangs up a call.
@@ -91,7 +73,7 @@ fn call(sipd: &Sipd, caller: &mut Baresip, callee: &mut Baresip, device: &str, b
     assert_eq!(c["call_id"], id.as_str(), "{c}");
     assert_eq!(c["device"], device, "{c}");
     std::thread::sleep(TALK);
-    assert_eq!(calls(sipd).len(), 1, "the call is still up");
+    assert_eq!(sipd.calls_json().len(), 1, "the call is still up");
 
     // Hung up: the BYE crosses sipd and closes the other end too.
     let (hanger, other) = match by {
@@ -104,14 +86,14 @@ fn call(sipd: &Sipd, caller: &mut Baresip, callee: &mut Baresip, device: &str, b
     let closed = other.event("CALL_CLOSED", T);
     assert_eq!(closed["id"], id.as_str(), "{closed}");
     assert!(
-        wait_for(T, || calls(sipd).is_empty().then_some(())).is_some(),
+        wait_for(T, || sipd.calls_json().is_empty().then_some(())).is_some(),
         "call left in the table: {:?}",
-        calls(sipd)
+        sipd.calls_json()
     );
 
     // One ANSWERED CDR for this call, with the talk time in it.
     let cdr = wait_for(T, || {
-        let v = ctl_json(sipd, &["cdr", "--json"]);
+        let v = sipd.sipctl_json(&["cdr", "--json"]);
         v["records"]
             .as_array()?
             .iter()
@@ -150,14 +132,14 @@ fn baresip_phones_register_and_call_each_other() {
 
     // Both register: two bindings, one each, from the phones' own sockets.
     let bindings = wait_for(T, || {
-        let v = ctl_json(&sipd, &["regs", "--json"]);
+        let v = sipd.sipctl_json(&["regs", "--json"]);
         let b = v["bindings"].as_array()?.clone();
         (b.len() == 2).then_some(b)
     })
     .unwrap_or_else(|| {
         panic!(
             "two registrations: {}",
-            ctl_json(&sipd, &["regs", "--json"])
+            sipd.sipctl_json(&["regs", "--json"])
         )
     });
     let mut names: Vec<&str> = bindings
@@ -189,11 +171,11 @@ fn baresip_phones_register_and_call_each_other() {
     call(&sipd, &mut alice, &mut bob, &bob_dev, Hangup::Caller);
     call(&sipd, &mut bob, &mut alice, &alice_dev, Hangup::Callee);
 
-    let cdrs = ctl_json(&sipd, &["cdr", "--json"]);
+    let cdrs = sipd.sipctl_json(&["cdr", "--json"]);
     assert_eq!(cdrs["records"].as_array().unwrap().len(), 2, "{cdrs}");
     // Still registered after both calls, and still running.
     assert_eq!(
-        ctl_json(&sipd, &["regs", "--json"])["bindings"]
+        sipd.sipctl_json(&["regs", "--json"])["bindings"]
             .as_array()
             .unwrap()
             .len(),

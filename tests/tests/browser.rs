@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 use sipd_tests::browser::{self, Chromium, Event, PageServer};
 use sipd_tests::tls::{self, GENERAL_TLS};
-use sipd_tests::{free_port, text, wait_for, Sipd, Start};
+use sipd_tests::{free_port, wait_for, Sipd, Start};
 
 /// The whole browser run, start to result.
 const RUN: Duration = Duration::from_secs(60);
@@ -32,17 +32,6 @@ const T: Duration = Duration::from_secs(10);
 const TALK: Duration = Duration::from_millis(1000);
 const DOMAIN: &str = "sipd.test";
 const USERS: [(&str, &str); 2] = [("alice", "alice-pw"), ("bob", "bob-pw")];
-
-fn ctl_json(sipd: &Sipd, args: &[&str]) -> Value {
-    let out = sipd.sipctl(args);
-    assert!(
-        out.status.success(),
-        "sipctl {args:?}: {}",
-        text(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout)
-        .unwrap_or_else(|e| panic!("sipctl {args:?}: {e}: {}", text(&out.stdout)))
-}
 
 /// Prints what the browser said when the test fails (sipd's stderr is
 /// printed by `Sipd`'s own drop).
@@ -62,7 +51,7 @@ impl Drop for Report<'_> {
 
 /// While both are registered: one binding each, over WSS.
 fn check_registered(sipd: &Sipd) -> Result<(), String> {
-    let v = ctl_json(sipd, &["regs", "--json"]);
+    let v = sipd.sipctl_json(&["regs", "--json"]);
     let mut b = v["bindings"].as_array().cloned().unwrap_or_default();
     b.sort_by_key(|x| x["name"].as_str().unwrap_or("").to_string());
     let names: Vec<&str> = b.iter().filter_map(|x| x["name"].as_str()).collect();
@@ -84,7 +73,7 @@ fn check_registered(sipd: &Sipd) -> Result<(), String> {
 
 /// While the call is up: one call, alice to bob, answered.
 fn check_confirmed(sipd: &Sipd) -> Result<(), String> {
-    let v = ctl_json(sipd, &["calls", "--json"]);
+    let v = sipd.sipctl_json(&["calls", "--json"]);
     let c = v["calls"].as_array().cloned().unwrap_or_default();
     match c.as_slice() {
         [c] if c["state"] == "answered" && c["caller"] == "alice" && c["dialed"] == "bob" => {
@@ -201,14 +190,14 @@ fn chromium_with_jssip_registers_and_calls_over_wss() {
 
     // One ANSWERED CDR, alice to bob.
     let cdr = wait_for(T, || {
-        let v = ctl_json(&sipd, &["cdr", "--json"]);
+        let v = sipd.sipctl_json(&["cdr", "--json"]);
         v["records"]
             .as_array()?
             .iter()
             .find(|r| r["caller"] == "alice" && r["dialed"] == "bob")
             .cloned()
     })
-    .unwrap_or_else(|| panic!("no CDR: {}", ctl_json(&sipd, &["cdr", "--json"])));
+    .unwrap_or_else(|| panic!("no CDR: {}", sipd.sipctl_json(&["cdr", "--json"])));
     assert_eq!(cdr["disposition"], "ANSWERED", "{cdr}");
     assert_eq!(cdr["code"], 200, "{cdr}");
     assert_eq!(cdr["target"], "bob", "{cdr}");
@@ -226,7 +215,7 @@ fn chromium_with_jssip_registers_and_calls_over_wss() {
         "talk time {talk} ms: {cdr}"
     );
     assert!(
-        wait_for(T, || ctl_json(&sipd, &["calls", "--json"])["calls"]
+        wait_for(T, || sipd.sipctl_json(&["calls", "--json"])["calls"]
             .as_array()
             .is_some_and(|c| c.is_empty())
             .then_some(()))

@@ -356,19 +356,7 @@ fn hold_by_re_invite_keeps_the_ports_and_a_cancel_frees_them() {
     bob.respond(&got, 180, "Ringing", "r");
     alice.expect_status(180, S);
     assert_eq!(counter(&s, "relayed calls"), 1);
-    let mut cancel = inv.clone();
-    cancel.method = "CANCEL".into();
-    let seq = inv
-        .get("CSeq")
-        .unwrap()
-        .split_whitespace()
-        .next()
-        .unwrap()
-        .to_string();
-    cancel = cancel.set("CSeq", &format!("{seq} CANCEL"));
-    cancel.body.clear();
-    let cancel = cancel.remove("Content-Type");
-    alice.send(&cancel);
+    alice.cancel(&inv);
     alice.expect_status(200, S);
     let got_cancel = bob.expect_request("CANCEL", S);
     bob.respond(&got_cancel, 200, "OK", "r");

@@ -28,7 +28,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use sipd_tests::baresip::{self, Baresip};
-use sipd_tests::{text, wait_for, Sipd};
+use sipd_tests::{wait_for, Sipd};
 
 /// Any single wait: a SIP exchange on loopback takes milliseconds.
 const T: Duration = Duration::from_secs(10);
@@ -47,24 +47,6 @@ const OTHERS: [f64; 3] = [400.0, 1600.0, 2500.0];
 const BLOCK: usize = 400;
 /// The address alice's SDP names in the NAT case.
 const PRIVATE: &str = "10.0.0.5";
-
-fn ctl_json(sipd: &Sipd, args: &[&str]) -> Value {
-    let out = sipd.sipctl(args);
-    assert!(
-        out.status.success(),
-        "sipctl {args:?}: {}",
-        text(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout)
-        .unwrap_or_else(|e| panic!("sipctl {args:?}: {e}: {}", text(&out.stdout)))
-}
-
-fn calls(sipd: &Sipd) -> Vec<Value> {
-    ctl_json(sipd, &["calls", "--json"])["calls"]
-        .as_array()
-        .expect("calls")
-        .clone()
-}
 
 /// A 16-bit mono PCM WAV file of a sine at `hz`, half full scale.
 fn write_tone(path: &Path, hz: f64, secs: u32) {
@@ -317,10 +299,15 @@ fn recording(rec: &Path) -> PathBuf {
 /// Both phones registered.
 fn registered(sipd: &Sipd) {
     wait_for(T, || {
-        let v = ctl_json(sipd, &["regs", "--json"]);
+        let v = sipd.sipctl_json(&["regs", "--json"]);
         (v["bindings"].as_array()?.len() == 2).then_some(())
     })
-    .unwrap_or_else(|| panic!("two registrations: {}", ctl_json(sipd, &["regs", "--json"])));
+    .unwrap_or_else(|| {
+        panic!(
+            "two registrations: {}",
+            sipd.sipctl_json(&["regs", "--json"])
+        )
+    });
 }
 
 /// alice calls bob through sipd, bob answers, the call is up for [`TALK`]
@@ -339,14 +326,14 @@ fn relayed_call(sipd: &Sipd, alice: &mut Baresip, bob: &mut Baresip, dirs: [&Pat
 
     // Relayed, and a second's worth of packets (50 a second) each way.
     let media = wait_for(T, || {
-        let c = calls(sipd);
+        let c = sipd.calls_json();
         let m = c.first()?.get("media")?.clone();
         let n = |k: &str| m[k].as_u64().unwrap_or(0);
         (n("packets_from_caller") >= 50 && n("packets_from_callee") >= 50).then_some(m)
     })
-    .unwrap_or_else(|| panic!("relayed packets both ways: {:?}", calls(sipd)));
+    .unwrap_or_else(|| panic!("relayed packets both ways: {:?}", sipd.calls_json()));
     eprintln!("relay after {:?}: {media}", up.elapsed());
-    let c = &calls(sipd)[0];
+    let c = &sipd.calls_json()[0];
     assert_eq!(c["call_id"], id.as_str(), "{c}");
     assert_eq!(c["state"], "answered", "{c}");
     for k in ["caller_addr", "callee_addr"] {
@@ -355,7 +342,8 @@ fn relayed_call(sipd: &Sipd, alice: &mut Baresip, bob: &mut Baresip, dirs: [&Pat
     }
     let talk = TALK.saturating_sub(up.elapsed());
     std::thread::sleep(talk);
-    let media = calls(sipd)
+    let media = sipd
+        .calls_json()
         .first()
         .unwrap_or_else(|| panic!("the call ended within {TALK:?}"))["media"]
         .clone();
@@ -364,12 +352,12 @@ fn relayed_call(sipd: &Sipd, alice: &mut Baresip, bob: &mut Baresip, dirs: [&Pat
     alice.event("CALL_CLOSED", T);
     bob.event("CALL_CLOSED", T);
     assert!(
-        wait_for(T, || calls(sipd).is_empty().then_some(())).is_some(),
+        wait_for(T, || sipd.calls_json().is_empty().then_some(())).is_some(),
         "call left in the table: {:?}",
-        calls(sipd)
+        sipd.calls_json()
     );
     let cdr = wait_for(T, || {
-        let v = ctl_json(sipd, &["cdr", "--json"]);
+        let v = sipd.sipctl_json(&["cdr", "--json"]);
         v["records"]
             .as_array()?
             .iter()

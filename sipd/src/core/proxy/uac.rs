@@ -5,12 +5,65 @@
 
 use super::{hostport, Ctx, Hop, BRANCH_PREFIX, NO_BRANCH};
 use crate::core::{Core, Effects};
-use crate::sip::{HeaderName, Message, Method, RequestBuilder};
+use crate::sip::{HeaderName, Message, Method, RequestBuilder, Uri};
 use crate::time::Now;
 use crate::transaction::Owner;
 use crate::transport::Out;
+use crate::transport::Peer;
+
+/// One request sipd sends in a dialog as a user agent.
+struct UacRequest<'a> {
+    method: Method,
+    target: &'a str,
+    dest: Peer,
+    routes: &'a [Uri],
+    from: &'a str,
+    to: &'a str,
+    call_id: &'a str,
+    cseq: u32,
+    extra: &'a [(HeaderName, &'a str)],
+}
 
 impl Core {
+    /// Send `r`: an ACK as it is, anything else in a client transaction
+    /// of its own whose answers go nowhere.
+    fn send_uac(&mut self, r: UacRequest<'_>, now: Now, fx: &mut Effects) {
+        let local = hostport(self.local.addr_for(&r.dest));
+        let branch = format!("{BRANCH_PREFIX}{}", self.rng.token());
+        let mut b = RequestBuilder::new(&r.method, r.target)
+            .header(
+                HeaderName::Via,
+                &format!(
+                    "SIP/2.0/{} {local};branch={branch}",
+                    r.dest.transport.via_name()
+                ),
+            )
+            .header(HeaderName::MaxForwards, "70");
+        if !r.routes.is_empty() {
+            let routes: Vec<String> = r.routes.iter().map(|u| format!("<{u}>")).collect();
+            b = b.header(HeaderName::Route, &routes.join(", "));
+        }
+        b = b
+            .header(HeaderName::From, r.from)
+            .header(HeaderName::To, r.to)
+            .header(HeaderName::CallId, r.call_id)
+            .header(HeaderName::CSeq, &format!("{} {}", r.cseq, r.method));
+        for (n, v) in r.extra {
+            b = b.header(n.clone(), v);
+        }
+        let data = b.build();
+        if r.method == Method::Ack {
+            fx.out.push(Out::request(r.dest, data));
+        } else {
+            let owner = Owner {
+                ctx: 0,
+                branch: NO_BRANCH,
+            };
+            self.txns
+                .create_client(owner, branch, &r.method, data, r.dest, now.at, &mut fx.out);
+        }
+    }
+
     /// End an answered call from the middle: a BYE to the callee as if
     /// from the caller, and one to the caller as if from the callee, each
     /// to that end's remote target along the dialog's route set.
@@ -21,63 +74,49 @@ impl Core {
         let Some(callee_peer) = call.callee_peer else {
             return;
         };
+        let call = call.clone();
         let caller_from = call
             .from_presented
-            .clone()
-            .unwrap_or_else(|| call.from_original.clone());
+            .as_deref()
+            .unwrap_or(&call.from_original);
         let ends = [
             // To the callee, from the caller.
             (
                 callee_peer,
-                call.callee_contact.clone(),
-                call.callee_routes.clone(),
+                &call.callee_contact,
+                &call.callee_routes,
                 caller_from,
-                call.callee_to.clone(),
+                call.callee_to.as_str(),
                 call.caller_cseq.saturating_add(1),
             ),
             // To the caller, from the callee.
             (
                 call.caller_peer,
-                call.caller_contact.clone(),
-                call.caller_routes.clone(),
-                call.callee_to.clone(),
-                call.from_original.clone(),
+                &call.caller_contact,
+                &call.caller_routes,
+                call.callee_to.as_str(),
+                call.from_original.as_str(),
                 call.callee_cseq.saturating_add(1),
             ),
         ];
-        let call_id = call.call_id.clone();
+        let reason = [(HeaderName::Reason, "SIP;cause=408;text=\"no media\"")];
         for (dest, contact, routes, from, to, cseq) in ends {
             let Some(contact) = contact else {
                 continue;
             };
-            let local = hostport(self.local.addr_for(&dest));
-            let branch = format!("{BRANCH_PREFIX}{}", self.rng.token());
-            let mut b = RequestBuilder::new(&Method::Bye, &contact.to_string())
-                .header(
-                    HeaderName::Via,
-                    &format!(
-                        "SIP/2.0/{} {local};branch={branch}",
-                        dest.transport.via_name()
-                    ),
-                )
-                .header(HeaderName::MaxForwards, "70");
-            if !routes.is_empty() {
-                let r: Vec<String> = routes.iter().map(|u| format!("<{u}>")).collect();
-                b = b.header(HeaderName::Route, &r.join(", "));
-            }
-            let data = b
-                .header(HeaderName::From, &from)
-                .header(HeaderName::To, &to)
-                .header(HeaderName::CallId, &call_id)
-                .header(HeaderName::CSeq, &format!("{cseq} BYE"))
-                .header(HeaderName::Reason, "SIP;cause=408;text=\"no media\"")
-                .build();
-            let owner = Owner {
-                ctx: 0,
-                branch: NO_BRANCH,
+            let target = contact.to_string();
+            let r = UacRequest {
+                method: Method::Bye,
+                target: &target,
+                dest,
+                routes,
+                from,
+                to,
+                call_id: &call.call_id,
+                cseq,
+                extra: &reason,
             };
-            self.txns
-                .create_client(owner, branch, &Method::Bye, data, dest, now.at, &mut fx.out);
+            self.send_uac(r, now, fx);
         }
     }
 
@@ -99,41 +138,20 @@ impl Core {
             .clone()
             .unwrap_or_else(|| ctx.req.header(&HeaderName::From).unwrap_or("").to_string());
         let to = resp.header(&HeaderName::To).unwrap_or("").to_string();
-        let local = hostport(self.local.addr_for(&hop.dest));
         let seq = ctx.req.cseq().seq;
         for (method, cseq) in [(Method::Ack, seq), (Method::Bye, seq.saturating_add(1))] {
-            let branch = format!("{BRANCH_PREFIX}{}", self.rng.token());
-            let data = RequestBuilder::new(&method, &contact)
-                .header(
-                    HeaderName::Via,
-                    &format!(
-                        "SIP/2.0/{} {local};branch={branch}",
-                        hop.dest.transport.via_name()
-                    ),
-                )
-                .header(HeaderName::MaxForwards, "70")
-                .header(HeaderName::From, &from)
-                .header(HeaderName::To, &to)
-                .header(HeaderName::CallId, ctx.req.call_id())
-                .header(HeaderName::CSeq, &format!("{cseq} {method}"))
-                .build();
-            if method == Method::Ack {
-                fx.out.push(Out::request(hop.dest, data));
-            } else {
-                let owner = Owner {
-                    ctx: 0,
-                    branch: NO_BRANCH,
-                };
-                self.txns.create_client(
-                    owner,
-                    branch,
-                    &method,
-                    data,
-                    hop.dest,
-                    now.at,
-                    &mut fx.out,
-                );
-            }
+            let r = UacRequest {
+                method,
+                target: &contact,
+                dest: hop.dest,
+                routes: &[],
+                from: &from,
+                to: &to,
+                call_id: ctx.req.call_id(),
+                cseq,
+                extra: &[],
+            };
+            self.send_uac(r, now, fx);
         }
     }
 }
