@@ -300,6 +300,7 @@ mod tests {
             degraded_secs: Some(40),
             last_error: Some("database or disk is full".into()),
             dropped: 0,
+            ..StoreStatus::default()
         };
         assert_eq!(
             degraded.to_string(),

@@ -85,6 +85,32 @@ pub struct StoreStatus {
     /// at shutdown), each logged.
     #[serde(default)]
     pub dropped: u64,
+    /// Which store: `sqlite PATH` or `postgresql://USER@HOST:PORT/DB`
+    /// (empty from daemons older than this field).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub kind: String,
+    /// PostgreSQL store: this node's name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
+    /// PostgreSQL store: whether the change feed (LISTEN/NOTIFY and
+    /// heartbeats) is connected.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub feed: Option<bool>,
+    /// PostgreSQL store: the other nodes, as their heartbeats show them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub nodes: Vec<NodeStatus>,
+}
+
+/// Another node on the shared store.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeStatus {
+    pub name: String,
+    /// Its SIP address.
+    pub addr: String,
+    /// `alive` or `down` (silent for more than 10 s).
+    pub state: String,
+    /// Seconds since its last heartbeat.
+    pub silent_secs: u64,
 }
 
 impl Default for StoreStatus {
@@ -95,6 +121,10 @@ impl Default for StoreStatus {
             degraded_secs: None,
             last_error: None,
             dropped: 0,
+            kind: String::new(),
+            node: None,
+            feed: None,
+            nodes: Vec::new(),
         }
     }
 }
@@ -192,6 +222,10 @@ pub struct Binding {
     /// A flow-based (RFC 5626 outbound) binding: requests go over its flow.
     #[serde(default)]
     pub outbound: bool,
+    /// PostgreSQL store with several nodes: the node that holds the
+    /// device's flow, when it is another one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
 }
 
 /// `calls`.
@@ -273,6 +307,9 @@ pub struct Cdr {
     pub packets_caller: u64,
     #[serde(default)]
     pub packets_callee: u64,
+    /// PostgreSQL store: the node whose call it was.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub node: String,
 }
 
 /// `fwd`: the effective forwarding of each matching client.

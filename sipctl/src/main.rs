@@ -187,6 +187,28 @@ fn render(reply: &Reply) -> String {
                 kv("transactions", s.transactions),
                 kv("store", &s.store),
             ];
+            if !s.store.kind.is_empty() {
+                rows.push(kv("store backend", &s.store.kind));
+            }
+            if let Some(node) = &s.store.node {
+                rows.push(kv("node", node));
+            }
+            if let Some(feed) = s.store.feed {
+                rows.push(kv(
+                    "store feed",
+                    if feed {
+                        "connected"
+                    } else {
+                        "disconnected (serving from memory)"
+                    },
+                ));
+            }
+            for n in &s.store.nodes {
+                rows.push(kv(
+                    &format!("node {}", n.name),
+                    format!("{} {} (heartbeat {} s ago)", n.addr, n.state, n.silent_secs),
+                ));
+            }
             rows.extend(s.counters.iter().map(|c| kv(&c.name, c.value)));
             table(rows)
         }
@@ -204,10 +226,18 @@ fn render(reply: &Reply) -> String {
                 user_agent: &'a str,
             }
             let n = r.bindings.len();
-            let rows = r.bindings.iter().map(|b| Row {
+            let sources: Vec<String> = r
+                .bindings
+                .iter()
+                .map(|b| match &b.node {
+                    Some(node) => format!("{} via node {node}", b.source),
+                    None => b.source.clone(),
+                })
+                .collect();
+            let rows = r.bindings.iter().zip(&sources).map(|(b, source)| Row {
                 name: &b.name,
                 contact: &b.contact,
-                source: &b.source,
+                source,
                 expires: b.expires,
                 status: &b.status,
                 rtt: b.rtt_ms.map(|ms| format!("{ms} ms")).unwrap_or_default(),
@@ -276,6 +306,9 @@ fn render(reply: &Reply) -> String {
                 packets: String,
                 #[tabled(rename = "call-id")]
                 call_id: &'a str,
+                /// The node whose call it was (PostgreSQL store).
+                #[tabled(skip)]
+                node: &'a str,
             }
             let n = c.records.len();
             let rows = c.records.iter().map(|r| Row {
@@ -290,12 +323,24 @@ fn render(reply: &Reply) -> String {
                 billsec: r.billsec,
                 packets: format!("{}/{}", r.packets_caller, r.packets_callee),
                 call_id: &r.call_id,
+                node: &r.node,
             });
-            format!(
-                "{}{n} record{}\n",
-                table(rows),
-                if n == 1 { "" } else { "s" }
-            )
+            let shown = if c.records.iter().any(|r| !r.node.is_empty()) {
+                // Several nodes on one store: whose call each was.
+                #[derive(Tabled)]
+                struct WithNode<'a> {
+                    node: &'a str,
+                    #[tabled(inline)]
+                    row: Row<'a>,
+                }
+                table(rows.map(|row| WithNode {
+                    node: row.node,
+                    row,
+                }))
+            } else {
+                table(rows)
+            };
+            format!("{shown}{n} record{}\n", if n == 1 { "" } else { "s" })
         }
         Reply::Fwd(f) => {
             #[derive(Tabled)]

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use crate::sip::Uri;
+use crate::sip::{HeaderName, Message, Uri};
 use crate::store::CdrRow;
 use crate::transport::Peer;
 
@@ -136,9 +136,57 @@ pub struct Call {
     pub callee_cseq: u32,
     /// The To header (with the callee's tag) of the answer.
     pub callee_to: String,
+    /// A call another node proxies to a device whose flow this node holds
+    /// (PostgreSQL store): relayed and tracked as a dialog here, accounted
+    /// (CDR) and media-handled by the node where it entered.
+    pub node_leg: bool,
 }
 
 impl Call {
+    /// The record of a call whose INVITE `msg` came from `peer` now; who
+    /// calls and what was dialed are for the caller to fill in.
+    pub fn new(msg: &Message, peer: Peer, started: Instant, start_ms: u64) -> Call {
+        let replaces = msg
+            .header_values(&HeaderName::Supported)
+            .iter()
+            .any(|v| v.eq_ignore_ascii_case("replaces"));
+        Call {
+            call_id: msg.call_id().to_string(),
+            caller_tag: msg.from().tag().unwrap_or("").to_string(),
+            callee_tag: None,
+            caller: String::new(),
+            callerid: String::new(),
+            accountcode: String::new(),
+            dialed: String::new(),
+            target: String::new(),
+            state: State::Trying,
+            caller_peer: peer,
+            callee_peer: None,
+            caller_contact: msg.contact_uri(),
+            caller_routes: msg
+                .record_routes()
+                .unwrap_or_default()
+                .into_iter()
+                .map(|r| r.uri)
+                .collect(),
+            callee_contact: None,
+            callee_routes: Vec::new(),
+            from_original: msg.header(&HeaderName::From).unwrap_or("").to_string(),
+            from_presented: None,
+            caller_replaces: replaces,
+            ctx: None,
+            started,
+            start_ms,
+            answer_ms: None,
+            device: String::new(),
+            media: None,
+            caller_cseq: msg.cseq().seq,
+            callee_cseq: 0,
+            callee_to: String::new(),
+            node_leg: false,
+        }
+    }
+
     /// The CDR of this call ending now.
     pub fn cdr(&self, disposition: Disposition, code: u16, end_ms: u64) -> CdrRow {
         let duration = end_ms.saturating_sub(self.start_ms) / 1000;
@@ -163,6 +211,8 @@ impl Call {
             device: self.device.clone(),
             packets: [0, 0],
             relay: None,
+            node: String::new(),
+            uid: 0,
         }
     }
 }
@@ -288,6 +338,7 @@ mod tests {
             caller_cseq: 1,
             callee_cseq: 0,
             callee_to: String::new(),
+            node_leg: false,
         }
     }
 

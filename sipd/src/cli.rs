@@ -121,6 +121,46 @@ pub struct Flags {
           default_value_t = DEFAULT_TX.max_open_per_source as u64,
           value_parser = clap::value_parser!(u64).range(1..=10_000_000))]
     pub max_transactions_per_source: u64,
+
+    /// Where bindings, forwarding overrides and CDRs are kept:
+    /// `sqlite:PATH` (default: DIR/sipd.db) or
+    /// `postgresql://USER[:PASS]@HOST[:PORT]/DB` (several nodes on one
+    /// database share registrations, forwarding and CDRs)
+    #[arg(long = "store", value_name = "URL", value_parser = store_url)]
+    pub store: Option<StoreUrl>,
+
+    /// This node's name on a shared PostgreSQL store (default: the hostname)
+    #[arg(long = "node", value_name = "NAME")]
+    pub node: Option<String>,
+
+    /// The SIP address other nodes send requests for this node's phones to
+    /// (default: the first UDP listen address; needed when that is a
+    /// wildcard such as 0.0.0.0)
+    #[arg(long = "node-address", value_name = "IP:PORT")]
+    pub node_address: Option<SocketAddr>,
+}
+
+/// A `--store` value.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum StoreUrl {
+    Sqlite(PathBuf),
+    Postgres(String),
+}
+
+fn store_url(s: &str) -> Result<StoreUrl, String> {
+    if let Some(path) = s.strip_prefix("sqlite:") {
+        if path.is_empty() {
+            return Err("sqlite: needs a path (sqlite:/var/lib/sipd/sipd.db)".into());
+        }
+        return Ok(StoreUrl::Sqlite(PathBuf::from(path)));
+    }
+    if s.starts_with("postgresql://") || s.starts_with("postgres://") {
+        return Ok(StoreUrl::Postgres(s.to_string()));
+    }
+    Err(format!(
+        "'{}' is not sqlite:PATH or postgresql://USER[:PASS]@HOST[:PORT]/DB",
+        s.split('@').next_back().unwrap_or(s)
+    ))
 }
 
 /// The transaction limits the flags start from.
@@ -215,8 +255,19 @@ impl Flags {
             .unwrap_or_else(|| proto::socket_path(&self.dir))
     }
 
-    pub fn store_path(&self) -> PathBuf {
-        self.dir.join("sipd.db")
+    /// The SQLite store's file (`--store sqlite:PATH`, relative to DIR;
+    /// default DIR/sipd.db); `None` with PostgreSQL.
+    pub fn store_path(&self) -> Option<PathBuf> {
+        match &self.store {
+            None => Some(self.dir.join("sipd.db")),
+            Some(StoreUrl::Sqlite(p)) => Some(self.dir.join(p)),
+            Some(StoreUrl::Postgres(_)) => None,
+        }
+    }
+
+    /// This node's name (`--node`, default the hostname).
+    pub fn node_name(&self) -> String {
+        self.node.clone().unwrap_or_else(hostname)
     }
 
     /// The TCP limits these flags set (write and connect timeouts fixed).

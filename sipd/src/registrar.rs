@@ -91,7 +91,26 @@ pub struct Binding {
     /// Registrar-assigned, kept across refreshes (0: not yet assigned).
     pub id: u64,
     pub keepalive: KeepAlive,
+    /// The node that holds the device's flow when it is another sipd on
+    /// the same PostgreSQL store (`None`: this node). Requests for the
+    /// device go to that node, which relays them over the flow.
+    pub held_by: Option<Holder>,
 }
+
+/// Another node that holds a binding's flow.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Holder {
+    pub node: String,
+    /// Its SIP address.
+    pub addr: SocketAddr,
+    /// Its heartbeat is older than [`crate::store::postgres::NODE_SILENCE`]:
+    /// the binding is not rung.
+    pub down: bool,
+}
+
+/// Route header parameter naming the client whose binding a request from
+/// another node is for.
+pub const NODE_ROUTE_PARAM: &str = "sipd-aor";
 
 impl Binding {
     /// Does this binding need a store write, given the previous one?
@@ -125,17 +144,51 @@ impl Binding {
         self.expires_at.saturating_duration_since(now).as_secs()
     }
 
-    /// Where requests to this device go.
+    /// Where requests to this device go: its flow, or the node that
+    /// holds it.
     pub fn location(&self) -> Location {
         Location {
-            dest: self.source,
+            dest: self.dest(),
             uri: self.contact.clone(),
         }
     }
 
-    /// May a call ring this device? Not when it stopped answering keep-alives.
+    /// The next hop of requests to this device: its source (transport,
+    /// address, flow), or over UDP the node that holds its flow.
+    pub fn dest(&self) -> Peer {
+        match &self.held_by {
+            Some(h) => Peer::to(Transport::Udp, h.addr),
+            None => self.source,
+        }
+    }
+
+    /// For a device another node holds: the Route that makes that node
+    /// relay the request over the device's flow (RFC 3327 style: the
+    /// node's address, loose routing, the client named).
+    pub fn node_route(&self) -> Option<String> {
+        let h = self.held_by.as_ref()?;
+        let host = match h.addr {
+            SocketAddr::V4(a) => a.to_string(),
+            SocketAddr::V6(a) => format!("[{}]:{}", a.ip(), a.port()),
+        };
+        let aor: String = self
+            .name
+            .bytes()
+            .map(|b| {
+                if b.is_ascii_alphanumeric() || b"-_.!~*'()".contains(&b) {
+                    (b as char).to_string()
+                } else {
+                    format!("%{b:02X}")
+                }
+            })
+            .collect();
+        Some(format!("<sip:{host};lr;{NODE_ROUTE_PARAM}={aor}>"))
+    }
+
+    /// May a call ring this device? Not when it stopped answering
+    /// keep-alives, nor when the node holding its flow is silent.
     pub fn reachable(&self) -> bool {
-        self.keepalive.reach != Reach::Unreachable
+        self.keepalive.reach != Reach::Unreachable && !self.held_by.as_ref().is_some_and(|h| h.down)
     }
 
     /// This binding as a Contact value of a 200 to REGISTER.
@@ -167,7 +220,51 @@ impl Binding {
             instance: self.instance.clone(),
             reg_id: self.reg_id,
             outbound: self.outbound,
+            node: self
+                .held_by
+                .as_ref()
+                .map(|h| h.node.clone())
+                .unwrap_or_default(),
+            node_addr: self.held_by.as_ref().map(|h| h.addr),
         }
+    }
+
+    /// A binding as another node stored it (or this one, before a
+    /// restart): `None` for a row that cannot be one.
+    pub fn from_row(r: &BindingRow, now: Instant, now_unix: u64) -> Option<Binding> {
+        if r.expires_at <= now_unix {
+            return None;
+        }
+        let transport = Transport::parse(&r.transport)?;
+        let held_by = if r.node.is_empty() {
+            None
+        } else {
+            Some(Holder {
+                node: r.node.clone(),
+                addr: r.node_addr?,
+                down: false,
+            })
+        };
+        let left = Duration::from_secs(r.expires_at - now_unix);
+        let mut source = Peer::to(transport, r.source);
+        source.local = r.local;
+        Some(Binding {
+            name: r.name.clone(),
+            contact: r.contact.clone(),
+            source,
+            expires_at: now + left,
+            expires_unix: r.expires_at,
+            user_agent: r.user_agent.clone(),
+            call_id: r.call_id.clone(),
+            cseq: r.cseq,
+            stored_expires: r.expires_at,
+            instance: r.instance.clone(),
+            reg_id: r.reg_id,
+            outbound: r.outbound,
+            id: 0,
+            keepalive: KeepAlive::default(),
+            held_by,
+        })
     }
 }
 
@@ -350,6 +447,7 @@ pub fn process(
             outbound,
             id: 0,
             keepalive: KeepAlive::default(),
+            held_by: None,
         };
         match idx {
             Some(i) => {
@@ -481,8 +579,11 @@ impl Registrar {
                 b.keepalive.due = Some(due);
                 self.pings.push(Reverse((due, b.id)));
             }
-            self.by_source.insert(b.source.addr, name.to_string());
             self.by_id.insert(b.id, name.to_string());
+            if b.held_by.is_some() {
+                continue;
+            }
+            self.by_source.insert(b.source.addr, name.to_string());
             *self
                 .by_ip
                 .entry(b.source.addr.ip().to_canonical())
@@ -499,10 +600,13 @@ impl Registrar {
         };
         self.count -= old.len();
         for b in &old {
+            self.by_id.remove(&b.id);
+            if b.held_by.is_some() {
+                continue;
+            }
             if self.by_source.get(&b.source.addr).map(String::as_str) == Some(name) {
                 self.by_source.remove(&b.source.addr);
             }
-            self.by_id.remove(&b.id);
             let ip = b.source.addr.ip().to_canonical();
             if let Some(n) = self.by_ip.get_mut(&ip) {
                 *n -= 1;
@@ -531,7 +635,9 @@ impl Registrar {
     /// A binding registered from this transport address.
     pub fn by_source(&self, addr: SocketAddr) -> Option<&Binding> {
         let name = self.by_source.get(&addr)?;
-        self.of(name).iter().find(|b| b.source.addr == addr)
+        self.of(name)
+            .iter()
+            .find(|b| b.held_by.is_none() && b.source.addr == addr)
     }
 
     /// Remove expired bindings; returns the clients whose set changed.
@@ -583,32 +689,11 @@ impl Registrar {
             let Some(client) = config.client(&r.name).filter(|c| c.secret.is_some()) else {
                 continue;
             };
-            if r.expires_at <= now_unix {
-                continue;
-            }
-            let Some(transport) = Transport::parse(&r.transport) else {
+            let Some(b) = Binding::from_row(r, now, now_unix) else {
                 continue;
             };
-            let left = Duration::from_secs(r.expires_at - now_unix);
-            let mut source = Peer::to(transport, r.source);
-            source.local = r.local;
             let set = sets.entry(r.name.as_str()).or_default();
-            set.push(Binding {
-                name: r.name.clone(),
-                contact: r.contact.clone(),
-                source,
-                expires_at: now + left,
-                expires_unix: r.expires_at,
-                user_agent: r.user_agent.clone(),
-                call_id: r.call_id.clone(),
-                cseq: r.cseq,
-                stored_expires: r.expires_at,
-                instance: r.instance.clone(),
-                reg_id: r.reg_id,
-                outbound: r.outbound,
-                id: 0,
-                keepalive: KeepAlive::default(),
-            });
+            set.push(b);
             let max = client.max_contacts(&config.general) as usize;
             if set.len() > max.max(1) {
                 set.remove(0);
@@ -623,6 +708,98 @@ impl Registrar {
             self.set(name, set, qualify, now);
         }
         n
+    }
+
+    /// Another node stored `name`'s bindings as `rows` (its own and every
+    /// other node's; this node's rows have an empty `node`): the bindings
+    /// other nodes hold become these, and a device this node held that
+    /// another node now holds (it registered there: same Contact) is
+    /// dropped here. This node's own bindings otherwise stay as they are
+    /// in memory (they are the truth: the store may lag behind them).
+    /// Returns the Contacts of the devices dropped here.
+    pub fn sync_remote(
+        &mut self,
+        name: &str,
+        rows: &[BindingRow],
+        config: &Config,
+        down: &dyn Fn(&str) -> bool,
+        now: Instant,
+        now_unix: u64,
+    ) -> Vec<String> {
+        let Some(client) = config.client(name).filter(|c| c.secret.is_some()) else {
+            return Vec::new();
+        };
+        let remote: Vec<Binding> = rows
+            .iter()
+            .filter(|r| !r.node.is_empty() && r.name == name)
+            .filter_map(|r| Binding::from_row(r, now, now_unix))
+            .map(|mut b| {
+                if let Some(h) = &mut b.held_by {
+                    h.down = down(&h.node);
+                }
+                b
+            })
+            .collect();
+        let old = self.unindex(name);
+        let mut taken = Vec::new();
+        let mut set: Vec<Binding> = Vec::with_capacity(old.len() + remote.len());
+        for b in old.into_iter().filter(|b| b.held_by.is_none()) {
+            if remote.iter().any(|r| r.contact == b.contact) {
+                taken.push(b.contact);
+            } else {
+                set.push(b);
+            }
+        }
+        set.extend(remote);
+        let max = client.max_contacts(&config.general) as usize;
+        while set.len() > max.max(1) {
+            set.remove(0);
+        }
+        self.set(name, set, client.qualify(&config.general), now);
+        taken
+    }
+
+    /// Another node deleted `name`'s binding `contact` (a REGISTER there
+    /// replaced or removed the device): forgotten here too. Returns whether
+    /// this node held it.
+    pub fn forget(&mut self, name: &str, contact: &str, config: &Config, now: Instant) -> bool {
+        if !self.of(name).iter().any(|b| b.contact == contact) {
+            return false;
+        }
+        let mut set = self.unindex(name);
+        let mine = set
+            .iter()
+            .any(|b| b.contact == contact && b.held_by.is_none());
+        set.retain(|b| b.contact != contact);
+        let qualify = config
+            .client(name)
+            .map_or(0, |c| c.qualify(&config.general));
+        self.set(name, set, qualify, now);
+        mine
+    }
+
+    /// The clients with bindings other nodes hold.
+    pub fn with_remote(&self) -> Vec<String> {
+        self.clients
+            .iter()
+            .filter(|(_, set)| set.iter().any(|b| b.held_by.is_some()))
+            .map(|(n, _)| n.clone())
+            .collect()
+    }
+
+    /// Marks the bindings held by other nodes as down or up.
+    pub fn set_nodes_down(&mut self, down: &dyn Fn(&str) -> bool) -> usize {
+        let mut changed = 0;
+        for b in self.clients.values_mut().flatten() {
+            if let Some(h) = &mut b.held_by {
+                let d = down(&h.node);
+                if d != h.down {
+                    h.down = d;
+                    changed += 1;
+                }
+            }
+        }
+        changed
     }
 
     /// The binding whose registered Contact is `uri` or whose source is `addr`
@@ -667,7 +844,7 @@ impl Registrar {
             if b.keepalive.due != Some(due) {
                 continue;
             }
-            let next = if q == 0 || b.source.transport != Transport::Udp {
+            let next = if q == 0 || b.source.transport != Transport::Udp || b.held_by.is_some() {
                 // Not pinged: its state is unknown (TCP flows keep
                 // themselves alive with CRLF, RFC 5626 §4.4.1).
                 b.keepalive = KeepAlive::default();

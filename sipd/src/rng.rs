@@ -33,6 +33,13 @@ impl Rng {
 
 /// Fill `buf` from the OS; should the OS refuse (it does not on Linux),
 /// from the addresses of this process's stack and code (ASLR) and its pid.
+/// A random 64-bit value from the system's generator.
+pub fn random_u64() -> u64 {
+    let mut b = [0u8; 8];
+    fill_random(&mut b);
+    u64::from_le_bytes(b)
+}
+
 pub fn fill_random(buf: &mut [u8]) {
     if getrandom::getrandom(buf).is_ok() {
         return;

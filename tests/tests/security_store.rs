@@ -466,6 +466,8 @@ fn cdrs_older_than_cdr_keep_days_are_pruned_at_start_and_after_a_reload() {
                 device: String::new(),
                 packets: [0, 0],
                 relay: None,
+                node: String::new(),
+                uid: 0,
             });
         }
         store.close();

@@ -83,7 +83,7 @@ impl Core {
         let Some(call) = self.calls.get(msg.call_id()) else {
             return;
         };
-        if call.media.is_some() {
+        if call.media.is_some() || call.node_leg {
             return;
         }
         let g = &self.config.general;

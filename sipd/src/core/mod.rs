@@ -11,6 +11,7 @@
 //! identification + routing + proxying (`proxy/`).
 
 mod bans;
+mod cluster;
 mod counts;
 mod defence;
 mod effects;
@@ -146,6 +147,9 @@ pub struct Core {
     ports: crate::media::ports::Ports,
     next_media: u64,
     media_calls: HashMap<u64, String>,
+    /// The other nodes on the PostgreSQL store, by name, as their last
+    /// heartbeats show them (empty with SQLite).
+    nodes: HashMap<String, crate::store::postgres::NodeInfo>,
 }
 
 /// Tunables of the core.
@@ -234,6 +238,7 @@ impl Core {
             ports,
             next_media: 1,
             media_calls: HashMap::new(),
+            nodes: HashMap::new(),
         }
     }
 

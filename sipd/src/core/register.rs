@@ -73,6 +73,15 @@ impl Core {
                         "max_contacts ({max_contacts}) reached: the oldest binding is dropped"
                     );
                 }
+                // Devices another node held that this REGISTER replaced
+                // (under another Contact) or removed: deleted from the
+                // store here, the other node hears of it.
+                let forget: Vec<String> = prev
+                    .iter()
+                    .filter(|p| p.held_by.is_some())
+                    .filter(|p| !bindings.iter().any(|b| b.contact == p.contact))
+                    .map(|p| p.contact.clone())
+                    .collect();
                 if store {
                     for b in &mut bindings {
                         b.stored_expires = b.expires_unix;
@@ -83,6 +92,12 @@ impl Core {
                         let rows = bindings.iter().map(Binding::to_row).collect();
                         fx.writes.push(Write::PutBindings(user.clone(), rows));
                     }
+                }
+                if !forget.is_empty() {
+                    fx.writes.push(Write::ForgetBindings {
+                        name: user.clone(),
+                        contacts: forget,
+                    });
                 }
                 // Every binding with its expiry; those this REGISTER pushed
                 // out listed with expires=0 so that the device knows.

@@ -103,6 +103,14 @@ pub struct Daemon {
     /// The RTP relay (`media=`): its threads run whether or not a call
     /// is relayed (they sleep in epoll without one).
     pub(super) relay: Arc<crate::media::relay::Relay>,
+    /// The PostgreSQL store's change feed (`None` with SQLite).
+    pub(super) feed: Option<Feed>,
+}
+
+/// The change feed of a PostgreSQL store and this node's name.
+pub(super) struct Feed {
+    pub node: String,
+    pub sync: Mutex<crate::store::postgres::Sync>,
 }
 
 /// The security log's path, relative to DIR.
@@ -190,9 +198,23 @@ async fn serve(flags: Flags) -> Result<(), String> {
         conf_path.display()
     );
 
-    let (store, loaded) =
-        Store::open(&flags.store_path(), Now::read().unix()).map_err(|e| e.to_string())?;
+    let (store, loaded, pg) = open_store(&flags).await?;
     let store = Arc::new(store);
+    let (feed, mut store_events) = match pg {
+        Some(pg) => {
+            let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+            let node = pg.node.clone();
+            let sync = crate::store::postgres::Sync::start(pg, tx)?;
+            (
+                Some(Feed {
+                    node,
+                    sync: Mutex::new(sync),
+                }),
+                Some(rx),
+            )
+        }
+        None => (None, None),
+    };
 
     let sip_addrs = flags.sip_addrs();
     let tls_addrs = flags.tls_addrs();
@@ -294,6 +316,7 @@ async fn serve(flags: Flags) -> Result<(), String> {
         drops: security::DropList::default(),
         metrics: Mutex::new(None),
         relay,
+        feed,
     });
     daemon.security.open(
         security_path(
@@ -320,6 +343,17 @@ async fn serve(flags: Flags) -> Result<(), String> {
         t.start(sink.clone());
     }
     tokio::spawn(crate::control::serve(ctl, daemon.clone()));
+    if let Some(mut rx) = store_events.take() {
+        // What the other nodes changed, applied as it comes.
+        let d = daemon.clone();
+        tokio::spawn(async move {
+            while let Some(ev) = rx.recv().await {
+                d.with_core(Effects::new(), |core, fx| {
+                    core.on_store_event(ev, Now::read(), fx)
+                });
+            }
+        });
+    }
     {
         let d = daemon.clone();
         tokio::spawn(async move {
@@ -383,6 +417,59 @@ async fn serve(flags: Flags) -> Result<(), String> {
 
 /// How often relayed calls are checked for `media_timeout`.
 const MEDIA_CHECK: Duration = Duration::from_secs(1);
+
+/// Opens the store `--store` names: SQLite (default `DIR/sipd.db`) or
+/// PostgreSQL, with the options of this node for the change feed.
+async fn open_store(
+    flags: &Flags,
+) -> Result<
+    (
+        Store,
+        crate::store::Loaded,
+        Option<crate::store::postgres::PgOptions>,
+    ),
+    String,
+> {
+    let now = Now::read().unix();
+    let Some(crate::cli::StoreUrl::Postgres(url)) = &flags.store else {
+        let path = flags
+            .store_path()
+            .unwrap_or_else(|| flags.dir.join("sipd.db"));
+        let (store, loaded) = Store::open(&path, now).map_err(|e| e.to_string())?;
+        return Ok((store, loaded, None));
+    };
+    let node_addr = match flags.node_address {
+        Some(a) => a,
+        None => {
+            let a = flags.sip_addrs().first().copied().ok_or(
+                "--store postgresql:// needs a UDP listen address (-b IP:PORT) or --node-address",
+            )?;
+            if a.ip().is_unspecified() || a.port() == 0 {
+                return Err(format!(
+                    "-b {a} is not an address other nodes can send to: give --node-address IP:PORT"
+                ));
+            }
+            a
+        }
+    };
+    let pg = crate::store::postgres::PgOptions::new(url, &flags.node_name(), node_addr)?;
+    let opened = {
+        let pg = pg.clone();
+        // The PostgreSQL client blocks (it runs a runtime of its own).
+        tokio::task::spawn_blocking(move || Store::open_postgres(&pg, now))
+            .await
+            .map_err(|e| format!("store: {e}"))?
+    };
+    let (store, loaded) = opened.map_err(|e| e.to_string())?;
+    tracing::info!(
+        store = %pg.display(),
+        node = %pg.node,
+        "PostgreSQL store: {} bindings of every node and {} forwarding overrides loaded",
+        loaded.bindings.len(),
+        loaded.forwards.len()
+    );
+    Ok((store, loaded, Some(pg)))
+}
 
 impl Daemon {
     /// Answered relayed calls without media for `media_timeout` are ended.

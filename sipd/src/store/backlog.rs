@@ -66,7 +66,7 @@ fn key_of(w: &Write) -> Option<Key> {
         Write::PutForward(f) => Some(Key::Forward(f.name.clone())),
         Write::DeleteForward(n) => Some(Key::Forward(n.clone())),
         Write::PruneCdrs { .. } => Some(Key::Prune),
-        Write::DeleteBindingsExcept(_) | Write::AddCdr(_) => None,
+        Write::DeleteBindingsExcept(_) | Write::ForgetBindings { .. } | Write::AddCdr(_) => None,
     }
 }
 
@@ -223,6 +223,8 @@ mod tests {
             instance: String::new(),
             reg_id: None,
             outbound: false,
+            node: String::new(),
+            node_addr: None,
         })
     }
 
@@ -244,6 +246,8 @@ mod tests {
             device: String::new(),
             packets: [0, 0],
             relay: None,
+            node: String::new(),
+            uid: 0,
         })
     }
 

@@ -33,7 +33,9 @@
 //! status`. A waited-for write is answered with the error at once.
 
 mod backlog;
+pub mod postgres;
 mod schema;
+mod sqlite;
 mod writer;
 
 use std::fmt;
@@ -45,7 +47,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use proto::Forwarding;
-use rusqlite::{params, Connection};
+use rusqlite::Connection;
 use tokio::sync::oneshot;
 
 pub use backlog::{MAX_QUEUED_CDRS, MAX_QUEUED_STATE};
@@ -82,6 +84,13 @@ pub struct BindingRow {
     pub reg_id: Option<u32>,
     /// A flow-based (RFC 5626 outbound) binding.
     pub outbound: bool,
+    /// The node that holds the device's flow (PostgreSQL store with
+    /// several nodes): empty for this node, whose rows are the only ones
+    /// it writes (the writer puts its own name in).
+    pub node: String,
+    /// That node's SIP address (where other nodes send requests for the
+    /// device); `None` for this node's rows.
+    pub node_addr: Option<SocketAddr>,
 }
 
 /// A forwarding override set by phone or by `sipctl fwd` (one per client).
@@ -136,6 +145,13 @@ pub struct CdrRow {
     /// The relay session whose counters the server puts into `packets`
     /// before the row is written (not stored).
     pub relay: Option<u64>,
+    /// The node whose call it was (PostgreSQL store; empty with SQLite).
+    /// Filled in by the writer.
+    pub node: String,
+    /// A random id given when the row is queued, so that a batch retried
+    /// after a commit whose outcome was lost (the database went away
+    /// mid-commit) cannot store a call twice (PostgreSQL store).
+    pub uid: u64,
 }
 
 /// What [`Store::open`] found in the store.
@@ -171,8 +187,50 @@ impl std::error::Error for StoreError {}
 /// Completion of a durable write: `Ok` after commit, or the error text.
 type Done = oneshot::Sender<Result<(), String>>;
 
+/// Why a transaction failed: the store as a whole (`store`: a full disk, a
+/// database that went away; retrying later can work) or one of its rows
+/// (retrying never will).
+#[derive(Clone, Debug)]
+pub(crate) struct DbError {
+    pub store: bool,
+    pub text: String,
+}
+
+impl DbError {
+    #[cfg(test)]
+    pub fn store(text: impl fmt::Display) -> DbError {
+        DbError {
+            store: true,
+            text: text.to_string(),
+        }
+    }
+}
+
+impl fmt::Display for DbError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.text)
+    }
+}
+
+/// A database the writer thread writes to (SQLite or PostgreSQL).
+pub(crate) trait Db: Send + 'static {
+    /// The writes in one transaction; for each, the rows it deleted (what
+    /// a prune reports; 0 for the others).
+    fn write_tx(&mut self, writes: &[&Write]) -> Result<Vec<usize>, DbError>;
+    /// A transaction that changes nothing: does the store work again?
+    fn probe(&mut self) -> Result<(), DbError>;
+}
+
+/// The read side: start-up load aside, CDR listings for `sipctl cdr`.
+enum Reader {
+    Sqlite(Mutex<Connection>),
+    Postgres(Box<postgres::Reader>),
+}
+
 /// A data write, as the writer applies it (the core asks for these in its
 /// effects; the server hands them to [`Store::apply`]).
+// CDRs travel by value (see `Msg`).
+#[allow(clippy::large_enum_variant)]
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Write {
     /// The whole set of a client's bindings (replacing what was stored).
@@ -180,6 +238,13 @@ pub enum Write {
     /// Delete all bindings of a client.
     DeleteBinding(String),
     DeleteBindingsExcept(Vec<String>),
+    /// Delete these bindings of a client whichever node holds them: a
+    /// REGISTER here replaced or removed devices another node held
+    /// (PostgreSQL store; with SQLite `PutBindings` already did).
+    ForgetBindings {
+        name: String,
+        contacts: Vec<String>,
+    },
     PutForward(ForwardRow),
     DeleteForward(String),
     AddCdr(CdrRow),
@@ -257,7 +322,7 @@ pub struct Health {
 pub struct Store {
     tx: Option<mpsc::Sender<Msg>>,
     writer: Option<JoinHandle<()>>,
-    reader: Mutex<Connection>,
+    reader: Reader,
     path: PathBuf,
     stats: Arc<Stats>,
 }
@@ -291,67 +356,66 @@ impl Store {
         now_unix: u64,
         limits: backlog::Limits,
     ) -> Result<(Store, Loaded), StoreError> {
-        let err = |e: rusqlite::Error| StoreError::new(path, e);
+        let (db, reader, loaded) = sqlite::open(path, now_unix)?;
+        let store = Store::start(
+            Box::new(db),
+            Reader::Sqlite(Mutex::new(reader)),
+            path.to_path_buf(),
+            limits,
+        )?;
+        Ok((store, loaded))
+    }
 
-        schema::make_private(path).map_err(|cause| StoreError::new(path, cause))?;
-        let writer_conn = Connection::open(path).map_err(err)?;
-        writer_conn.busy_timeout(BUSY_TIMEOUT).map_err(err)?;
-        let mode: String = writer_conn
-            .query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))
-            .map_err(err)?;
-        if !mode.eq_ignore_ascii_case("wal") {
-            return Err(StoreError::new(
-                path,
-                format!("cannot switch to WAL mode (journal_mode is {mode})"),
-            ));
-        }
-        writer_conn
-            .pragma_update(None, "synchronous", "NORMAL")
-            .map_err(err)?;
-        schema::quick_check(&writer_conn).map_err(|cause| StoreError::new(path, cause))?;
-        schema::migrate(&writer_conn).map_err(|cause| StoreError::new(path, cause))?;
-        let purged = writer_conn
-            .execute(
-                "DELETE FROM bindings WHERE expires_at <= ?1",
-                params![now_unix],
-            )
-            .map_err(err)?;
-        writer_conn.set_prepared_statement_cache_capacity(32);
+    /// Opens the PostgreSQL store (`postgres.rs`): creates or migrates its
+    /// schema, loads every node's unexpired bindings and the forwarding
+    /// overrides, starts the writer thread. The store's change feed
+    /// (LISTEN/NOTIFY, node heartbeats) is [`postgres::Sync`], started by
+    /// the caller. Blocking.
+    pub fn open_postgres(
+        pg: &postgres::PgOptions,
+        now_unix: u64,
+    ) -> Result<(Store, Loaded), StoreError> {
+        let (db, reader, loaded) = postgres::open(pg, now_unix)?;
+        let store = Store::start(
+            Box::new(db),
+            Reader::Postgres(Box::new(reader)),
+            PathBuf::from(pg.display()),
+            backlog::Limits::default(),
+        )?;
+        Ok((store, loaded))
+    }
 
-        let reader = Connection::open(path).map_err(err)?;
-        reader.busy_timeout(BUSY_TIMEOUT).map_err(err)?;
-        reader
-            .pragma_update(None, "query_only", true)
-            .map_err(err)?;
-        let loaded = Loaded {
-            bindings: schema::load_bindings(&reader, now_unix).map_err(err)?,
-            forwards: schema::load_forwards(&reader).map_err(err)?,
-            purged,
-        };
-
+    fn start(
+        db: Box<dyn Db>,
+        reader: Reader,
+        path: PathBuf,
+        limits: backlog::Limits,
+    ) -> Result<Store, StoreError> {
         let stats = Arc::new(Stats::default());
         let (tx, rx) = mpsc::channel();
         let writer = {
-            let w = writer::Writer::new(
-                writer_conn,
-                rx,
-                Arc::clone(&stats),
-                path.to_path_buf(),
-                limits,
-            );
+            let w = writer::Writer::new(db, rx, Arc::clone(&stats), path.clone(), limits);
             std::thread::Builder::new()
                 .name("sipd-store".into())
                 .spawn(move || w.run())
-                .map_err(|e| StoreError::new(path, format!("cannot start writer thread: {e}")))?
+                .map_err(|e| StoreError::new(&path, format!("cannot start writer thread: {e}")))?
         };
-        let store = Store {
+        Ok(Store {
             tx: Some(tx),
             writer: Some(writer),
-            reader: Mutex::new(reader),
-            path: path.to_path_buf(),
+            reader,
+            path,
             stats,
-        };
-        Ok((store, loaded))
+        })
+    }
+
+    /// Which store this is, for `sipctl status`: `sqlite PATH` or
+    /// `postgresql URL` (without a password).
+    pub fn describe(&self) -> String {
+        match self.reader {
+            Reader::Sqlite(_) => format!("sqlite {}", self.path.display()),
+            Reader::Postgres(_) => self.path.display().to_string(),
+        }
     }
 
     /// The store file's path.
@@ -422,40 +486,21 @@ impl Store {
     /// data on the read connection; blocking (use `spawn_blocking` from async
     /// code).
     pub fn recent_cdrs(&self, n: usize) -> Result<Vec<CdrRow>, StoreError> {
-        let limit = i64::try_from(n).unwrap_or(i64::MAX);
-        let conn = crate::lock(&self.reader);
-        let read = || -> rusqlite::Result<Vec<CdrRow>> {
-            let mut stmt = conn.prepare_cached(schema::SQL_RECENT_CDRS)?;
-            let rows = stmt.query_map(params![limit], |r| {
-                Ok(CdrRow {
-                    call_id: r.get(0)?,
-                    caller: r.get(1)?,
-                    callerid: r.get(2)?,
-                    accountcode: r.get(3)?,
-                    dialed: r.get(4)?,
-                    target: r.get(5)?,
-                    disposition: r.get(6)?,
-                    code: r.get(7)?,
-                    start: r.get(8)?,
-                    answer: r.get(9)?,
-                    end: r.get(10)?,
-                    duration: r.get(11)?,
-                    billsec: r.get(12)?,
-                    device: r.get(13)?,
-                    packets: [r.get(14)?, r.get(15)?],
-                    relay: None,
-                })
-            })?;
-            rows.collect()
-        };
-        read().map_err(|e| StoreError::new(&self.path, e))
+        match &self.reader {
+            Reader::Sqlite(conn) => sqlite::recent_cdrs(&crate::lock(conn), n)
+                .map_err(|e| StoreError::new(&self.path, e)),
+            Reader::Postgres(r) => r.recent_cdrs(n).map_err(|e| StoreError::new(&self.path, e)),
+        }
     }
 
     /// Number of CDRs stored (committed). Blocking.
     pub fn cdr_count(&self) -> Result<u64, StoreError> {
-        let conn = crate::lock(&self.reader);
-        conn.query_row("SELECT count(*) FROM cdr", [], |r| r.get(0))
-            .map_err(|e| StoreError::new(&self.path, e))
+        match &self.reader {
+            Reader::Sqlite(conn) => crate::lock(conn)
+                .query_row("SELECT count(*) FROM cdr", [], |r| r.get(0))
+                .map_err(|e| StoreError::new(&self.path, e)),
+            Reader::Postgres(r) => r.cdr_count().map_err(|e| StoreError::new(&self.path, e)),
+        }
     }
 
     /// Blocks until everything queued before this call has been tried:
@@ -536,6 +581,12 @@ impl Store {
     }
 
     fn send(&self, write: Write, done: Option<Done>) {
+        let mut write = write;
+        if let Write::AddCdr(c) = &mut write {
+            if c.uid == 0 {
+                c.uid = crate::rng::random_u64() | 1;
+            }
+        }
         // Count before sending so the writer never decrements below zero.
         self.stats.pending.fetch_add(1, Ordering::Relaxed);
         let result = match &self.tx {

@@ -209,6 +209,8 @@ pub(super) fn load_bindings(conn: &Connection, now_unix: u64) -> rusqlite::Resul
                 call_id: r.get(6).map_err(|e| e.to_string())?,
                 cseq: r.get(7).map_err(|e| e.to_string())?,
                 name: name.clone(),
+                node: String::new(),
+                node_addr: None,
             })
         })();
         match row {
@@ -269,6 +271,13 @@ pub(super) fn apply(conn: &Connection, w: &Write) -> rusqlite::Result<usize> {
                     b.outbound,
                     seq as i64,
                 ])?;
+            }
+        }
+        Write::ForgetBindings { name, contacts } => {
+            let mut del =
+                conn.prepare_cached("DELETE FROM bindings WHERE name = ?1 AND contact = ?2")?;
+            for c in contacts {
+                del.execute(params![name, c])?;
             }
         }
         Write::DeleteBinding(name) => {

@@ -52,6 +52,8 @@ fn binding(name: &str, expires_at: u64) -> BindingRow {
         instance: String::new(),
         reg_id: None,
         outbound: false,
+        node: String::new(),
+        node_addr: None,
     }
 }
 
@@ -87,6 +89,8 @@ fn cdr(call_id: &str, end: u64, answer: Option<u64>) -> CdrRow {
         device: String::new(),
         packets: [0, 0],
         relay: None,
+        node: String::new(),
+        uid: 0,
     }
 }
 
@@ -617,6 +621,8 @@ fn repeated_writes_to_one_binding_keep_the_last() {
         instance: String::new(),
         reg_id: None,
         outbound: false,
+        node: String::new(),
+        node_addr: None,
         ..binding("alice", NOW + 60)
     };
     assert_eq!(loaded.bindings, vec![alice, binding("carol", NOW + 60)]);
@@ -794,6 +800,8 @@ fn a_failing_store_keeps_bindings_and_cdrs_until_they_are_written() {
             instance: String::new(),
             reg_id: None,
             outbound: false,
+            node: String::new(),
+            node_addr: None,
             ..binding("alice", NOW + 3600)
         }]
     );

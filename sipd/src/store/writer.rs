@@ -33,11 +33,9 @@ use std::sync::atomic::Ordering;
 use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
-use rusqlite::{Connection, ErrorCode, TransactionBehavior};
-
 use super::backlog::{Backlog, Limits};
-use super::schema::{self, PRUNE_CHUNK};
-use super::{Msg, Stats, Write};
+use super::schema::PRUNE_CHUNK;
+use super::{Db, DbError, Msg, Stats, Write};
 
 /// Most writes in one transaction.
 pub const BATCH_CAP: usize = 5_000;
@@ -62,7 +60,7 @@ struct Retry {
 }
 
 pub(super) struct Writer {
-    conn: Connection,
+    db: Box<dyn Db>,
     rx: mpsc::Receiver<Msg>,
     stats: Arc<Stats>,
     path: PathBuf,
@@ -83,14 +81,14 @@ pub(super) struct Writer {
 
 impl Writer {
     pub fn new(
-        conn: Connection,
+        db: Box<dyn Db>,
         rx: mpsc::Receiver<Msg>,
         stats: Arc<Stats>,
         path: PathBuf,
         limits: Limits,
     ) -> Writer {
         Writer {
-            conn,
+            db,
             rx,
             stats,
             path,
@@ -234,7 +232,7 @@ impl Writer {
     /// One transaction of up to [`BATCH_CAP`] writes from the front.
     /// `Ok(n)`: `n` writes left the backlog (written, or dropped as bad);
     /// `Err`: the store fails, the rest stays queued.
-    fn attempt(&mut self) -> Result<usize, rusqlite::Error> {
+    fn attempt(&mut self) -> Result<usize, DbError> {
         let seqs = self.backlog.front(BATCH_CAP);
         match self.write_tx(&seqs) {
             Ok(pruned) => {
@@ -242,7 +240,7 @@ impl Writer {
                 self.written(&seqs, &pruned);
                 return Ok(seqs.len());
             }
-            Err(e) if is_store_failure(&e) => return Err(e),
+            Err(e) if e.store => return Err(e),
             Err(e) => tracing::error!(
                 path = %self.path.display(),
                 writes = seqs.len(),
@@ -257,7 +255,7 @@ impl Writer {
                     self.stats.commits.fetch_add(1, Ordering::Relaxed);
                     self.written(&[seq], &pruned);
                 }
-                Err(e) if is_store_failure(&e) => {
+                Err(e) if e.store => {
                     if i == 0 {
                         return Err(e);
                     }
@@ -298,42 +296,36 @@ impl Writer {
         }
     }
 
-    /// A transaction that writes a page and changes nothing: the schema
-    /// version, rewritten.
-    fn probe(&mut self) -> rusqlite::Result<()> {
+    /// A transaction that writes and changes nothing (does the store take
+    /// writes again?).
+    fn probe(&mut self) -> Result<(), DbError> {
         #[cfg(test)]
         if self.stats.fail.load(Ordering::Relaxed) {
             return Err(test_failure());
         }
-        let tx = self
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)?;
-        tx.pragma_update(None, "user_version", schema::SCHEMA_VERSION)?;
-        tx.commit()
+        self.db.probe()
     }
 
     /// The entries `seqs` in one transaction. Returns each prune's cutoff
     /// and the rows it deleted.
-    fn write_tx(&mut self, seqs: &[u64]) -> rusqlite::Result<Vec<(u64, usize)>> {
+    fn write_tx(&mut self, seqs: &[u64]) -> Result<Vec<(u64, usize)>, DbError> {
         #[cfg(test)]
         if self.stats.fail.load(Ordering::Relaxed) {
             return Err(test_failure());
         }
-        let tx = self
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let mut pruned = Vec::new();
-        for seq in seqs {
-            let Some(e) = self.backlog.get(*seq) else {
-                continue;
-            };
-            let n = schema::apply(&tx, &e.write)?;
-            if let Write::PruneCdrs { ended_before_ms } = e.write {
-                pruned.push((ended_before_ms, n));
-            }
-        }
-        tx.commit()?;
-        Ok(pruned)
+        let writes: Vec<&Write> = seqs
+            .iter()
+            .filter_map(|s| self.backlog.get(*s).map(|e| &e.write))
+            .collect();
+        let counts = self.db.write_tx(&writes)?;
+        Ok(writes
+            .iter()
+            .zip(counts)
+            .filter_map(|(w, n)| match w {
+                Write::PruneCdrs { ended_before_ms } => Some((*ended_before_ms, n)),
+                _ => None,
+            })
+            .collect())
     }
 
     /// `seqs` are committed: out of the backlog, waiters told; a prune
@@ -375,8 +367,8 @@ impl Writer {
     }
 
     /// The store fails: waiters answered now, the rest kept for a retry.
-    fn failed(&mut self, e: &rusqlite::Error, due: bool) {
-        let text = e.to_string();
+    fn failed(&mut self, e: &DbError, due: bool) {
+        let text = e.text.clone();
         self.stats.failures.fetch_add(1, Ordering::Relaxed);
         let now = Instant::now();
         {
@@ -500,6 +492,11 @@ fn log_lost(w: &Write, why: &str) {
         Write::DeleteBinding(n) => {
             tracing::error!(client = %n, "store: {why} binding deletion")
         }
+        Write::ForgetBindings { name, contacts } => tracing::error!(
+            client = %name,
+            devices = contacts.len(),
+            "store: {why} deletion of bindings another node held"
+        ),
         Write::DeleteBindingsExcept(keep) => tracing::error!(
             kept = keep.len(),
             "store: {why} deletion of removed clients' bindings"
@@ -516,26 +513,6 @@ fn log_lost(w: &Write, why: &str) {
 
 /// What a full disk looks like (tests).
 #[cfg(test)]
-fn test_failure() -> rusqlite::Error {
-    rusqlite::Error::SqliteFailure(
-        rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_FULL),
-        Some("database or disk is full (test)".into()),
-    )
-}
-
-/// A failure of the store as a whole (retrying later can work), as opposed
-/// to one of the row (retrying never will).
-pub(super) fn is_store_failure(e: &rusqlite::Error) -> bool {
-    match e {
-        rusqlite::Error::SqliteFailure(f, _) => !matches!(
-            f.code,
-            ErrorCode::ConstraintViolation
-                | ErrorCode::TooBig
-                | ErrorCode::TypeMismatch
-                | ErrorCode::ParameterOutOfRange
-                | ErrorCode::ApiMisuse
-        ),
-        // Conversions of values, wrong parameter counts: the row.
-        _ => false,
-    }
+fn test_failure() -> DbError {
+    DbError::store("database or disk is full (test)")
 }

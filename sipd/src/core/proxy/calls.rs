@@ -23,45 +23,12 @@ impl Core {
         if self.calls.is_full() {
             return;
         }
-        let callerid = router::caller_id(caller).number;
-        let replaces = msg
-            .header_values(&HeaderName::Supported)
-            .iter()
-            .any(|v| v.eq_ignore_ascii_case("replaces"));
-        self.calls.insert(Call {
-            call_id: msg.call_id().to_string(),
-            caller_tag: msg.from().tag().unwrap_or("").to_string(),
-            callee_tag: None,
-            caller: caller.name.clone(),
-            callerid,
-            accountcode: caller.accountcode.clone().unwrap_or_default(),
-            dialed: dialed.to_string(),
-            target: String::new(),
-            state: State::Trying,
-            caller_peer: peer,
-            callee_peer: None,
-            caller_contact: msg.contact_uri(),
-            caller_routes: msg
-                .record_routes()
-                .unwrap_or_default()
-                .into_iter()
-                .map(|r| r.uri)
-                .collect(),
-            callee_contact: None,
-            callee_routes: Vec::new(),
-            from_original: msg.header(&HeaderName::From).unwrap_or("").to_string(),
-            from_presented: None,
-            caller_replaces: replaces,
-            ctx: None,
-            started: now.at,
-            start_ms: now.unix_ms,
-            answer_ms: None,
-            device: String::new(),
-            media: None,
-            caller_cseq: msg.cseq().seq,
-            callee_cseq: 0,
-            callee_to: String::new(),
-        });
+        let mut call = Call::new(msg, peer, now.at, now.unix_ms);
+        call.callerid = router::caller_id(caller).number;
+        call.caller = caller.name.clone();
+        call.accountcode = caller.accountcode.clone().unwrap_or_default();
+        call.dialed = dialed.to_string();
+        self.calls.insert(call);
     }
 
     /// End a call: write its CDR and forget it.
@@ -74,6 +41,11 @@ impl Core {
         fx: &mut Effects,
     ) {
         if let Some(call) = self.calls.remove(call_id) {
+            if call.node_leg {
+                // Accounted by the node where the call entered.
+                self.release_media(&call, fx);
+                return;
+            }
             let mut cdr = call.cdr(disp, code, now.unix_ms);
             cdr.relay = call.media.as_ref().map(|m| m.id);
             fx.write(Write::AddCdr(cdr));

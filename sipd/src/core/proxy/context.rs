@@ -109,14 +109,15 @@ impl Core {
                 self.decide_media(
                     &ctx.req,
                     &ctx.peer,
-                    &hop.dest,
+                    hop.media_peer.as_ref().unwrap_or(&hop.dest),
                     &hop.target,
                     hop.ruri.as_deref(),
                 );
             }
             ctx.media_body = Some(self.request_media(ctx, fx));
             if ctx.invite && !ctx.in_dialog {
-                self.expect_callee(ctx.req.call_id(), hop.dest.addr.ip(), fx);
+                let callee = hop.media_peer.as_ref().unwrap_or(&hop.dest);
+                self.expect_callee(ctx.req.call_id(), callee.addr.ip(), fx);
             }
         }
         let (branch_id, data) = self.build_forward(ctx, &hop);

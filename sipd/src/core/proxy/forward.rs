@@ -120,7 +120,8 @@ impl Core {
         let body = match (ctx.media_from, hop) {
             // The answer comes from the other end, where the branch went.
             (Some(from), Some(h)) => {
-                self.media_body(ctx.req.call_id(), 1 - from, h.dest.addr.ip(), resp, fx)
+                let callee = h.media_peer.as_ref().unwrap_or(&h.dest);
+                self.media_body(ctx.req.call_id(), 1 - from, callee.addr.ip(), resp, fx)
             }
             _ => None,
         };

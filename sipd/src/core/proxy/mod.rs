@@ -9,6 +9,8 @@
 //! - `dialog`: in-dialog requests and ACK for 2xx (which dialog, which end)
 //! - `uac`: requests sipd sends itself (ACK + BYE for a late 2xx)
 //! - `calls`: call bookkeeping for `sipctl calls` and the CDR
+//! - `node`: requests another node (PostgreSQL store) relays to a device
+//!   whose flow this node holds
 //!
 //! A proxy context ties one server transaction (the caller's request) to
 //! the client transactions of its branches. Its hops come in steps tried
@@ -21,6 +23,7 @@ mod cancel;
 mod context;
 mod dialog;
 mod forward;
+mod node;
 mod plan;
 mod uac;
 
@@ -67,6 +70,9 @@ pub(super) struct Hop {
     pub resp_set: Vec<(HeaderName, String)>,
     /// The From value presented to the target (calls through gateways).
     pub presented_from: Option<String>,
+    /// The device's own address when the hop goes through another node
+    /// (which holds its flow): what the media relay faces and latches to.
+    pub media_peer: Option<Peer>,
 }
 
 impl Hop {
@@ -84,6 +90,7 @@ impl Hop {
             req_add: Vec::new(),
             resp_set: Vec::new(),
             presented_from: None,
+            media_peer: None,
         }
     }
 }

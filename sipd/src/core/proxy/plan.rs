@@ -25,6 +25,10 @@ impl Core {
         now: Now,
         fx: &mut Effects,
     ) {
+        if let Some(aor) = self.node_request(&msg, &peer) {
+            self.relay_for_node(msg, peer, aor, now, fx);
+            return;
+        }
         let Some(caller) = self.identify(&msg, peer, Challenge::Proxy, true, now, fx) else {
             return;
         };
@@ -150,16 +154,18 @@ impl Core {
             hop.step = step;
             let devices: Vec<&Binding> = self.registrar.reachable(&a.target).collect();
             let first = devices.first().copied();
-            match first.filter(|b| b.source == a.dest && b.contact == a.ruri) {
+            match first.filter(|b| b.dest() == a.dest && b.contact == a.ruri) {
                 Some(first) => {
+                    let base = hop.clone();
                     hop.device = Some(first.contact.clone());
-                    let rest = &devices[1..];
-                    hops.push(hop.clone());
-                    for d in rest {
-                        let mut h = hop.clone();
-                        h.dest = d.source;
+                    via_node(&mut hop, first);
+                    hops.push(hop);
+                    for d in &devices[1..] {
+                        let mut h = base.clone();
+                        h.dest = d.dest();
                         h.ruri = Some(d.contact.clone());
                         h.device = Some(d.contact.clone());
+                        via_node(&mut h, d);
                         hops.push(h);
                     }
                 }
@@ -235,5 +241,16 @@ impl Core {
                 .count(),
             Err(_) => 0,
         }
+    }
+}
+
+/// A hop to a device whose flow another node holds goes to that node with
+/// a Route naming the device's client; the media relay (if any) still
+/// faces the device's own address.
+fn via_node(hop: &mut Hop, b: &Binding) {
+    if let Some(route) = b.node_route() {
+        hop.req_set.push((HeaderName::Route, None));
+        hop.req_add.push((HeaderName::Route, route));
+        hop.media_peer = Some(b.source);
     }
 }

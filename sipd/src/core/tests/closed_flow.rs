@@ -88,6 +88,8 @@ fn request_to_a_binding_restored_from_the_store_connects_again() {
         instance: String::new(),
         reg_id: None,
         outbound: false,
+        node: String::new(),
+        node_addr: None,
     };
     let loaded = Loaded {
         bindings: vec![row("bob", 6002), row("carol", 6003)],

@@ -510,7 +510,7 @@ impl Store {
                 Write::DeleteForward(n) => {
                     s.forwards.remove(&n);
                 }
-                Write::AddCdr(_) | Write::PruneCdrs { .. } => {}
+                Write::AddCdr(_) | Write::PruneCdrs { .. } | Write::ForgetBindings { .. } => {}
             }
         }
         s

@@ -39,5 +39,6 @@ fn cdr_of_row(r: crate::store::CdrRow) -> proto::Cdr {
         end: r.end,
         duration: r.duration,
         billsec: r.billsec,
+        node: r.node,
     }
 }

@@ -18,10 +18,15 @@ impl Daemon {
                 source: b.source.to_string(),
                 expires: b.remaining(now),
                 user_agent: b.user_agent.clone(),
-                status: b.keepalive.reach.as_str().into(),
+                status: match &b.held_by {
+                    Some(h) if h.down => "node down".into(),
+                    Some(_) => "on node".into(),
+                    None => b.keepalive.reach.as_str().into(),
+                },
                 rtt_ms: b.keepalive.rtt_ms,
                 instance: b.instance.clone(),
                 outbound: b.outbound,
+                node: b.held_by.as_ref().map(|h| h.node.clone()),
             })
             .collect();
         // By client, each client's devices oldest first (a stable sort).

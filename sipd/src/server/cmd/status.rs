@@ -102,8 +102,32 @@ impl Daemon {
             .into_iter()
             .chain(streams)
             .collect(),
-            store: Box::new(store_status(&self.store.health())),
+            store: Box::new(self.store_status(&core)),
         }
+    }
+}
+
+impl Daemon {
+    /// The store of `status`: which, its state, and with PostgreSQL the
+    /// node, the feed and the other nodes.
+    fn store_status(&self, core: &crate::core::Core) -> proto::StoreStatus {
+        let mut s = store_status(&self.store.health());
+        s.kind = self.store.describe();
+        if let Some(feed) = &self.feed {
+            s.node = Some(feed.node.clone());
+            s.feed = Some(crate::lock(&feed.sync).state().connected);
+            s.nodes = core
+                .nodes()
+                .into_iter()
+                .map(|n| proto::NodeStatus {
+                    state: if n.alive() { "alive" } else { "down" }.into(),
+                    addr: n.addr.map(|a| a.to_string()).unwrap_or_default(),
+                    silent_secs: n.silent_for.as_secs(),
+                    name: n.name,
+                })
+                .collect();
+        }
+        s
     }
 }
 
@@ -121,5 +145,6 @@ fn store_status(h: &crate::store::Health) -> proto::StoreStatus {
         degraded_secs: h.degraded_for.map(|d| d.as_secs()),
         last_error: h.last_error.clone(),
         dropped: h.dropped,
+        ..proto::StoreStatus::default()
     }
 }
