@@ -520,3 +520,119 @@ fn restore_keeps_every_device_of_a_client() {
     assert_eq!(r.len(), 2);
     assert_eq!(r.clients(), 1);
 }
+
+/// A row of `name`'s device `contact` as node `node` stored it (`""`: this
+/// node).
+fn node_row(name: &str, contact: &str, node: &str, port: u16) -> BindingRow {
+    BindingRow {
+        name: name.into(),
+        contact: contact.into(),
+        transport: "udp".into(),
+        source: format!("127.0.0.1:{port}").parse().unwrap(),
+        local: None,
+        expires_at: 10_000,
+        user_agent: String::new(),
+        call_id: format!("c-{contact}"),
+        cseq: 1,
+        instance: String::new(),
+        reg_id: None,
+        outbound: false,
+        node: node.into(),
+        node_addr: (!node.is_empty()).then(|| "127.0.0.2:5060".parse().unwrap()),
+    }
+}
+
+const TWO: &str = "[general]\nmax_contacts=3\n[alice]\nsecret=x\n";
+
+#[test]
+fn a_device_another_node_holds_is_rung_through_that_node_with_a_route() {
+    let cfg = config(TWO);
+    let now = Instant::now();
+    let mut r = Registrar::new();
+    let rows = [node_row("alice", "sip:alice@127.0.0.1:4000", "b", 4000)];
+    assert!(r
+        .sync_remote("alice", &rows, &cfg, &|_| false, now, 1_000)
+        .is_empty());
+    let b = r.get("alice").unwrap().clone();
+    assert_eq!(b.dest().addr, "127.0.0.2:5060".parse().unwrap());
+    assert_eq!(b.dest().transport, Transport::Udp);
+    // Its own source stays what the device registered from.
+    assert_eq!(b.source.addr, "127.0.0.1:4000".parse().unwrap());
+    assert_eq!(
+        b.node_route().unwrap(),
+        "<sip:127.0.0.2:5060;lr;sipd-aor=alice>"
+    );
+    assert_eq!(r.locate("alice").unwrap().dest.addr, b.dest().addr);
+    // Not indexed as a source of ours, never pinged.
+    assert!(r.by_source("127.0.0.1:4000".parse().unwrap()).is_none());
+    assert!(!r.has_ip("127.0.0.1".parse().unwrap()));
+    let due = r.due_pings(now + Duration::from_secs(3600), 10, &|_| 30, &mut || 1);
+    assert!(due.is_empty(), "{due:?}");
+    // Its row names the node; a local binding's row does not.
+    assert_eq!(b.to_row().node, "b");
+    // The node goes silent: not rung; back: rung again.
+    assert_eq!(r.set_nodes_down(&|n| n == "b"), 1);
+    assert!(r.locate("alice").is_none());
+    assert_eq!(r.set_nodes_down(&|_| false), 1);
+    assert!(r.locate("alice").is_some());
+}
+
+#[test]
+fn another_node_taking_a_device_over_drops_it_here_and_keeps_the_others() {
+    let cfg = config(TWO);
+    let now = Instant::now();
+    let mut r = Registrar::new();
+    // Two devices here (desk phone, softphone), restored from the store.
+    r.restore(
+        &[
+            node_row("alice", "sip:desk@127.0.0.1:4000", "", 4000),
+            node_row("alice", "sip:soft@127.0.0.1:4001", "", 4001),
+        ],
+        &cfg,
+        now,
+        1_000,
+    );
+    assert_eq!(r.of("alice").len(), 2);
+    // The desk phone registered through node b (same Contact).
+    let rows = [
+        node_row("alice", "sip:desk@127.0.0.1:4000", "b", 4000),
+        node_row("alice", "sip:soft@127.0.0.1:4001", "", 4001),
+    ];
+    let taken = r.sync_remote("alice", &rows, &cfg, &|_| false, now, 1_000);
+    assert_eq!(taken, vec!["sip:desk@127.0.0.1:4000".to_string()]);
+    let set = r.of("alice");
+    assert_eq!(set.len(), 2);
+    let soft = set.iter().find(|b| b.contact.contains("soft")).unwrap();
+    assert!(soft.held_by.is_none(), "this node's own device stays");
+    let desk = set.iter().find(|b| b.contact.contains("desk")).unwrap();
+    assert_eq!(desk.held_by.as_ref().unwrap().node, "b");
+    // Node b then removed the softphone (a REGISTER there replaced it).
+    assert!(r.forget("alice", "sip:soft@127.0.0.1:4001", &cfg, now));
+    assert_eq!(r.of("alice").len(), 1);
+    assert!(!r.forget("alice", "sip:nothing@x", &cfg, now));
+    // A resync without any row of b's: b's device goes too.
+    r.sync_remote("alice", &[], &cfg, &|_| false, now, 1_000);
+    assert!(r.of("alice").is_empty());
+    // Clients sip.conf does not know are not synced.
+    let rows = [node_row("mallory", "sip:m@127.0.0.1:4002", "b", 4002)];
+    r.sync_remote("mallory", &rows, &cfg, &|_| false, now, 1_000);
+    assert!(r.of("mallory").is_empty());
+}
+
+#[test]
+fn a_register_here_takes_over_a_device_another_node_held() {
+    let cfg = config(TWO);
+    let now = Instant::now();
+    let mut r = Registrar::new();
+    let rows = [node_row("alice", "sip:alice@10.0.0.5:5060", "b", 40000)];
+    r.sync_remote("alice", &rows, &cfg, &|_| true, now, 1_000);
+    // The same device (its Contact) registers here from its own address.
+    let set = set_from(
+        "Contact: <sip:alice@10.0.0.5:5060>\r\n",
+        peer(),
+        r.of("alice"),
+    );
+    assert_eq!(set.len(), 1);
+    assert!(set[0].held_by.is_none(), "{:?}", set[0]);
+    assert_eq!(set[0].dest(), peer());
+}

@@ -456,7 +456,8 @@ async fn open_store(
     let opened = {
         let pg = pg.clone();
         // The PostgreSQL client blocks (it runs a runtime of its own).
-        tokio::task::spawn_blocking(move || Store::open_postgres(&pg, now))
+        let spool = flags.dir.join("sipd-cdr-spool.db");
+        tokio::task::spawn_blocking(move || Store::open_postgres(&pg, &spool, now))
             .await
             .map_err(|e| format!("store: {e}"))?
     };

@@ -35,6 +35,7 @@
 mod backlog;
 pub mod postgres;
 mod schema;
+mod spool;
 mod sqlite;
 mod writer;
 
@@ -284,6 +285,8 @@ struct Stats {
     errors: AtomicU64,
     dropped: AtomicU64,
     failures: AtomicU64,
+    /// CDRs put in the spool (PostgreSQL store) since open.
+    spooled: AtomicU64,
     health: Mutex<HealthState>,
     /// Tests: every transaction fails as on a full disk.
     #[cfg(test)]
@@ -362,6 +365,7 @@ impl Store {
             Reader::Sqlite(Mutex::new(reader)),
             path.to_path_buf(),
             limits,
+            None,
         )?;
         Ok((store, loaded))
     }
@@ -371,16 +375,38 @@ impl Store {
     /// overrides, starts the writer thread. The store's change feed
     /// (LISTEN/NOTIFY, node heartbeats) is [`postgres::Sync`], started by
     /// the caller. Blocking.
+    ///
+    /// `spool` (normally `DIR/sipd-cdr-spool.db`) takes the CDRs a long
+    /// outage pushes out of the bounded queue (`spool.rs`).
     pub fn open_postgres(
         pg: &postgres::PgOptions,
+        spool: &Path,
         now_unix: u64,
     ) -> Result<(Store, Loaded), StoreError> {
+        Store::open_postgres_with(pg, spool, now_unix, backlog::Limits::default())
+    }
+
+    fn open_postgres_with(
+        pg: &postgres::PgOptions,
+        spool: &Path,
+        now_unix: u64,
+        limits: backlog::Limits,
+    ) -> Result<(Store, Loaded), StoreError> {
+        let spool = spool::Spool::open(spool).map_err(StoreError)?;
+        if spool.len() > 0 {
+            tracing::warn!(
+                spool = %spool.path().display(),
+                "{} CDRs in the spool from before: written to the store first",
+                spool.len()
+            );
+        }
         let (db, reader, loaded) = postgres::open(pg, now_unix)?;
         let store = Store::start(
             Box::new(db),
             Reader::Postgres(Box::new(reader)),
             PathBuf::from(pg.display()),
-            backlog::Limits::default(),
+            limits,
+            Some(spool),
         )?;
         Ok((store, loaded))
     }
@@ -390,11 +416,13 @@ impl Store {
         reader: Reader,
         path: PathBuf,
         limits: backlog::Limits,
+        spool: Option<spool::Spool>,
     ) -> Result<Store, StoreError> {
         let stats = Arc::new(Stats::default());
         let (tx, rx) = mpsc::channel();
         let writer = {
-            let w = writer::Writer::new(db, rx, Arc::clone(&stats), path.clone(), limits);
+            let w = writer::Writer::new(db, rx, Arc::clone(&stats), path.clone(), limits)
+                .with_spool(spool);
             std::thread::Builder::new()
                 .name("sipd-store".into())
                 .spawn(move || w.run())
@@ -572,6 +600,29 @@ impl Store {
             dropped: self.dropped(),
             errors: self.errors(),
         }
+    }
+
+    /// Tests: the SQLite store with a CDR spool (as the PostgreSQL store
+    /// has) and other bounds.
+    #[cfg(test)]
+    fn open_spooled(
+        path: &Path,
+        spool: &Path,
+        limits: backlog::Limits,
+    ) -> Result<Store, StoreError> {
+        let (db, reader, _) = sqlite::open(path, 0)?;
+        Store::start(
+            Box::new(db),
+            Reader::Sqlite(Mutex::new(reader)),
+            path.to_path_buf(),
+            limits,
+            Some(spool::Spool::open(spool).map_err(StoreError)?),
+        )
+    }
+
+    /// CDRs put in the spool since open.
+    pub fn spooled(&self) -> u64 {
+        self.stats.spooled.load(Ordering::Relaxed)
     }
 
     /// Tests: make every transaction fail as on a full disk, or work again.

@@ -1050,3 +1050,43 @@ fn a_failed_waited_for_write_alone_is_followed_by_a_probe() {
     let (_s, loaded) = open(&dir.db());
     assert!(loaded.forwards.is_empty());
 }
+
+#[test]
+fn with_a_spool_a_full_queue_keeps_every_cdr_until_the_store_takes_it() {
+    let dir = TempDir::new("spool");
+    let spool = dir.0.join("spool.db");
+    let limits = backlog::Limits { cdrs: 5, state: 2 };
+    let store = Store::open_spooled(&dir.db(), &spool, limits).unwrap();
+    store.fail_writes(true);
+    for i in 0..8 {
+        store.add_cdr(cdr(&format!("call-{i}"), NOW * 1000 + i, None));
+    }
+    store.flush();
+    let h = store.health();
+    assert_eq!(h.queued, 5, "the queue stays bounded");
+    assert_eq!(h.dropped, 0, "nothing is lost");
+    assert_eq!(store.spooled(), 3);
+    // Shutdown while the store still fails: the queued ones go to the
+    // spool too.
+    store.finish();
+    assert_eq!(store.dropped(), 0);
+    assert_eq!(store.spooled(), 8);
+    store.close();
+    // Next start, the store works: every CDR reaches it, once.
+    let store = Store::open_spooled(&dir.db(), &spool, limits).unwrap();
+    store.add_cdr(cdr("call-8", NOW * 1000 + 8, None));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while store.cdr_count().unwrap() < 9 && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let mut ids: Vec<String> = store
+        .recent_cdrs(20)
+        .unwrap()
+        .into_iter()
+        .map(|c| c.call_id)
+        .collect();
+    ids.sort();
+    let want: Vec<String> = (0..9).map(|i| format!("call-{i}")).collect();
+    assert_eq!(ids, want);
+    assert_eq!(super::spool::Spool::open(&spool).unwrap().len(), 0);
+}

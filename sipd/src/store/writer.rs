@@ -35,6 +35,7 @@ use std::time::{Duration, Instant};
 
 use super::backlog::{Backlog, Limits};
 use super::schema::PRUNE_CHUNK;
+use super::spool::Spool;
 use super::{Db, DbError, Msg, Stats, Write};
 
 /// Most writes in one transaction.
@@ -77,6 +78,11 @@ pub(super) struct Writer {
     open: bool,
     /// CDRs deleted by the prune in progress.
     pruned: u64,
+    /// PostgreSQL store: where CDRs go that the bounded queue cannot keep
+    /// (and those queued at shutdown), until the database takes them.
+    spool: Option<Spool>,
+    /// The spool holds CDRs: the writer does not sleep on the channel.
+    spool_pending: bool,
 }
 
 impl Writer {
@@ -99,7 +105,16 @@ impl Writer {
             urgent: false,
             open: true,
             pruned: 0,
+            spool: None,
+            spool_pending: false,
         }
+    }
+
+    /// Spills CDRs to `spool` instead of dropping them.
+    pub fn with_spool(mut self, spool: Option<Spool>) -> Writer {
+        self.spool_pending = spool.as_ref().is_some_and(|s| s.len() > 0);
+        self.spool = spool;
+        self
     }
 
     /// Until the handle is dropped: gather, write out, answer flushes.
@@ -119,6 +134,9 @@ impl Writer {
             for f in self.flushes.drain(..) {
                 let _ = f.send(());
             }
+            if self.retry.is_none() && self.backlog.is_empty() && self.open {
+                wrote |= self.drain_spool();
+            }
             if wrote && self.retry.is_none() && self.open {
                 std::thread::sleep(PACE);
             }
@@ -130,7 +148,17 @@ impl Writer {
     /// into the backlog meanwhile.
     fn gather(&mut self) {
         let Some(at) = self.retry.as_ref().map(|r| r.at) else {
-            if self.backlog.is_empty() {
+            if self.backlog.is_empty() && self.spool_pending {
+                // Spooled CDRs to move: wait a little for new work only.
+                match self.rx.recv_timeout(PACE) {
+                    Ok(msg) => self.take(msg),
+                    Err(mpsc::RecvTimeoutError::Timeout) => {}
+                    Err(mpsc::RecvTimeoutError::Disconnected) => {
+                        self.open = false;
+                        return;
+                    }
+                }
+            } else if self.backlog.is_empty() {
                 match self.rx.recv() {
                     Ok(msg) => self.take(msg),
                     Err(_) => {
@@ -191,10 +219,94 @@ impl Writer {
                 .fetch_sub(pushed.merged, Ordering::Relaxed);
         }
         if let Some(w) = pushed.evicted {
+            if self.spill(&w) {
+                self.stats.pending.fetch_sub(1, Ordering::Relaxed);
+                return;
+            }
             self.lose(
                 &w,
                 "queue full while the store fails: dropped the oldest queued",
             );
+        }
+    }
+
+    /// A CDR the queue cannot keep goes to the spool; `false` when there
+    /// is none (SQLite) or it fails.
+    fn spill(&mut self, w: &Write) -> bool {
+        let (Some(spool), Write::AddCdr(c)) = (&self.spool, w) else {
+            return false;
+        };
+        match spool.put(c) {
+            Ok(()) => {
+                self.spool_pending = true;
+                let n = self.stats.spooled.fetch_add(1, Ordering::Relaxed);
+                if n.is_multiple_of(10_000) {
+                    tracing::warn!(
+                        spool = %spool.path().display(),
+                        "store: CDR queue full while the store fails: CDRs go to the spool on disk \
+                         until the store takes them ({} so far)",
+                        n + 1
+                    );
+                }
+                true
+            }
+            Err(e) => {
+                tracing::error!(spool = %spool.path().display(), "CDR spool: {e}");
+                false
+            }
+        }
+    }
+
+    /// Moves spooled CDRs into the store, oldest first, a batch at a time,
+    /// while it works. Returns whether it wrote any.
+    fn drain_spool(&mut self) -> bool {
+        let Some(spool) = &self.spool else {
+            return false;
+        };
+        let batch = match spool.front(BATCH_CAP.min(1_000)) {
+            Ok(b) if b.is_empty() => return false,
+            Ok(b) => b,
+            Err(e) => {
+                tracing::error!(spool = %spool.path().display(), "CDR spool: {e}");
+                return false;
+            }
+        };
+        let last = batch.last().map(|(id, _)| *id).unwrap_or(0);
+        let writes: Vec<Write> = batch.into_iter().map(|(_, c)| Write::AddCdr(c)).collect();
+        let refs: Vec<&Write> = writes.iter().collect();
+        #[cfg(test)]
+        let result = if self.stats.fail.load(Ordering::Relaxed) {
+            Err(test_failure())
+        } else {
+            self.db.write_tx(&refs)
+        };
+        #[cfg(not(test))]
+        let result = self.db.write_tx(&refs);
+        match result {
+            Ok(_) => {
+                self.stats.commits.fetch_add(1, Ordering::Relaxed);
+                if let Err(e) = spool.remove_upto(last) {
+                    // Written again next time: the uids make that harmless.
+                    tracing::error!(spool = %spool.path().display(), "CDR spool: {e}");
+                    return false;
+                }
+                let left = spool.len();
+                self.spool_pending = left > 0;
+                if left == 0 {
+                    tracing::warn!(spool = %spool.path().display(), "store: every spooled CDR is written");
+                }
+                true
+            }
+            Err(e) if e.store => {
+                self.failed(&e, true);
+                true
+            }
+            Err(e) => {
+                // A row the database refuses: written one by one below
+                // would need a slower path; keep them and say so.
+                tracing::error!(spool = %spool.path().display(), "CDR spool: the store refuses a spooled CDR: {e}");
+                false
+            }
         }
     }
 
@@ -445,6 +557,9 @@ impl Writer {
         );
         for entry in left {
             self.stats.pending.fetch_sub(1, Ordering::Relaxed);
+            if self.spill(&entry.write) {
+                continue;
+            }
             self.stats.dropped.fetch_add(1, Ordering::Relaxed);
             if let Write::AddCdr(_) = entry.write {
                 log_lost(&entry.write, "CDR lost at shutdown");

@@ -16,6 +16,7 @@ mod gateway_health;
 mod guard;
 mod local_address;
 mod media;
+mod nodes;
 mod options;
 mod permit;
 mod reload;
