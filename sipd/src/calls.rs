@@ -83,6 +83,10 @@ pub struct Relayed {
     /// The last SDP of either end put the call on hold (`a=inactive`,
     /// `c=0.0.0.0`): silence is expected, no media timeout.
     pub held: bool,
+    /// The callee's own IP when its signalling comes through another node
+    /// (PostgreSQL store): its SDP's media is latched to this, not to that
+    /// node's address.
+    pub callee_ip: Option<std::net::IpAddr>,
 }
 
 /// One call.

@@ -54,8 +54,12 @@ fn node(pg: &Postgres, name: &str, addr: SocketAddr, conf: &str) -> Sipd {
 /// Nodes A (127.0.0.1) and B (127.0.0.2) on one port, each seeing the
 /// other alive.
 fn two_nodes(pg: &Postgres, conf: &str) -> (Sipd, Sipd) {
+    two_nodes_with(pg, conf, conf)
+}
+
+fn two_nodes_with(pg: &Postgres, conf_a: &str, conf: &str) -> (Sipd, Sipd) {
     let port = free_port_on("127.0.0.2");
-    let a = node(pg, "a", SocketAddr::from(([127, 0, 0, 1], port)), conf);
+    let a = node(pg, "a", SocketAddr::from(([127, 0, 0, 1], port)), conf_a);
     let b = node(pg, "b", SocketAddr::from(([127, 0, 0, 2], port)), conf);
     for (n, other) in [(&a, "b"), (&b, "a")] {
         let alive = wait_for(S, || {
@@ -127,6 +131,18 @@ fn hang_up(from: &mut Ua, d: &mut Dialog, to: &mut Ua) {
     from.expect_status(200, S);
 }
 
+/// `GET /metrics` (HTTP/1.0: the server closes after answering).
+fn scrape(addr: SocketAddr) -> String {
+    use std::io::{Read, Write};
+    let mut c = std::net::TcpStream::connect(addr).unwrap();
+    c.set_read_timeout(Some(S)).unwrap();
+    c.write_all(b"GET /metrics HTTP/1.0\r\nHost: sipd\r\n\r\n")
+        .unwrap();
+    let mut out = String::new();
+    let _ = c.read_to_string(&mut out);
+    out
+}
+
 fn cdr_nodes(n: &Sipd) -> Vec<(String, String)> {
     let v = n.sipctl_json(&["cdr", "--json", "--last", "100"]);
     v["records"]
@@ -145,15 +161,27 @@ fn cdr_nodes(n: &Sipd) -> Vec<(String, String)> {
 #[test]
 fn a_phone_on_node_a_is_called_through_node_b_and_state_is_shared() {
     let Some(pg) = Postgres::start() else { return };
-    let (a, b) = two_nodes(&pg, &conf(""));
+    let metrics = SocketAddr::from(([127, 0, 0, 1], free_port_on("127.0.0.1")));
+    let conf_a = conf("").replace("[general]\n", &format!("[general]\nmetrics={metrics}\n"));
+    let (a, b) = two_nodes_with(&pg, &conf_a, &conf(""));
     let mut alice = Ua::udp(a.addr, "alice");
     alice.register("alice-pw", 3600);
     let mut bob = Ua::udp(b.addr, "bob");
     bob.register("bob-pw", 3600);
     wait_binding(&b, "alice", Some("a"));
     wait_binding(&a, "bob", Some("b"));
-    // Keep-alive and routing state: B shows where alice's flow is.
-    assert!(b.sipctl(&["regs"]).status.success());
+    // B shows where alice's flow is; A's metrics count the other node.
+    let regs = sipd_tests::text(&b.sipctl(&["regs"]).stdout);
+    assert!(regs.contains("via node a"), "{regs}");
+    let text = scrape(metrics);
+    for line in [
+        "sipd_nodes{state=\"alive\"} 1",
+        "sipd_nodes{state=\"down\"} 0",
+        "sipd_store_feed_connected 1",
+        "sipd_remote_bindings 1",
+    ] {
+        assert!(text.lines().any(|l| l == line), "{line} missing in\n{text}");
+    }
 
     // bob calls alice through B; the INVITE reaches alice from A; alice
     // hangs up.

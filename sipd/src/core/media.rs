@@ -129,6 +129,7 @@ impl Core {
                 streams: Vec::new(),
                 peers: Vec::new(),
                 held: false,
+                callee_ip: None,
             });
             self.media_calls.insert(id, call.call_id.clone());
             self.counters.media_sessions += 1;
@@ -153,6 +154,11 @@ impl Core {
         let call = self.calls.get_mut(call_id)?;
         let m = call.media.as_mut()?;
         let to = 1 - from.min(1);
+        // A callee behind another node: its media is its own address's.
+        let src = match m.callee_ip {
+            Some(ip) if from == crate::media::CALLEE => ip,
+            _ => src,
+        };
         let mut ports = Vec::with_capacity(summary.streams.len());
         for (i, s) in summary.streams.iter().enumerate() {
             if !s.relayed() {

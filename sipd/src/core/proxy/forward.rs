@@ -121,6 +121,15 @@ impl Core {
             // The answer comes from the other end, where the branch went.
             (Some(from), Some(h)) => {
                 let callee = h.media_peer.as_ref().unwrap_or(&h.dest);
+                if !ctx.in_dialog {
+                    // A callee behind another node answers through it; its
+                    // media (and that of its later requests) comes from
+                    // its own address.
+                    let m = self.calls.get_mut(ctx.req.call_id());
+                    if let Some(m) = m.and_then(|c| c.media.as_mut()) {
+                        m.callee_ip = h.media_peer.map(|p| p.addr.ip());
+                    }
+                }
                 self.media_body(ctx.req.call_id(), 1 - from, callee.addr.ip(), resp, fx)
             }
             _ => None,

@@ -79,6 +79,12 @@ pub struct StoreSample {
     pub errors: u64,
     pub retries: u64,
     pub dropped: u64,
+    /// PostgreSQL store: bindings other nodes hold, the other nodes alive
+    /// and down, the change feed connected, CDRs spooled to disk.
+    pub remote_bindings: usize,
+    pub nodes: [usize; 2],
+    pub feed: Option<bool>,
+    pub spooled: u64,
 }
 
 impl Daemon {
@@ -107,6 +113,14 @@ impl Daemon {
                 per_source_refused: core.refused_per_source(),
                 bans: core.ban_table_sizes().0,
                 relay_ports: 2 * core.media_ports_in_use(),
+                store: StoreSample {
+                    remote_bindings: registrar.iter().filter(|b| b.held_by.is_some()).count(),
+                    nodes: core.nodes().iter().fold([0, 0], |mut n, x| {
+                        n[usize::from(!x.alive())] += 1;
+                        n
+                    }),
+                    ..StoreSample::default()
+                },
                 ..Sample::default()
             }
         };
@@ -132,6 +146,12 @@ impl Daemon {
             errors: self.store.errors(),
             retries: self.store.failures(),
             dropped: self.store.dropped(),
+            spooled: self.store.spooled(),
+            feed: self
+                .feed
+                .as_ref()
+                .map(|f| crate::lock(&f.sync).state().connected),
+            ..s.store
         };
         s
     }
@@ -492,6 +512,30 @@ fn build(s: &Sample) -> prometheus::Result<Registry> {
         "Store writes lost (evicted from a full queue, or not written at shutdown).",
         st.dropped,
     )?;
+    if let Some(feed) = st.feed {
+        // Several nodes on one PostgreSQL.
+        f.gauge(
+            "sipd_store_feed_connected",
+            "1 while the PostgreSQL change feed (LISTEN/NOTIFY, heartbeats) is connected.",
+            usize::from(feed),
+        )?;
+        f.gauges(
+            "sipd_nodes",
+            "Other nodes on the PostgreSQL store, by state (down: silent for more than 10 s).",
+            "state",
+            [("alive", st.nodes[0]), ("down", st.nodes[1])],
+        )?;
+        f.gauge(
+            "sipd_remote_bindings",
+            "Bindings whose flows other nodes hold.",
+            st.remote_bindings,
+        )?;
+        f.counter(
+            "sipd_store_cdrs_spooled_total",
+            "CDRs put in the local spool because PostgreSQL could not take them in time.",
+            st.spooled,
+        )?;
+    }
     Ok(f.0)
 }
 
