@@ -248,7 +248,7 @@ fn migrate(client: &mut Client) -> Result<(), String> {
         .query_opt("SELECT version FROM sipd_schema", &[])
         .map_err(|e| e.to_string())?
     {
-        Some(r) => r.get(0),
+        Some(r) => r.try_get(0).map_err(|e| e.to_string())?,
         None => {
             tx.execute("INSERT INTO sipd_schema (version) VALUES (0)", &[])
                 .map_err(|e| e.to_string())?;
@@ -320,34 +320,45 @@ fn load_bindings(
     };
     let mut out = Vec::with_capacity(rows.len());
     for r in rows {
-        let name: String = r.get(0);
-        let source: String = r.get(3);
-        let Ok(source) = source.parse() else {
-            tracing::warn!(client = %name, "store: skipping stored binding: bad source {source:?}");
-            continue;
-        };
-        let node: String = r.get(12);
-        let node_addr: String = r.get(13);
-        let local: String = r.get(8);
-        let mine = node == me;
-        out.push(BindingRow {
-            contact: r.get(1),
-            transport: r.get(2),
-            source,
-            expires_at: r.get::<_, i64>(4).max(0) as u64,
-            user_agent: r.get(5),
-            call_id: r.get(6),
-            cseq: r.get::<_, i64>(7).clamp(0, i64::from(u32::MAX)) as u32,
-            local: local.parse().ok(),
-            instance: r.get(9),
-            reg_id: r
-                .get::<_, Option<i64>>(10)
-                .and_then(|v| u32::try_from(v).ok()),
-            outbound: r.get(11),
-            node_addr: if mine { None } else { node_addr.parse().ok() },
-            node: if mine { String::new() } else { node },
-            name,
-        });
+        // try_get: a row of another shape is skipped, never a panic.
+        let row = (|| -> Result<BindingRow, String> {
+            let e = |e: postgres::Error| e.to_string();
+            let name: String = r.try_get(0).map_err(e)?;
+            let source: String = r.try_get(3).map_err(e)?;
+            let source = source
+                .parse()
+                .map_err(|_| format!("{name}: bad source {source:?}"))?;
+            let node: String = r.try_get(12).map_err(e)?;
+            let node_addr: String = r.try_get(13).map_err(e)?;
+            let local: String = r.try_get(8).map_err(e)?;
+            let mine = node == me;
+            Ok(BindingRow {
+                contact: r.try_get(1).map_err(e)?,
+                transport: r.try_get(2).map_err(e)?,
+                source,
+                expires_at: r.try_get::<_, i64>(4).map_err(e)?.max(0) as u64,
+                user_agent: r.try_get(5).map_err(e)?,
+                call_id: r.try_get(6).map_err(e)?,
+                cseq: r
+                    .try_get::<_, i64>(7)
+                    .map_err(e)?
+                    .clamp(0, i64::from(u32::MAX)) as u32,
+                local: local.parse().ok(),
+                instance: r.try_get(9).map_err(e)?,
+                reg_id: r
+                    .try_get::<_, Option<i64>>(10)
+                    .map_err(e)?
+                    .and_then(|v| u32::try_from(v).ok()),
+                outbound: r.try_get(11).map_err(e)?,
+                node_addr: if mine { None } else { node_addr.parse().ok() },
+                node: if mine { String::new() } else { node },
+                name,
+            })
+        })();
+        match row {
+            Ok(row) => out.push(row),
+            Err(e) => tracing::warn!("store: skipping stored binding: {e}"),
+        }
     }
     Ok(out)
 }
@@ -362,18 +373,23 @@ fn load_forwards(
     };
     let mut out = Vec::with_capacity(rows.len());
     for r in rows {
-        let name: String = r.get(0);
-        let kind: String = r.get(1);
-        let Some(forwarding) = forwarding_of(&kind, r.get(2)) else {
-            tracing::warn!(client = %name, "store: skipping stored forwarding {kind:?}");
-            continue;
-        };
-        out.push(ForwardRow {
-            name,
-            forwarding,
-            source: r.get(3),
-            set_at: r.get::<_, i64>(4).max(0) as u64,
-        });
+        let row = (|| -> Result<ForwardRow, String> {
+            let e = |e: postgres::Error| e.to_string();
+            let name: String = r.try_get(0).map_err(e)?;
+            let kind: String = r.try_get(1).map_err(e)?;
+            let forwarding = forwarding_of(&kind, r.try_get(2).map_err(e)?)
+                .ok_or_else(|| format!("{name}: unknown forwarding {kind:?}"))?;
+            Ok(ForwardRow {
+                name,
+                forwarding,
+                source: r.try_get(3).map_err(e)?,
+                set_at: r.try_get::<_, i64>(4).map_err(e)?.max(0) as u64,
+            })
+        })();
+        match row {
+            Ok(row) => out.push(row),
+            Err(e) => tracing::warn!("store: skipping stored forwarding: {e}"),
+        }
     }
     Ok(out)
 }
@@ -475,7 +491,7 @@ impl Pg {
                         )
                         .map_err(pg_error)?
                         .iter()
-                        .map(|r| r.get(0))
+                        .filter_map(|r| r.try_get(0).ok())
                         .collect();
                     tx.execute(SQL_DELETE_OWN_OTHERS, &[&node, keep])
                         .map_err(pg_error)?;
@@ -608,39 +624,38 @@ impl Reader {
         let limit = i64::try_from(n).unwrap_or(i64::MAX);
         self.with(|c| {
             let rows = c.query(SQL_RECENT_CDRS, &[&limit])?;
-            Ok(rows
-                .iter()
-                .map(|r| CdrRow {
-                    call_id: r.get(0),
-                    caller: r.get(1),
-                    callerid: r.get(2),
-                    accountcode: r.get(3),
-                    dialed: r.get(4),
-                    target: r.get(5),
-                    disposition: r.get(6),
-                    code: r.get::<_, i32>(7).clamp(0, 999) as u16,
-                    start: r.get::<_, i64>(8).max(0) as u64,
-                    answer: r.get::<_, Option<i64>>(9).map(|a| a.max(0) as u64),
-                    end: r.get::<_, i64>(10).max(0) as u64,
-                    duration: r.get::<_, i64>(11).max(0) as u64,
-                    billsec: r.get::<_, i64>(12).max(0) as u64,
-                    device: r.get(13),
-                    packets: [
-                        r.get::<_, i64>(14).max(0) as u64,
-                        r.get::<_, i64>(15).max(0) as u64,
-                    ],
+            let u = |v: i64| v.max(0) as u64;
+            let mut out = Vec::with_capacity(rows.len());
+            for r in &rows {
+                out.push(CdrRow {
+                    call_id: r.try_get(0)?,
+                    caller: r.try_get(1)?,
+                    callerid: r.try_get(2)?,
+                    accountcode: r.try_get(3)?,
+                    dialed: r.try_get(4)?,
+                    target: r.try_get(5)?,
+                    disposition: r.try_get(6)?,
+                    code: r.try_get::<_, i32>(7)?.clamp(0, 999) as u16,
+                    start: u(r.try_get(8)?),
+                    answer: r.try_get::<_, Option<i64>>(9)?.map(u),
+                    end: u(r.try_get(10)?),
+                    duration: u(r.try_get(11)?),
+                    billsec: u(r.try_get(12)?),
+                    device: r.try_get(13)?,
+                    packets: [u(r.try_get(14)?), u(r.try_get(15)?)],
                     relay: None,
-                    node: r.get(16),
-                    uid: r.get::<_, i64>(17) as u64,
-                })
-                .collect())
+                    node: r.try_get(16)?,
+                    uid: r.try_get::<_, i64>(17)? as u64,
+                });
+            }
+            Ok(out)
         })
     }
 
     pub(super) fn cdr_count(&self) -> Result<u64, String> {
         self.with(|c| {
             let r = c.query_one("SELECT count(*) FROM cdr", &[])?;
-            Ok(r.get::<_, i64>(0).max(0) as u64)
+            Ok(r.try_get::<_, i64>(0)?.max(0) as u64)
         })
     }
 }
@@ -908,14 +923,19 @@ impl Feed {
             .map_err(|e| pg_error(e).text)?;
         let nodes: Vec<NodeInfo> = rows
             .iter()
-            .map(|r| {
-                let addr: String = r.get(1);
-                let secs: f64 = r.get(2);
-                NodeInfo {
-                    name: r.get(0),
+            .filter_map(|r| {
+                let addr: String = r.try_get(1).ok()?;
+                let secs: f64 = r.try_get(2).ok()?;
+                let secs = if secs.is_finite() {
+                    secs.clamp(0.0, 1e9)
+                } else {
+                    1e9
+                };
+                Some(NodeInfo {
+                    name: r.try_get(0).ok()?,
                     addr: addr.parse().ok(),
-                    silent_for: Duration::from_secs_f64(secs.clamp(0.0, 1e9)),
-                }
+                    silent_for: Duration::from_secs_f64(secs),
+                })
             })
             .collect();
         crate::lock(&self.state).nodes = nodes.clone();
