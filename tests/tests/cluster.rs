@@ -462,3 +462,116 @@ fn postgresql_down_for_10_s_under_sipp_load_loses_no_call_and_no_cdr() {
     );
     assert!(wait_for(S, || a.status().store.is_ok().then_some(())).is_some());
 }
+
+/// alice's desk phone on node A and softphone on node B ring together
+/// for a call entering B; the desk phone answers (through A) and the
+/// softphone is CANCELed. The softphone unregisters through B: A forgets
+/// it. A new desk phone Contact with the same `+sip.instance` through B
+/// replaces the one A held.
+#[test]
+fn devices_of_one_client_on_two_nodes_ring_together() {
+    let Some(pg) = Postgres::start() else { return };
+    let (a, b) = two_nodes(&pg, &conf(""));
+    let mut desk = Ua::udp(a.addr, "alice");
+    desk.register("alice-pw", 3600);
+    let mut soft = Ua::udp(b.addr, "alice");
+    soft.register("alice-pw", 3600);
+    let both = wait_for(S, || {
+        (a.regs().iter().filter(|r| r.name == "alice").count() == 2
+            && b.regs().iter().filter(|r| r.name == "alice").count() == 2)
+            .then_some(())
+    });
+    assert!(both.is_some(), "A {:?}\nB {:?}", a.regs(), b.regs());
+    let mut bob = Ua::udp(b.addr, "bob");
+    bob.register("bob-pw", 3600);
+
+    let inv = bob.invite(&format!("sip:1001@{}", b.addr), "bob-pw");
+    let (at_desk, from) = recv_request(&mut desk, "INVITE");
+    assert_eq!(from, a.addr, "the desk phone is rung through A");
+    let (at_soft, from) = recv_request(&mut soft, "INVITE");
+    assert_eq!(from, b.addr);
+    desk.respond(&at_desk, 180, "Ringing", "desk");
+    soft.respond(&at_soft, 180, "Ringing", "soft");
+    desk.respond(&at_desk, 200, "OK", "desk");
+    let ok = bob.expect_status(200, S);
+    // The softphone's branch is CANCELed.
+    let cancel = soft.expect_request("CANCEL", S);
+    soft.respond(&cancel, 200, "OK", "soft");
+    soft.respond(&at_soft, 487, "Request Terminated", "soft");
+    let mut uac = Dialog::uac(&inv, &ok);
+    let ack = bob.in_dialog(&mut uac, "ACK");
+    bob.send(&ack);
+    desk.expect_request("ACK", S);
+    hang_up(&mut bob, &mut uac, &mut desk);
+    let cdr = wait_for(S, || {
+        let v = a.sipctl_json(&["cdr", "--json"]);
+        let r = v["records"].as_array()?.first()?.clone();
+        Some(r)
+    })
+    .expect("a CDR on A too");
+    assert_eq!(cdr["node"], "b");
+    assert_eq!(
+        cdr["device"].as_str().unwrap(),
+        format!("sip:alice@{};transport=udp", desk.local)
+    );
+
+    // The softphone unregisters through B: A forgets it.
+    soft.register("alice-pw", 0);
+    let one = wait_for(S, || {
+        let r: Vec<_> = a.regs().into_iter().filter(|r| r.name == "alice").collect();
+        (r.len() == 1 && r[0].node.is_none()).then_some(())
+    });
+    assert!(one.is_some(), "{:?}", a.regs());
+
+    // A new desk phone socket (another Contact) with the desk's instance,
+    // through B: B's binding replaces the one A held, on both nodes and in
+    // the database.
+    let inst = "<urn:uuid:00000000-0000-0000-0000-00000000d35c>";
+    let mut desk2 = Ua::udp(b.addr, "alice");
+    let req = desk2
+        .request("REGISTER", &format!("sip:{}", b.addr))
+        .set("Expires", "3600")
+        .set(
+            "Contact",
+            &format!(
+                "<sip:alice@{};transport=udp>;+sip.instance=\"{inst}\"",
+                desk2.local
+            ),
+        );
+    // First give the old desk binding that instance (a refresh through A).
+    let req_a = desk
+        .request("REGISTER", &format!("sip:{}", a.addr))
+        .set("Expires", "3600")
+        .set(
+            "Contact",
+            &format!(
+                "<sip:alice@{};transport=udp>;+sip.instance=\"{inst}\"",
+                desk.local
+            ),
+        );
+    let r = desk.transact_auth(&req_a, "alice-pw").unwrap();
+    assert_eq!(r.status(), Some(200));
+    wait_for(S, || {
+        b.regs()
+            .iter()
+            .any(|r| r.name == "alice" && r.instance.contains("d35c"))
+            .then_some(())
+    })
+    .expect("B knows the desk phone's instance");
+    let r = desk2.transact_auth(&req, "alice-pw").unwrap();
+    assert_eq!(r.status(), Some(200));
+    let moved = wait_for(S, || {
+        let ra: Vec<_> = a.regs().into_iter().filter(|r| r.name == "alice").collect();
+        let db = pg.query("SELECT node || ' ' || contact FROM bindings WHERE name = 'alice'");
+        (ra.len() == 1
+            && ra[0].node.as_deref() == Some("b")
+            && db == format!("b sip:alice@{};transport=udp", desk2.local))
+        .then_some(())
+    });
+    assert!(
+        moved.is_some(),
+        "A {:?}\nDB {}",
+        a.regs(),
+        pg.query("SELECT node || ' ' || contact FROM bindings")
+    );
+}

@@ -112,18 +112,28 @@ const MIGRATIONS: &[&str] = &["
     );
 "];
 
-const SQL_PUT_BINDING: &str = "INSERT INTO bindings
+/// Upserts a run of bindings, one array per column (`unnest`): a binding
+/// another node held under the same (client, Contact) is taken over.
+const SQL_PUT_BINDINGS: &str = "INSERT INTO bindings
     (name, contact, transport, source, local, expires_at, user_agent, call_id, cseq,
      instance, reg_id, outbound, seq, node, node_addr)
-    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)
+    SELECT name, contact, transport, source, local, expires_at, user_agent, call_id, cseq,
+     instance, reg_id, outbound, seq, $14, $15
+    FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::bigint[],
+     $7::text[], $8::text[], $9::bigint[], $10::text[], $11::bigint[], $12::bool[],
+     $13::int[]) AS u(name, contact, transport, source, local, expires_at, user_agent,
+     call_id, cseq, instance, reg_id, outbound, seq)
     ON CONFLICT (name, contact) DO UPDATE SET
      transport = EXCLUDED.transport, source = EXCLUDED.source, local = EXCLUDED.local,
      expires_at = EXCLUDED.expires_at, user_agent = EXCLUDED.user_agent,
      call_id = EXCLUDED.call_id, cseq = EXCLUDED.cseq, instance = EXCLUDED.instance,
      reg_id = EXCLUDED.reg_id, outbound = EXCLUDED.outbound, seq = EXCLUDED.seq,
      node = EXCLUDED.node, node_addr = EXCLUDED.node_addr";
-const SQL_DELETE_OWN_EXCEPT: &str =
-    "DELETE FROM bindings WHERE name = $1 AND node = $2 AND NOT (contact = ANY($3))";
+/// This node's bindings of the clients `$2` that are not among the
+/// (client, Contact) pairs `$3`, `$4`: the devices those REGISTERs dropped.
+const SQL_DELETE_OWN_EXCEPT_MANY: &str = "DELETE FROM bindings WHERE node = $1
+    AND name = ANY($2)
+    AND (name, contact) NOT IN (SELECT * FROM unnest($3::text[], $4::text[]))";
 const SQL_DELETE_OWN: &str = "DELETE FROM bindings WHERE name = $1 AND node = $2";
 const SQL_DELETE_OWN_OTHERS: &str = "DELETE FROM bindings WHERE node = $1 AND NOT (name = ANY($2))";
 const SQL_FORGET: &str = "DELETE FROM bindings WHERE name = $1 AND contact = ANY($2)";
@@ -300,17 +310,17 @@ pub(super) fn open(pg: &PgOptions, now_unix: u64) -> Result<(Pg, Reader, Loaded)
     Ok((db, reader, loaded))
 }
 
-/// The rows of `name` (all when `None`), unexpired; this node's rows with
+/// The rows of `names` (all when `None`), unexpired; this node's rows with
 /// an empty `node` (they are its own).
 fn load_bindings(
     client: &mut Client,
     me: &str,
     now_unix: u64,
-    name: Option<&str>,
+    names: Option<&[&str]>,
 ) -> Result<Vec<BindingRow>, postgres::Error> {
-    let rows = match name {
+    let rows = match names {
         Some(n) => client.query(
-            &format!("{SQL_BINDINGS} WHERE expires_at > $1 AND name = $2 ORDER BY name, seq"),
+            &format!("{SQL_BINDINGS} WHERE expires_at > $1 AND name = ANY($2) ORDER BY name, seq"),
             &[&(now_unix as i64), &n],
         )?,
         None => client.query(
@@ -397,8 +407,8 @@ fn load_forwards(
 /// A connection of the writer with its statements.
 struct Conn {
     client: Client,
-    put_binding: Statement,
-    delete_own_except: Statement,
+    put_bindings: Statement,
+    delete_own_except_many: Statement,
     delete_own: Statement,
     put_forward: Statement,
     add_cdr: Statement,
@@ -407,15 +417,159 @@ struct Conn {
 
 impl Conn {
     fn new(mut client: Client) -> Result<Conn, postgres::Error> {
+        // A generic plan made while the table was small scans it whole
+        // for ever after (a few thousand bindings later, a millisecond of
+        // database CPU per REGISTER): plan each statement for its values.
+        client.batch_execute("SET plan_cache_mode = force_custom_plan")?;
         Ok(Conn {
-            put_binding: client.prepare(SQL_PUT_BINDING)?,
-            delete_own_except: client.prepare(SQL_DELETE_OWN_EXCEPT)?,
+            put_bindings: client.prepare(SQL_PUT_BINDINGS)?,
+            delete_own_except_many: client.prepare(SQL_DELETE_OWN_EXCEPT_MANY)?,
             delete_own: client.prepare(SQL_DELETE_OWN)?,
             put_forward: client.prepare(SQL_PUT_FORWARD)?,
             add_cdr: client.prepare(SQL_ADD_CDR)?,
             notify: client.prepare(SQL_NOTIFY)?,
             client,
         })
+    }
+}
+
+/// A run of `PutBindings` in one transaction, as columns.
+#[derive(Default)]
+struct Bindings {
+    names: Vec<String>,
+    keep: (Vec<String>, Vec<String>),
+    name: Vec<String>,
+    contact: Vec<String>,
+    transport: Vec<String>,
+    source: Vec<String>,
+    local: Vec<String>,
+    expires_at: Vec<i64>,
+    user_agent: Vec<String>,
+    call_id: Vec<String>,
+    cseq: Vec<i64>,
+    instance: Vec<String>,
+    reg_id: Vec<Option<i64>>,
+    outbound: Vec<bool>,
+    seq: Vec<i32>,
+}
+
+impl Bindings {
+    /// `name`'s set as this node sees it: its own rows (empty `node`) are
+    /// written, the others' left to them.
+    fn add(&mut self, name: &str, rows: &[BindingRow]) {
+        if self.names.iter().any(|n| n == name) {
+            // The backlog merges a client's writes, so this does not
+            // happen; were it to, an upsert may not touch a row twice.
+            self.retain_not(name);
+        }
+        self.names.push(name.to_string());
+        for (seq, b) in rows.iter().enumerate() {
+            if !b.node.is_empty() {
+                continue;
+            }
+            self.keep.0.push(b.name.clone());
+            self.keep.1.push(b.contact.clone());
+            self.name.push(b.name.clone());
+            self.contact.push(b.contact.clone());
+            self.transport.push(b.transport.clone());
+            self.source.push(b.source.to_string());
+            self.local
+                .push(b.local.map(|l| l.to_string()).unwrap_or_default());
+            self.expires_at.push(b.expires_at as i64);
+            self.user_agent.push(b.user_agent.clone());
+            self.call_id.push(b.call_id.clone());
+            self.cseq.push(i64::from(b.cseq));
+            self.instance.push(b.instance.clone());
+            self.reg_id.push(b.reg_id.map(i64::from));
+            self.outbound.push(b.outbound);
+            self.seq.push(seq as i32);
+        }
+    }
+
+    /// Drops what was added for `name` (a later set replaces it).
+    fn retain_not(&mut self, name: &str) {
+        let keep: Vec<bool> = self.name.iter().map(|n| n != name).collect();
+        fn filter<T>(v: &mut Vec<T>, keep: &[bool]) {
+            let mut i = 0;
+            v.retain(|_| {
+                i += 1;
+                keep[i - 1]
+            });
+        }
+        filter(&mut self.keep.0, &keep);
+        filter(&mut self.keep.1, &keep);
+        filter(&mut self.name, &keep);
+        filter(&mut self.contact, &keep);
+        filter(&mut self.transport, &keep);
+        filter(&mut self.source, &keep);
+        filter(&mut self.local, &keep);
+        filter(&mut self.expires_at, &keep);
+        filter(&mut self.user_agent, &keep);
+        filter(&mut self.call_id, &keep);
+        filter(&mut self.cseq, &keep);
+        filter(&mut self.instance, &keep);
+        filter(&mut self.reg_id, &keep);
+        filter(&mut self.outbound, &keep);
+        filter(&mut self.seq, &keep);
+        self.names.retain(|n| n != name);
+    }
+
+    /// Writes the run (two statements) and notes its clients for the
+    /// other nodes; empties it.
+    fn flush(
+        &mut self,
+        tx: &mut postgres::Transaction<'_>,
+        (delete, put): (&Statement, &Statement),
+        (node, node_addr): (&String, &String),
+        notes: &mut BTreeSet<String>,
+    ) -> Result<(), DbError> {
+        if self.names.is_empty() {
+            return Ok(());
+        }
+        let b = std::mem::take(self);
+        tx.execute(delete, &[node, &b.names, &b.keep.0, &b.keep.1])
+            .map_err(pg_error)?;
+        if !b.name.is_empty() {
+            tx.execute(
+                put,
+                &[
+                    &b.name,
+                    &b.contact,
+                    &b.transport,
+                    &b.source,
+                    &b.local,
+                    &b.expires_at,
+                    &b.user_agent,
+                    &b.call_id,
+                    &b.cseq,
+                    &b.instance,
+                    &b.reg_id,
+                    &b.outbound,
+                    &b.seq,
+                    node,
+                    node_addr,
+                ],
+            )
+            .map_err(pg_error)?;
+        }
+        note_names(notes, node, &b.names);
+        Ok(())
+    }
+}
+
+/// `b` notifications naming `names`, as few as fit in a payload.
+fn note_names(notes: &mut BTreeSet<String>, node: &str, names: &[String]) {
+    let mut note = format!("b\t{node}");
+    let head = note.len();
+    for n in names {
+        if note.len() + 1 + n.len() > MAX_PAYLOAD && note.len() > head {
+            notes.insert(std::mem::replace(&mut note, format!("b\t{node}")));
+        }
+        note.push('\t');
+        note.push_str(n);
+    }
+    if note.len() > head {
+        notes.insert(note);
     }
 }
 
@@ -442,41 +596,24 @@ impl Pg {
         let mut tx = c.client.transaction().map_err(pg_error)?;
         let mut counts = Vec::with_capacity(writes.len());
         let mut notes: BTreeSet<String> = BTreeSet::new();
+        let mut batch = Bindings::default();
         for w in writes {
             let mut n = 0usize;
+            if !matches!(w, Write::PutBindings(..)) {
+                batch.flush(
+                    &mut tx,
+                    (&c.delete_own_except_many, &c.put_bindings),
+                    (&node, &node_addr),
+                    &mut notes,
+                )?;
+            }
             match w {
                 Write::PutBindings(name, rows) => {
-                    let own: Vec<&BindingRow> = rows.iter().filter(|r| r.node.is_empty()).collect();
-                    let contacts: Vec<&str> = own.iter().map(|r| r.contact.as_str()).collect();
-                    tx.execute(&c.delete_own_except, &[name, &node, &contacts])
-                        .map_err(pg_error)?;
-                    for (seq, b) in rows.iter().enumerate() {
-                        if !b.node.is_empty() {
-                            continue;
-                        }
-                        tx.execute(
-                            &c.put_binding,
-                            &[
-                                &b.name,
-                                &b.contact,
-                                &b.transport,
-                                &b.source.to_string(),
-                                &b.local.map(|l| l.to_string()).unwrap_or_default(),
-                                &(b.expires_at as i64),
-                                &b.user_agent,
-                                &b.call_id,
-                                &i64::from(b.cseq),
-                                &b.instance,
-                                &b.reg_id.map(i64::from),
-                                &b.outbound,
-                                &(seq as i32),
-                                &node,
-                                &node_addr,
-                            ],
-                        )
-                        .map_err(pg_error)?;
-                    }
-                    notes.insert(format!("b\t{node}\t{name}"));
+                    // Runs of REGISTERs go in three statements (see
+                    // `Bindings`), not three per binding.
+                    batch.add(name, rows);
+                    counts.push(0);
+                    continue;
                 }
                 Write::DeleteBinding(name) => {
                     tx.execute(&c.delete_own, &[name, &node])
@@ -565,6 +702,12 @@ impl Pg {
             }
             counts.push(n);
         }
+        batch.flush(
+            &mut tx,
+            (&c.delete_own_except_many, &c.put_bindings),
+            (&node, &node_addr),
+            &mut notes,
+        )?;
         for note in &notes {
             if note.len() <= MAX_PAYLOAD {
                 tx.execute(&c.notify, &[note]).map_err(pg_error)?;
@@ -877,12 +1020,24 @@ impl Feed {
         let me = self.pg.node.as_str();
         let ev = match kind {
             "b" => {
-                let now = crate::time::Now::read().unix();
-                let rows = load_bindings(c, me, now, Some(name)).map_err(|e| pg_error(e).text)?;
-                Event::Bindings {
-                    name: name.to_string(),
-                    rows,
+                // One or more clients (tab-separated): their rows in one read.
+                let mut names: Vec<&str> = vec![name];
+                if let Some(rest) = parts.next() {
+                    names.extend(rest.split('\t'));
                 }
+                let now = crate::time::Now::read().unix();
+                let rows = load_bindings(c, me, now, Some(&names)).map_err(|e| pg_error(e).text)?;
+                let mut by_name: std::collections::HashMap<String, Vec<BindingRow>> =
+                    names.iter().map(|n| (n.to_string(), Vec::new())).collect();
+                for r in rows {
+                    if let Some(v) = by_name.get_mut(&r.name) {
+                        v.push(r);
+                    }
+                }
+                for (name, rows) in by_name {
+                    let _ = self.events.send(Event::Bindings { name, rows });
+                }
+                return Ok(());
             }
             "x" => Event::Forgot {
                 name: name.to_string(),
