@@ -235,6 +235,23 @@ fn a_phone_on_node_a_is_called_through_node_b_and_state_is_shared() {
         assert!(sipd_tests::text(&table.stdout).contains("node"));
     }
     assert_eq!(pg.query("SELECT count(*) FROM cdr"), "3");
+
+    // A third node under A's name is refused at start-up.
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("sip.conf"), conf("")).unwrap();
+    let port = free_port_on("127.0.0.3");
+    let out = sipd_tests::run_timeout(
+        std::process::Command::new(sipd_tests::sipd_bin())
+            .arg("-s")
+            .arg(dir.path())
+            .arg("-b")
+            .arg(format!("127.0.0.3:{port}"))
+            .args(["--store", &pg.url(), "--node", "a"]),
+        Duration::from_secs(20),
+    );
+    let err = sipd_tests::text(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(err.contains("in use by a live node at"), "{err}");
 }
 
 #[test]

@@ -287,6 +287,25 @@ pub(super) fn open(pg: &PgOptions, now_unix: u64) -> Result<(Pg, Reader, Loaded)
     let err = |e: String| StoreError(format!("store {}: {e}", pg.display()));
     let mut client = pg.connect().map_err(|e| err(e.to_string()))?;
     migrate(&mut client).map_err(err)?;
+    // Two live nodes under one name would write each other's bindings.
+    let clash = client
+        .query_opt(
+            "SELECT sip_addr FROM nodes WHERE name = $1 AND sip_addr <> $2
+             AND seen_at > now() - make_interval(secs => $3)",
+            &[
+                &pg.node,
+                &pg.node_addr.to_string(),
+                &(NODE_SILENCE.as_secs_f64()),
+            ],
+        )
+        .map_err(|e| err(e.to_string()))?;
+    if let Some(row) = clash {
+        let addr: String = row.try_get(0).unwrap_or_default();
+        return Err(err(format!(
+            "node name {:?} is in use by a live node at {addr}: give this one another --node",
+            pg.node
+        )));
+    }
     let purged = client
         .execute(
             "DELETE FROM bindings WHERE expires_at <= $1",
