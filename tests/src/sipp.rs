@@ -112,3 +112,65 @@ impl Drop for Background {
         let _ = self.child.wait();
     }
 }
+
+/// `&str`s as the `String`s [`run`] and [`Background::start`] take.
+pub fn args(list: &[&str]) -> Vec<String> {
+    list.iter().map(|s| s.to_string()).collect()
+}
+
+/// The call-load setup shared by the SIPp call tests: clients `uas`
+/// (secret `uas-pw`) and `caller` (secret `caller-pw`) exist in sipd at
+/// `server`; writes `uasreg.csv` and `uac.csv` (the UAC calls `uas` as
+/// `caller`) into `dir`, registers a SIPp UAS from the port it then answers
+/// on (sipd calls the registration's source address) and starts it. Keep
+/// the returned UAS alive for the test.
+pub fn registered_uas(dir: &Path, server: &str) -> Background {
+    std::fs::write(
+        dir.join("uasreg.csv"),
+        "SEQUENTIAL\nuas;[authentication username=uas password=uas-pw]\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("uac.csv"),
+        "SEQUENTIAL\nuas;caller;[authentication username=caller password=caller-pw]\n",
+    )
+    .unwrap();
+    let uas_port = crate::free_port().to_string();
+    let reg = run(
+        dir,
+        &args(&[
+            server,
+            "-sf",
+            scenario("register.xml").to_str().unwrap(),
+            "-inf",
+            "uasreg.csv",
+            "-m",
+            "1",
+            "-i",
+            "127.0.0.1",
+            "-p",
+            &uas_port,
+            "-timeout",
+            "10",
+        ]),
+        Duration::from_secs(20),
+    );
+    assert_eq!(
+        reg.success, 1,
+        "UAS registration: {}\n{}",
+        reg.stdout, reg.errors
+    );
+    let uas = Background::start(
+        dir,
+        &args(&[
+            "-sf",
+            scenario("uas.xml").to_str().unwrap(),
+            "-i",
+            "127.0.0.1",
+            "-p",
+            &uas_port,
+        ]),
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    uas
+}

@@ -479,9 +479,22 @@ impl Ua {
     }
 
     /// Send a request and return its final response (1xx skipped).
+    /// Sends `req` and returns its final response. Responses to other
+    /// requests (a stray answer to something sent earlier from this
+    /// socket's address) are skipped: they carry another Call-ID or CSeq.
     pub fn transact(&mut self, req: &Req) -> Option<Message> {
         self.send(req);
-        self.final_response(Duration::from_secs(5))
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let left = deadline.checked_duration_since(Instant::now())?;
+            let m = self.final_response(left)?;
+            let cseq = format!("{} {}", m.cseq().seq, m.cseq().method);
+            let ours = Some(m.call_id()) == req.get("Call-ID").map(str::trim)
+                && Some(cseq.as_str()) == req.get("CSeq").map(str::trim);
+            if ours {
+                return Some(m);
+            }
+        }
     }
 
     pub fn final_response(&mut self, timeout: Duration) -> Option<Message> {
@@ -761,16 +774,25 @@ impl Ua {
 
     /// Wait for a request with this method (other messages are dropped).
     pub fn expect_request(&mut self, method: &str, timeout: Duration) -> Message {
+        self.expect_request_from(method, timeout).0
+    }
+
+    /// [`Ua::expect_request`] with the address it came from.
+    pub fn expect_request_from(
+        &mut self,
+        method: &str,
+        timeout: Duration,
+    ) -> (Message, SocketAddr) {
         let deadline = Instant::now() + timeout;
         loop {
             let left = deadline
                 .checked_duration_since(Instant::now())
                 .unwrap_or_default();
-            let m = self
-                .recv(left)
+            let (m, from) = self
+                .recv_from(left)
                 .unwrap_or_else(|| panic!("{}: no {method} within {timeout:?}", self.user));
             if m.method().map(|x| x.as_str()) == Some(method) {
-                return m;
+                return (m, from);
             }
         }
     }
@@ -864,9 +886,20 @@ pub fn establish(
     uri: &str,
     secret: &str,
 ) -> (Dialog, Dialog, Message) {
+    let (uac, uas, got, _) = establish_from(caller, callee, uri, secret);
+    (uac, uas, got)
+}
+
+/// [`establish`], with the address the callee's INVITE came from.
+pub fn establish_from(
+    caller: &mut Ua,
+    callee: &mut Ua,
+    uri: &str,
+    secret: &str,
+) -> (Dialog, Dialog, Message, SocketAddr) {
     let s = Duration::from_secs(5);
     let inv = caller.invite(uri, secret);
-    let got = callee.expect_request("INVITE", s);
+    let (got, from) = callee.expect_request_from("INVITE", s);
     let tag = unique("callee");
     callee.respond(&got, 180, "Ringing", &tag);
     caller.expect_status(180, s);
@@ -876,5 +909,5 @@ pub fn establish(
     let ack = caller.in_dialog(&mut uac, "ACK");
     caller.send(&ack);
     callee.expect_request("ACK", s);
-    (uac, Dialog::uas(&got, &tag), got)
+    (uac, Dialog::uas(&got, &tag), got, from)
 }

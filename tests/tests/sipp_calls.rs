@@ -5,11 +5,8 @@
 
 use std::time::Duration;
 
-use sipd_tests::{free_port, sipp, text, wait_for, Sipd};
-
-fn args(list: &[&str]) -> Vec<String> {
-    list.iter().map(|s| s.to_string()).collect()
-}
+use sipd_tests::sipp::{self, args};
+use sipd_tests::{text, wait_for, Sipd};
 
 #[test]
 fn sipp_1000_calls_through_the_proxy() {
@@ -81,56 +78,8 @@ fn thousand_calls(general: &str) -> Sipd {
     ));
     let work = tempfile::tempdir().unwrap();
     let dir = work.path();
-    std::fs::write(
-        dir.join("uasreg.csv"),
-        "SEQUENTIAL\nuas;[authentication username=uas password=uas-pw]\n",
-    )
-    .unwrap();
-    std::fs::write(
-        dir.join("uac.csv"),
-        "SEQUENTIAL\nuas;caller;[authentication username=caller password=caller-pw]\n",
-    )
-    .unwrap();
     let server = sipd.addr.to_string();
-    let uas_port = free_port().to_string();
-    // The UAS registers from the port it will answer on (sipd calls the
-    // registration's source address).
-    let reg = sipp::run(
-        dir,
-        &args(&[
-            &server,
-            "-sf",
-            sipp::scenario("register.xml").to_str().unwrap(),
-            "-inf",
-            "uasreg.csv",
-            "-m",
-            "1",
-            "-i",
-            "127.0.0.1",
-            "-p",
-            &uas_port,
-            "-timeout",
-            "10",
-        ]),
-        Duration::from_secs(20),
-    );
-    assert_eq!(
-        reg.success, 1,
-        "UAS registration: {}\n{}",
-        reg.stdout, reg.errors
-    );
-    let _uas = sipp::Background::start(
-        dir,
-        &args(&[
-            "-sf",
-            sipp::scenario("uas.xml").to_str().unwrap(),
-            "-i",
-            "127.0.0.1",
-            "-p",
-            &uas_port,
-        ]),
-    );
-    std::thread::sleep(Duration::from_millis(300));
+    let _uas = sipp::registered_uas(dir, &server);
     // sipd checks that the digest uri names the Request-URI; SIPp puts
     // sip:host:port there unless told the URI (every call goes to uas).
     let auth_uri = format!("uas@{server}");

@@ -149,7 +149,7 @@ pub struct CdrRow {
     /// The node whose call it was (PostgreSQL store; empty with SQLite).
     /// Filled in by the writer.
     pub node: String,
-    /// A random id given when the row is queued, so that a batch retried
+    /// A random id given by the writer when the row is queued, so that a batch retried
     /// after a commit whose outcome was lost (the database went away
     /// mid-commit) cannot store a call twice (PostgreSQL store).
     pub uid: u64,
@@ -632,12 +632,6 @@ impl Store {
     }
 
     fn send(&self, write: Write, done: Option<Done>) {
-        let mut write = write;
-        if let Write::AddCdr(c) = &mut write {
-            if c.uid == 0 {
-                c.uid = crate::rng::random_u64() | 1;
-            }
-        }
         // Count before sending so the writer never decrements below zero.
         self.stats.pending.fetch_add(1, Ordering::Relaxed);
         let result = match &self.tx {

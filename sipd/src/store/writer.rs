@@ -83,6 +83,9 @@ pub(super) struct Writer {
     spool: Option<Spool>,
     /// The spool holds CDRs: the writer does not sleep on the channel.
     spool_pending: bool,
+    /// Gives each CDR its `uid` when it is queued (seeded once from the
+    /// OS, so the packet path asks the OS for nothing per call).
+    uids: crate::rng::Rng,
 }
 
 impl Writer {
@@ -107,6 +110,7 @@ impl Writer {
             pruned: 0,
             spool: None,
             spool_pending: false,
+            uids: crate::rng::Rng::seeded(crate::rng::random_u64()),
         }
     }
 
@@ -211,7 +215,13 @@ impl Writer {
         }
     }
 
-    fn queue(&mut self, w: Write, done: Option<super::Done>) {
+    fn queue(&mut self, mut w: Write, done: Option<super::Done>) {
+        if let Write::AddCdr(c) = &mut w {
+            // Once, here: a batch retried after a lost commit keeps it.
+            if c.uid == 0 {
+                c.uid = self.uids.next_u64() | 1;
+            }
+        }
         let pushed = self.backlog.push(w, done);
         if pushed.merged > 0 {
             self.stats

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use super::{Ctx, Hop};
 use crate::calls::{Call, State};
 use crate::core::{Core, Effects};
-use crate::sip::{HeaderName, Message, Method};
+use crate::sip::{Message, Method};
 use crate::time::Now;
 use crate::transport::Peer;
 
@@ -48,11 +48,7 @@ impl Core {
                 self.txns.reply(id, 482, "Loop Detected", &[], now.at, out);
                 return;
             }
-            if self.calls.is_full() {
-                self.counters.overload += 1;
-                let retry = [(HeaderName::RetryAfter, "30")];
-                self.txns
-                    .reply(id, 503, "Service Unavailable", &retry, now.at, out);
+            if self.refuse_when_calls_full(id, now, out) {
                 return;
             }
             let node = self

@@ -13,9 +13,28 @@ use crate::routing::router::{self, Attempt, Decision, Plan};
 use crate::sip::{HeaderName, Message, Method, Uri};
 use crate::time::Now;
 use crate::transaction::TxId;
-use crate::transport::Peer;
+use crate::transport::{Out, Peer};
 
 impl Core {
+    /// The calls table is full: the INVITE is refused with `503` and
+    /// `Retry-After` (every proxied call is tracked and accounted, so one
+    /// that cannot be is never proxied untracked). `true` when refused.
+    pub(super) fn refuse_when_calls_full(
+        &mut self,
+        id: TxId,
+        now: Now,
+        out: &mut Vec<Out>,
+    ) -> bool {
+        if !self.calls.is_full() {
+            return false;
+        }
+        self.counters.overload += 1;
+        let retry = [(HeaderName::RetryAfter, "30")];
+        self.txns
+            .reply(id, 503, "Service Unavailable", &retry, now.at, out);
+        true
+    }
+
     /// A new request outside a dialog (not REGISTER): identify the caller,
     /// route, proxy.
     pub(in crate::core) fn out_of_dialog(
@@ -80,11 +99,7 @@ impl Core {
                     .reply(id, 503, "Call Limit Reached", &retry, now.at, out);
                 return;
             }
-            if self.calls.is_full() {
-                self.counters.overload += 1;
-                let retry = [(HeaderName::RetryAfter, "30")];
-                self.txns
-                    .reply(id, 503, "Service Unavailable", &retry, now.at, out);
+            if self.refuse_when_calls_full(id, now, out) {
                 return;
             }
         }
