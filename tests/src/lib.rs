@@ -6,6 +6,7 @@
 
 pub mod baresip;
 pub mod browser;
+pub mod metrics;
 pub mod postgres;
 pub mod sipp;
 pub mod tls;

@@ -23,10 +23,11 @@
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use sipd::sip::Message;
+use sipd_tests::metrics::scrape;
 use sipd_tests::postgres::Postgres;
-use sipd_tests::ua::{unique, Dialog};
-use sipd_tests::{free_port_on, sipp, wait_for, Sipd, Start, Ua};
+use sipd_tests::sipp::{self, args};
+use sipd_tests::ua::{establish_from, Dialog};
+use sipd_tests::{free_port_on, wait_for, Sipd, Start, Ua};
 
 const S: Duration = Duration::from_secs(5);
 
@@ -95,31 +96,10 @@ fn wait_binding(n: &Sipd, name: &str, node: Option<&str>) {
 /// from `via`, rings and answers; the caller ACKs.
 fn call(caller: &mut Ua, callee: &mut Ua, number: &str, via: SocketAddr) -> (Dialog, Dialog) {
     let uri = format!("sip:{number}@{}", caller.server);
-    let inv = caller.invite(&uri, &format!("{}-pw", caller.user));
-    let (got, from) = recv_request(callee, "INVITE");
+    let secret = format!("{}-pw", caller.user);
+    let (uac, uas, got, from) = establish_from(caller, callee, &uri, &secret);
     assert_eq!(from, via, "the INVITE must come from {via}:\n{got:?}");
-    let tag = unique("callee");
-    callee.respond(&got, 180, "Ringing", &tag);
-    caller.expect_status(180, S);
-    callee.respond(&got, 200, "OK", &tag);
-    let ok = caller.expect_status(200, S);
-    let mut uac = Dialog::uac(&inv, &ok);
-    let ack = caller.in_dialog(&mut uac, "ACK");
-    caller.send(&ack);
-    callee.expect_request("ACK", S);
-    (uac, Dialog::uas(&got, &tag))
-}
-
-fn recv_request(ua: &mut Ua, method: &str) -> (Message, SocketAddr) {
-    let deadline = Instant::now() + S;
-    while Instant::now() < deadline {
-        if let Some((m, from)) = ua.recv_from(Duration::from_millis(200)) {
-            if m.is_request() && m.method().is_some_and(|x| x.as_str() == method) {
-                return (m, from);
-            }
-        }
-    }
-    panic!("no {method}");
+    (uac, uas)
 }
 
 /// `from` hangs up; `to` answers the BYE.
@@ -129,18 +109,6 @@ fn hang_up(from: &mut Ua, d: &mut Dialog, to: &mut Ua) {
     let got = to.expect_request("BYE", S);
     to.respond(&got, 200, "OK", "");
     from.expect_status(200, S);
-}
-
-/// `GET /metrics` (HTTP/1.0: the server closes after answering).
-fn scrape(addr: SocketAddr) -> String {
-    use std::io::{Read, Write};
-    let mut c = std::net::TcpStream::connect(addr).unwrap();
-    c.set_read_timeout(Some(S)).unwrap();
-    c.write_all(b"GET /metrics HTTP/1.0\r\nHost: sipd\r\n\r\n")
-        .unwrap();
-    let mut out = String::new();
-    let _ = c.read_to_string(&mut out);
-    out
 }
 
 fn cdr_nodes(n: &Sipd) -> Vec<(String, String)> {
@@ -358,10 +326,6 @@ fn a_forwarding_change_by_phone_is_confirmed_only_once_postgresql_has_it() {
     );
 }
 
-fn args(list: &[&str]) -> Vec<String> {
-    list.iter().map(|s| s.to_string()).collect()
-}
-
 #[test]
 fn postgresql_down_for_10_s_under_sipp_load_loses_no_call_and_no_cdr() {
     let Some(pg) = Postgres::start() else { return };
@@ -371,50 +335,8 @@ fn postgresql_down_for_10_s_under_sipp_load_loses_no_call_and_no_cdr() {
     let (a, _b) = two_nodes(&pg, &conf(""));
     let work = tempfile::tempdir().unwrap();
     let dir = work.path();
-    std::fs::write(
-        dir.join("uasreg.csv"),
-        "SEQUENTIAL\nuas;[authentication username=uas password=uas-pw]\n",
-    )
-    .unwrap();
-    std::fs::write(
-        dir.join("uac.csv"),
-        "SEQUENTIAL\nuas;caller;[authentication username=caller password=caller-pw]\n",
-    )
-    .unwrap();
     let server = a.addr.to_string();
-    let uas_port = free_port_on("127.0.0.1").to_string();
-    let reg = sipp::run(
-        dir,
-        &args(&[
-            &server,
-            "-sf",
-            sipp::scenario("register.xml").to_str().unwrap(),
-            "-inf",
-            "uasreg.csv",
-            "-m",
-            "1",
-            "-i",
-            "127.0.0.1",
-            "-p",
-            &uas_port,
-            "-timeout",
-            "10",
-        ]),
-        Duration::from_secs(20),
-    );
-    assert_eq!(reg.success, 1, "{}\n{}", reg.stdout, reg.errors);
-    let _uas = sipp::Background::start(
-        dir,
-        &args(&[
-            "-sf",
-            sipp::scenario("uas.xml").to_str().unwrap(),
-            "-i",
-            "127.0.0.1",
-            "-p",
-            &uas_port,
-        ]),
-    );
-    std::thread::sleep(Duration::from_millis(300));
+    let _uas = sipp::registered_uas(dir, &server);
     // 50 calls/s for 20 s (1,000 calls); PostgreSQL is down from 5 s to 15 s.
     let calls = 1000u64;
     let auth_uri = format!("uas@{server}");
@@ -503,9 +425,9 @@ fn devices_of_one_client_on_two_nodes_ring_together() {
     bob.register("bob-pw", 3600);
 
     let inv = bob.invite(&format!("sip:1001@{}", b.addr), "bob-pw");
-    let (at_desk, from) = recv_request(&mut desk, "INVITE");
+    let (at_desk, from) = desk.expect_request_from("INVITE", S);
     assert_eq!(from, a.addr, "the desk phone is rung through A");
-    let (at_soft, from) = recv_request(&mut soft, "INVITE");
+    let (at_soft, from) = soft.expect_request_from("INVITE", S);
     assert_eq!(from, b.addr);
     desk.respond(&at_desk, 180, "Ringing", "desk");
     soft.respond(&at_soft, 180, "Ringing", "soft");

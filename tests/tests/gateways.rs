@@ -3,7 +3,8 @@
 //! with the round trip; a gateway that stops answering is down within
 //! 4 x qualify (logged, counted) and calls skip it at once; one answer
 //! (a 404 too) brings it back; with every gateway down calls still try
-//! them. A TCP gateway is checked over TCP.
+//! them. A TCP gateway is checked over TCP. The metrics endpoint shows
+//! each gateway's state and round trip.
 
 use std::collections::HashSet;
 use std::net::{SocketAddr, TcpListener};
@@ -13,6 +14,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use sipd::sip::Message;
+use sipd_tests::metrics::{promtool_check, scrape, value};
 use sipd_tests::ua::{unique, Dialog};
 use sipd_tests::{free_port, text, wait_for, Sipd, Ua};
 
@@ -182,7 +184,12 @@ fn call_out(alice: &mut Ua, sipd: &Sipd) -> sipd_tests::ua::Req {
 fn gateways_go_down_and_up_and_calls_skip_the_down_one() {
     let a1: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
     let a2: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-    let sipd = Sipd::start(&conf(a1, &format!("host={a2}\n")));
+    let metrics: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let sipd = Sipd::start(&conf(a1, &format!("host={a2}\n")).replacen(
+        "[general]\n",
+        &format!("[general]\nmetrics={metrics}\n"),
+        1,
+    ));
     let gw1 = Gw::start(a1, sipd.addr, 200);
     // Many trunks answer OPTIONS with 405 or 404: alive all the same.
     let gw2 = Gw::start(a2, sipd.addr, 405);
@@ -209,6 +216,24 @@ fn gateways_go_down_and_up_and_calls_skip_the_down_one() {
     assert!(json["gateways"][1]["rtt_ms"].is_u64(), "{json}");
     let changes = counter(&sipd, "gateway state changes");
     assert_eq!(changes, 2, "unknown -> up, twice");
+    // The same in the metrics: state, round trip, changes.
+    let m = scrape(metrics);
+    let gw = |name: &str, family: &str, extra: &str| {
+        format!("{family}{{gateway=\"{name}\",role=\"gateway\"{extra}}}")
+    };
+    for name in ["GW1", "GW2"] {
+        assert_eq!(
+            value(&m, &gw(name, "sipd_gateway_up", "")),
+            Some(1.0),
+            "{m}"
+        );
+        let up = gw(name, "sipd_gateway_state", ",state=\"up\"");
+        assert_eq!(value(&m, &up), Some(1.0), "{m}");
+        let rtt = value(&m, &gw(name, "sipd_gateway_options_rtt_seconds", ""));
+        assert!(rtt.is_some_and(|s| (0.0..1.0).contains(&s)), "{m}");
+    }
+    assert_eq!(value(&m, "sipd_gateway_state_changes_total"), Some(2.0));
+    promtool_check(&m);
 
     // GW1 stops answering: down within 4 x qualify, logged and counted.
     gw1.answer_options(0);
@@ -223,6 +248,20 @@ fn gateways_go_down_and_up_and_calls_skip_the_down_one() {
     );
     assert_eq!(counter(&sipd, "gateway state changes"), changes + 1);
     assert_eq!(counter(&sipd, "gateways down"), 1);
+    let m = scrape(metrics);
+    assert_eq!(
+        value(&m, &gw("GW1", "sipd_gateway_up", "")),
+        Some(0.0),
+        "{m}"
+    );
+    let down = gw("GW1", "sipd_gateway_state", ",state=\"down\"");
+    assert_eq!(value(&m, &down), Some(1.0), "{m}");
+    assert_eq!(
+        value(&m, &gw("GW2", "sipd_gateway_up", "")),
+        Some(1.0),
+        "{m}"
+    );
+    assert_eq!(value(&m, "sipd_gateway_state_changes_total"), Some(3.0));
 
     // Calls go straight to GW2 (whatever the random start), none to GW1.
     for _ in 0..4 {

@@ -11,7 +11,7 @@ use crate::config::Role;
 use crate::registrar::Reach;
 
 impl Daemon {
-    pub(super) fn gateways(&self) -> proto::Gateways {
+    pub(in crate::server) fn gateways(&self) -> proto::Gateways {
         let core = crate::lock(&self.core);
         let config = core.config();
         // Calls out to a gateway (its target) or in from one (its caller).

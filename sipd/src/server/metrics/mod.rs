@@ -27,7 +27,7 @@ mod http;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use prometheus::{IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry};
+use prometheus::{GaugeVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry};
 
 use super::Daemon;
 use crate::calls::State;
@@ -59,6 +59,10 @@ pub struct Sample {
     pub relay_ports: usize,
     pub relay_packets: u64,
     pub relay_dropped: u64,
+    /// Every gateway and mediagate, as `sipctl gateways` shows them.
+    pub gateways: Vec<proto::GatewayInfo>,
+    /// Gateway state changes (up/down) since start.
+    pub gateway_changes: u64,
 }
 
 /// One stream transport's connections.
@@ -102,6 +106,7 @@ impl Daemon {
             }
             let registrar = core.registrar();
             Sample {
+                gateway_changes: core.gateways().changes(),
                 counters: core.counters.clone(),
                 clients: core.config().clients.len(),
                 registered_clients: registrar.clients(),
@@ -124,6 +129,7 @@ impl Daemon {
                 ..Sample::default()
             }
         };
+        s.gateways = self.gateways().gateways;
         s.relayed_calls = self.relay.len();
         (s.relay_packets, s.relay_dropped) = self.relay.totals();
         s.version = env!("CARGO_PKG_VERSION");
@@ -481,6 +487,7 @@ fn build(s: &Sample) -> prometheus::Result<Registry> {
         "transport",
         streams.iter().map(|t| (t.transport, t.evicted)),
     )?;
+    gateways(&f, s)?;
     let st = &s.store;
     f.gauge(
         "sipd_store_queue_depth",
@@ -539,6 +546,67 @@ fn build(s: &Sample) -> prometheus::Result<Registry> {
     Ok(f.0)
 }
 
+/// Per gateway and mediagate: its health state (one series per state, 1
+/// for the state it is in: alerts need no absent-series rules), the round
+/// trip of its last answered OPTIONS, and the calls through it.
+fn gateways(f: &Families, s: &Sample) -> prometheus::Result<()> {
+    const STATES: [&str; 3] = ["up", "down", "unknown"];
+    let labels = ["gateway", "role"];
+    let state = IntGaugeVec::new(
+        Opts::new(
+            "sipd_gateway_state",
+            "Health of each gateway and mediagate by OPTIONS checks: 1 for the state it is in \
+             (unknown: not checked yet, qualify=0, or a registered gateway not answered yet).",
+        ),
+        &["gateway", "role", "state"],
+    )?;
+    let up = IntGaugeVec::new(
+        Opts::new(
+            "sipd_gateway_up",
+            "1 while the gateway or mediagate answers its OPTIONS checks, 0 while down or unknown.",
+        ),
+        &labels,
+    )?;
+    let rtt = GaugeVec::new(
+        Opts::new(
+            "sipd_gateway_options_rtt_seconds",
+            "Round trip of the last answered OPTIONS check (absent until one is answered).",
+        ),
+        &labels,
+    )?;
+    let calls = IntGaugeVec::new(
+        Opts::new(
+            "sipd_gateway_calls_in_progress",
+            "Calls in progress to or from the gateway or mediagate.",
+        ),
+        &labels,
+    )?;
+    for g in &s.gateways {
+        let id = [g.name.as_str(), g.role.as_str()];
+        for st in STATES {
+            state
+                .with_label_values(&[id[0], id[1], st])
+                .set(i64::from(g.state == st));
+        }
+        up.with_label_values(&id).set(i64::from(g.state == "up"));
+        if let Some(ms) = g.rtt_ms {
+            rtt.with_label_values(&id).set(ms as f64 / 1000.0);
+        }
+        calls
+            .with_label_values(&id)
+            .set(i64::try_from(g.calls).unwrap_or(i64::MAX));
+    }
+    for family in [state, up, calls] {
+        f.0.register(Box::new(family))?;
+    }
+    f.0.register(Box::new(rtt))?;
+    f.counter(
+        "sipd_gateway_state_changes_total",
+        "Gateway and mediagate state changes (up, down) since start.",
+        s.gateway_changes,
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -555,6 +623,11 @@ mod tests {
                 connections: 2,
                 ..Stream::default()
             }],
+            gateways: vec![
+                gateway("GW1", "gateway", "up", Some(12), 3),
+                gateway("GW2", "mediagate", "down", None, 0),
+            ],
+            gateway_changes: 4,
             ..Sample::default()
         };
         s.counters
@@ -576,12 +649,44 @@ mod tests {
             "sipd_responses_total{class=\"4xx\"} 1",
             "sipd_connections{transport=\"tcp\"} 2",
             "sipd_store_degraded 0",
+            "sipd_gateway_state{gateway=\"GW1\",role=\"gateway\",state=\"up\"} 1",
+            "sipd_gateway_state{gateway=\"GW1\",role=\"gateway\",state=\"down\"} 0",
+            "sipd_gateway_state{gateway=\"GW2\",role=\"mediagate\",state=\"down\"} 1",
+            "sipd_gateway_up{gateway=\"GW1\",role=\"gateway\"} 1",
+            "sipd_gateway_up{gateway=\"GW2\",role=\"mediagate\"} 0",
+            "sipd_gateway_options_rtt_seconds{gateway=\"GW1\",role=\"gateway\"} 0.012",
+            "sipd_gateway_calls_in_progress{gateway=\"GW1\",role=\"gateway\"} 3",
+            "sipd_gateway_state_changes_total 4",
         ] {
             assert!(text.lines().any(|l| l == line), "{line} missing in\n{text}");
         }
         // Every counter family is named *_total.
         for l in text.lines().filter(|l| l.ends_with(" counter")) {
             assert!(l.split(' ').nth(2).unwrap().ends_with("_total"), "{l}");
+        }
+        // No round trip known: no series rather than a made-up 0.
+        assert!(
+            !text.contains("sipd_gateway_options_rtt_seconds{gateway=\"GW2\""),
+            "{text}"
+        );
+    }
+
+    fn gateway(
+        name: &str,
+        role: &str,
+        state: &str,
+        rtt_ms: Option<u64>,
+        calls: u64,
+    ) -> proto::GatewayInfo {
+        proto::GatewayInfo {
+            name: name.into(),
+            role: role.into(),
+            host: String::new(),
+            state: state.into(),
+            rtt_ms,
+            since: None,
+            qualify: 30,
+            calls,
         }
     }
 }
