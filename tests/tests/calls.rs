@@ -499,3 +499,100 @@ fn in_dialog_request_from_a_strict_router() {
     bob.respond(&got, 200, "OK", "");
     alice.expect_status(200, S);
 }
+
+/// Blind transfer by REFER (RFC 3515), as phones do it: bob, in a call with
+/// alice, sends REFER to 1004; it reaches alice over the dialog, her 202
+/// and her NOTIFYs (sipfrag progress) reach bob; alice calls 1004 (dave)
+/// as a new, authorized call; bob hangs up his call with alice. The dialog
+/// guard lets all of this through: every request comes from one of the
+/// dialog's ends. Both calls get their CDR; dave's call is listed.
+#[test]
+fn blind_transfer_by_refer() {
+    let sipd = Sipd::start(
+        "[alice]\naccountcode=office\nsecret=alice-pw\nexten=1001\n\n\
+         [bob]\naccountcode=office\nsecret=bob-pw\nexten=1002\n\n\
+         [dave]\naccountcode=office\nsecret=dave-pw\nexten=1004\n",
+    );
+    let a = sipd.addr;
+    let ua = |user: &str| {
+        let mut ua = Ua::udp(a, user);
+        assert_eq!(ua.register(&format!("{user}-pw"), 300).status(), Some(200));
+        ua
+    };
+    let (mut alice, mut bob, mut dave) = (ua("alice"), ua("bob"), ua("dave"));
+    let (mut ad, mut bd, _) = establish(&mut alice, &mut bob, &format!("sip:1002@{a}"), "alice-pw");
+
+    // REFER from bob (the callee side) reaches alice; her 202 reaches bob.
+    let refer = bob
+        .in_dialog(&mut bd, "REFER")
+        .set("Refer-To", &format!("<sip:1004@{a}>"))
+        .set("Referred-By", &format!("<sip:bob@{a}>"));
+    bob.send(&refer);
+    let got = alice.expect_request("REFER", S);
+    let refer_to = format!("<sip:1004@{a}>");
+    assert_eq!(got.header(&HeaderName::ReferTo), Some(refer_to.as_str()));
+    alice.respond(&got, 202, "Accepted", "");
+    bob.expect_status(202, S);
+
+    // alice reports progress with NOTIFY in the same dialog.
+    let notify = |alice: &mut Ua, ad: &mut Dialog, frag: &str, state: &str| {
+        let n = alice
+            .in_dialog(ad, "NOTIFY")
+            .set("Event", "refer")
+            .set("Subscription-State", state)
+            .body("message/sipfrag;version=2.0", frag.as_bytes());
+        alice.send(&n);
+    };
+    notify(
+        &mut alice,
+        &mut ad,
+        "SIP/2.0 100 Trying",
+        "active;expires=60",
+    );
+    let n = bob.expect_request("NOTIFY", S);
+    assert_eq!(n.body(), b"SIP/2.0 100 Trying");
+    bob.respond(&n, 200, "OK", "");
+    alice.expect_status(200, S);
+
+    // alice calls the Refer-To target: a new call of her own.
+    let (mut ad2, mut dd, _) =
+        establish(&mut alice, &mut dave, &format!("sip:1004@{a}"), "alice-pw");
+    notify(
+        &mut alice,
+        &mut ad,
+        "SIP/2.0 200 OK",
+        "terminated;reason=noresource",
+    );
+    let n = bob.expect_request("NOTIFY", S);
+    assert_eq!(n.body(), b"SIP/2.0 200 OK");
+    bob.respond(&n, 200, "OK", "");
+    alice.expect_status(200, S);
+
+    // bob hangs up the first call; the transferred call goes on.
+    bob.send(&bob.in_dialog(&mut bd, "BYE"));
+    let bye = alice.expect_request("BYE", S);
+    alice.respond(&bye, 200, "OK", "");
+    bob.expect_status(200, S);
+    let first = cdr_of(&sipd, &ad.call_id);
+    assert_eq!(
+        (first.disposition.as_str(), first.target.as_str()),
+        ("ANSWERED", "bob")
+    );
+    let listed = calls(&sipd);
+    assert_eq!(listed.len(), 1, "{listed:?}");
+    assert_eq!(
+        (listed[0].caller.as_str(), listed[0].target.as_str()),
+        ("alice", "dave")
+    );
+
+    dave.send(&dave.in_dialog(&mut dd, "BYE"));
+    let bye = alice.expect_request("BYE", S);
+    alice.respond(&bye, 200, "OK", "");
+    dave.expect_status(200, S);
+    let second = cdr_of(&sipd, &ad2.call_id);
+    assert_eq!(
+        (second.disposition.as_str(), second.target.as_str()),
+        ("ANSWERED", "dave")
+    );
+    let _ = &mut ad2;
+}
